@@ -1,0 +1,424 @@
+"""Structured log-barrier of a version space, with a Newton solver that never builds A.
+
+Notation (DESIGN §2). A point theta holds K' x 2 x P blocks theta_{k,s,i} in R^r (s = 0 for
+u, s = 1 for v), stored as an array of shape (K', 2, P, r); J = 2 P K' blocks, G = P K' gate
+groups (k, i). The labeled features in the current basis are F (L x r). With
+Z = F theta^T (L x J):
+
+    pattern slack   p_{l,k,s,i} = S_{l,i} Z_{l,k,s,i}                       S = 2 D - 1
+    label slack     t_q = sum_{k,i} C_{q,k,i} (Z_{l(q),k,0,i} - Z_{l(q),k,1,i}) + b_q
+    ball slack      s_b = R^2 - ||theta||^2
+
+and the barrier is  phi = -sum log p - sum log t - log s_b.          (analytic centre, eq. AC)
+
+Its Hessian is block-diagonal plus low rank (DESIGN §2, "what makes it fast"):
+
+    H = blockdiag_j(B_j) + A^T A + beta beta^T,
+    B_j   = F^T diag(1 / p_{:,j}^2) F + c I,      c = 2 / s_b           (pattern rows + ball)
+    A     = rows a_q / t_q (only the w = u - v directions)               (label cuts)
+    beta  = (2 / s_b) theta                                              (ball, rank one)
+
+Solving H x = g uses Woodbury twice: the rank-one ball term by Sherman-Morrison, and the label
+term either in "label space" (a Q x Q capacitance matrix) or in "gate space" (a G r x G r
+system, cheaper once Q > G r). Both start from batched Cholesky factors of the B_j.
+
+Phase I adds a scalar offset tau to selected rows (slack + omega * tau); the extra variable is
+eliminated by a Schur complement in :mod:`learner.center`.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import scipy.linalg
+from numpy.typing import NDArray
+
+from learner.version_space import VersionSpace
+
+Array = NDArray[np.float64]
+
+#: Above this many floats the Khatri-Rao product F (x) F is not cached (B_j built in a loop).
+_FF_CACHE_LIMIT = 40_000_000
+
+
+class HessianPath(enum.Enum):
+    """How the label-cut term of the Hessian is folded in (see module docstring)."""
+
+    AUTO = "auto"
+    LABEL_SPACE = "label-space"
+    GATE_SPACE = "gate-space"
+
+
+def span_basis(X: Array, rtol: float = 1e-10) -> Array | None:
+    """Orthonormal basis of the row span of ``X``, or None when it is all of R^d.
+
+    The analytic centre lies blockwise in this span (the ball is rotation-invariant and every
+    other constraint only sees X theta_j), so when rank(X) < d the problem is solved in r
+    coordinates per block: the "kernel path" of DESIGN §2.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_labels, d)
+
+    Returns
+    -------
+    ndarray of shape (d, r) with orthonormal columns, or None if r == d.
+    """
+    L, d = X.shape
+    if L == 0:
+        return np.zeros((d, 0))
+    _, sv, vt = np.linalg.svd(X, full_matrices=False)
+    r = int(np.sum(sv > rtol * sv[0])) if sv[0] > 0 else 0
+    if r == d:
+        return None
+    return np.ascontiguousarray(vt[:r].T)
+
+
+@dataclass
+class Offsets:
+    """Phase-I offsets: slack_row += omega_row * tau for the rows in V (zeros elsewhere).
+
+    Attributes
+    ----------
+    pattern : ndarray of shape (n_labels, K', 2, P)
+    label : ndarray of shape (n_cuts,)
+    """
+
+    pattern: Array
+    label: Array
+
+
+@dataclass
+class Slacks:
+    """Slacks at one point (offsets included when given)."""
+
+    p: Array  # (L, K', 2, P)
+    t: Array  # (Q,)
+    sb: float
+
+    def positive(self) -> bool:
+        return bool(self.sb > 0 and np.all(self.p > 0) and np.all(self.t > 0))
+
+
+class Barrier:
+    """The log-barrier of one version space in a fixed orthonormal basis.
+
+    Parameters
+    ----------
+    vs : VersionSpace
+        The (active) labeled points.
+    basis : ndarray of shape (d, r) or None
+        Orthonormal basis of the block coordinates; None means the identity (r = d).
+    """
+
+    def __init__(self, vs: VersionSpace, basis: Array | None) -> None:
+        self.basis = basis
+        self.F: Array = vs.X if basis is None else vs.X @ basis
+        self.L, self.r = self.F.shape
+        self.K = vs.n_outputs
+        self.P = vs.n_gates
+        self.G = self.K * self.P
+        self.J = 2 * self.G
+        self.radius = float(vs.radius)
+        self.S: Array = 2.0 * vs.patterns.astype(np.float64) - 1.0
+        cuts = vs.label_cuts()
+        self.C = cuts.per_label
+        self.coef: Array = cuts.coef
+        self.offset: Array = cuts.offset
+        self.Q = self.coef.shape[0]
+        self.F_lab: Array = self.F if self.C == 1 else np.repeat(self.F, self.C, axis=0)
+        fnorm = np.linalg.norm(self.F, axis=1)
+        # Row norms ||a|| of every constraint, used to normalise slacks into distances.
+        self.norm_pattern: Array = np.broadcast_to(
+            fnorm[:, None, None, None], (self.L, self.K, 2, self.P)
+        ).copy()
+        self.norm_label: Array = np.linalg.norm(self.F_lab, axis=1) * np.sqrt(
+            2.0 * np.sum(self.coef**2, axis=(1, 2))
+        )
+        self._ff: Array | None = None
+        if self.L * self.r * self.r <= _FF_CACHE_LIMIT:
+            self._ff = (self.F[:, :, None] * self.F[:, None, :]).reshape(self.L, self.r * self.r)
+
+    # ------------------------------------------------------------------ coordinates
+    @property
+    def n_rows(self) -> int:
+        return self.L * self.J + self.Q
+
+    def to_reduced(self, theta_full: Array) -> Array:
+        """Full-space point (K', 2, P, d) -> basis coordinates (K', 2, P, r)."""
+        return theta_full if self.basis is None else theta_full @ self.basis
+
+    def to_full(self, theta: Array) -> Array:
+        """Basis coordinates (K', 2, P, r) -> full-space point (K', 2, P, d)."""
+        return theta if self.basis is None else theta @ self.basis.T
+
+    # ------------------------------------------------------------------ evaluation
+    def z(self, theta: Array) -> Array:
+        """Z = F theta^T, shape (L, K', 2, P)."""
+        flat = theta.reshape(self.J, self.r)
+        return (self.F @ flat.T).reshape(self.L, self.K, 2, self.P)
+
+    def label_values(self, Z: Array) -> Array:
+        """sum_{k,i} C_{q,k,i} (Z_u - Z_v) for every cut q (offset excluded), shape (Q,)."""
+        wd = (Z[:, :, 0, :] - Z[:, :, 1, :]).reshape(self.L, 1, self.G)
+        c = self.coef.reshape(self.L, self.C, self.G)
+        return np.einsum("lcg,lcg->lc", c, np.broadcast_to(wd, c.shape)).reshape(self.Q)
+
+    def slacks(
+        self, theta: Array, tau: float = 0.0, offsets: Offsets | None = None, Z: Array | None = None
+    ) -> Slacks:
+        if Z is None:
+            Z = self.z(theta)
+        p = self.S[:, None, None, :] * Z
+        t = self.label_values(Z) + self.offset
+        if offsets is not None:
+            p = p + offsets.pattern * tau
+            t = t + offsets.label * tau
+        sb = self.radius**2 - float(np.sum(theta * theta))
+        return Slacks(p=p, t=t, sb=sb)
+
+    @staticmethod
+    def value(sl: Slacks) -> float:
+        """phi = -sum log p - sum log t - log s_b (eq. AC); +inf outside the domain."""
+        if not sl.positive():
+            return float("inf")
+        return float(-np.sum(np.log(sl.p)) - np.sum(np.log(sl.t)) - np.log(sl.sb))
+
+    def gradient(self, theta: Array, sl: Slacks) -> Array:
+        """d phi / d theta, shape (K', 2, P, r)."""
+        gz = -self.S[:, None, None, :] / sl.p  # d(-log p)/dZ
+        lab = (-self.coef / sl.t[:, None, None]).reshape(self.L, self.C, self.K, self.P).sum(1)
+        gz[:, :, 0, :] += lab
+        gz[:, :, 1, :] -= lab
+        g = (gz.reshape(self.L, self.J).T @ self.F).reshape(self.K, 2, self.P, self.r)
+        return g + (2.0 / sl.sb) * theta
+
+    def offset_gradient(self, theta: Array, sl: Slacks, offsets: Offsets) -> tuple[Array, float]:
+        """Mixed second derivative h = d^2 phi / d theta d tau and d phi / d tau.
+
+        Returns
+        -------
+        h : ndarray of shape (K', 2, P, r)
+        g_tau : float
+        """
+        hz = offsets.pattern * self.S[:, None, None, :] / sl.p**2
+        lab = (
+            (self.coef * (offsets.label / sl.t**2)[:, None, None])
+            .reshape(self.L, self.C, self.K, self.P)
+            .sum(1)
+        )
+        hz[:, :, 0, :] += lab
+        hz[:, :, 1, :] -= lab
+        h = (hz.reshape(self.L, self.J).T @ self.F).reshape(self.K, 2, self.P, self.r)
+        g_tau = -float(np.sum(offsets.pattern / sl.p) + np.sum(offsets.label / sl.t))
+        return h, g_tau
+
+    def offset_curvature(self, sl: Slacks, offsets: Offsets) -> float:
+        """d^2 phi / d tau^2."""
+        return float(np.sum((offsets.pattern / sl.p) ** 2) + np.sum((offsets.label / sl.t) ** 2))
+
+    def direction_change(self, d_theta: Array, d_tau: float, offsets: Offsets | None) -> Slacks:
+        """Change of every slack along (d_theta, d_tau), to line-search without refactoring."""
+        dz = self.z(d_theta)
+        dp = self.S[:, None, None, :] * dz
+        dt = self.label_values(dz)
+        if offsets is not None:
+            dp = dp + offsets.pattern * d_tau
+            dt = dt + offsets.label * d_tau
+        return Slacks(p=dp, t=dt, sb=0.0)
+
+    # ------------------------------------------------------------------ Hessian
+    def hess_vec(self, theta: Array, sl: Slacks, V: Array) -> Array:
+        """H V without forming H, for V of shape (m, K', 2, P, r); cost O(m L J r).
+
+        Used by the preconditioned conjugate-gradient Newton steps, where a factorization
+        from an earlier iterate is the preconditioner.
+        """
+        m = V.shape[0]
+        dz = np.matmul(self.F[None], V.reshape(m, self.J, self.r).transpose(0, 2, 1))
+        dz = dz.reshape(m, self.L, self.K, 2, self.P)
+        gz = dz / sl.p[None] ** 2  # pattern rows: S^2 = 1
+        dwd = (dz[:, :, :, 0, :] - dz[:, :, :, 1, :]).reshape(m, self.L, 1, self.G)
+        c = self.coef.reshape(self.L, self.C, self.G)
+        lab = np.einsum("lcg,mlcg->mlc", c, np.broadcast_to(dwd, (m,) + c.shape))
+        lab = lab.reshape(m, self.Q) / sl.t[None] ** 2
+        acc = np.einsum("lcg,mlc->mlg", c, lab.reshape(m, self.L, self.C))
+        acc = acc.reshape(m, self.L, self.K, self.P)
+        gz[:, :, :, 0, :] += acc
+        gz[:, :, :, 1, :] -= acc
+        out = np.matmul(gz.reshape(m, self.L, self.J).transpose(0, 2, 1), self.F[None])
+        out = out.reshape(V.shape)
+        cb = 2.0 / sl.sb
+        proj = V.reshape(m, -1) @ theta.ravel()
+        return out + cb * V + (4.0 / sl.sb**2) * proj.reshape(m, 1, 1, 1, 1) * theta[None]
+
+    def choose_path(self, path: HessianPath) -> HessianPath:
+        if path is not HessianPath.AUTO:
+            return path
+        gr = self.G * self.r
+        cost_label = self.Q**2 * gr + self.Q**3 / 3
+        cost_gate = gr**2 * self.Q + gr**3 / 3
+        return HessianPath.LABEL_SPACE if cost_label <= cost_gate else HessianPath.GATE_SPACE
+
+    def factorize(
+        self, theta: Array, sl: Slacks, path: HessianPath = HessianPath.AUTO
+    ) -> HessianFactor:
+        """Factor the barrier Hessian at ``theta`` (offsets enter through ``sl`` only)."""
+        return HessianFactor(self, theta, sl, self.choose_path(path))
+
+
+class HessianFactor:
+    """Factorization of H = blockdiag(B) + A^T A + beta beta^T (see module docstring).
+
+    Exposes :meth:`solve`, :meth:`logdet` and :meth:`sample`; nothing here forms an n x n
+    matrix (n = J r).
+    """
+
+    def __init__(self, bar: Barrier, theta: Array, sl: Slacks, path: HessianPath) -> None:
+        self.bar = bar
+        self.path = path
+        K, P, r, L, G, J = bar.K, bar.P, bar.r, bar.L, bar.G, bar.J
+        c = 2.0 / sl.sb
+        self.c = c
+        # B_j = F^T diag(1/p_j^2) F + c I  (pattern rows and the isotropic part of the ball).
+        wp = (1.0 / sl.p**2).reshape(L, J)
+        if bar._ff is not None:
+            B = (wp.T @ bar._ff).reshape(J, r, r)
+        else:
+            B = np.empty((J, r, r))
+            for j in range(J):
+                B[j] = (bar.F.T * wp[:, j]) @ bar.F
+        idx = np.arange(r)
+        B[:, idx, idx] += c
+        self.chol_B = _batched_cholesky(B)
+        self.logdet_B = 2.0 * float(np.sum(np.log(np.diagonal(self.chol_B, axis1=1, axis2=2))))
+        linv = np.linalg.inv(self.chol_B)
+        self.B_inv = np.matmul(linv.transpose(0, 2, 1), linv)  # (J, r, r)
+        binv = self.B_inv.reshape(K, 2, P, r, r)
+        # D_g = B_u^{-1} + B_v^{-1}: the label rows only see w = u - v.
+        Dg = (binv[:, 0] + binv[:, 1]).reshape(G, r, r)
+        self.cs = (bar.coef / sl.t[:, None, None]).reshape(bar.Q, G)  # C_q / t_q
+        if path is HessianPath.LABEL_SPACE:
+            Rg = _batched_cholesky(Dg)
+            E = np.matmul(bar.F_lab[None], Rg)  # (G, Q, r)
+            E *= self.cs.T[:, :, None]
+            E2 = E.transpose(1, 0, 2).reshape(bar.Q, G * r)
+            cap = E2 @ E2.T  # A B^{-1} A^T
+            cap[np.diag_indices_from(cap)] += 1.0
+            self.chol_inner = _cholesky(cap)
+            logdet_inner = 2.0 * float(np.sum(np.log(np.diagonal(self.chol_inner))))
+        else:
+            Ld = _batched_cholesky(Dg)
+            logdet_D = 2.0 * float(np.sum(np.log(np.diagonal(Ld, axis1=1, axis2=2))))
+            ldinv = np.linalg.inv(Ld)
+            self.D_inv = np.matmul(ldinv.transpose(0, 2, 1), ldinv)  # (G, r, r)
+            gm = (self.cs[:, :, None] * bar.F_lab[:, None, :]).reshape(bar.Q, G * r)
+            sg = gm.T @ gm  # A^T A restricted to w
+            for g in range(G):
+                sg[g * r : (g + 1) * r, g * r : (g + 1) * r] += self.D_inv[g]
+            self.chol_inner = _cholesky(sg)
+            logdet_inner = logdet_D + 2.0 * float(np.sum(np.log(np.diagonal(self.chol_inner))))
+        # Ball: rank-one term beta beta^T by Sherman-Morrison.
+        self.beta = (2.0 / sl.sb) * theta
+        self.z_beta = self._solve0(self.beta[None])[0]
+        self.denom = 1.0 + float(np.sum(self.beta * self.z_beta))
+        self._logdet = self.logdet_B + logdet_inner + float(np.log(self.denom))
+
+    # -------------------------------------------------------------- linear algebra
+    def _bmul(self, Y: Array) -> Array:
+        """blockdiag(B^{-1}) Y for Y of shape (m, K', 2, P, r)."""
+        bar = self.bar
+        m = Y.shape[0]
+        flat = Y.reshape(m, bar.J, bar.r, 1)
+        return np.matmul(self.B_inv[None], flat).reshape(Y.shape)
+
+    def _apply_A(self, X: Array) -> Array:
+        """A X: one number per cut and right-hand side, shape (m, Q)."""
+        bar = self.bar
+        m = X.shape[0]
+        w = (X[:, :, 0] - X[:, :, 1]).reshape(m, bar.G, bar.r)
+        proj = np.matmul(bar.F_lab[None], w.transpose(0, 2, 1))  # (m, Q, G)
+        return np.einsum("mqg,qg->mq", proj, self.cs)
+
+    def _apply_At(self, z: Array) -> Array:
+        """A^T z for z of shape (m, Q); returns shape (m, K', 2, P, r)."""
+        bar = self.bar
+        m = z.shape[0]
+        weighted = self.cs[None] * z[:, :, None]  # (m, Q, G)
+        w = np.matmul(weighted.transpose(0, 2, 1), bar.F_lab[None])  # (m, G, r)
+        w = w.reshape(m, bar.K, bar.P, bar.r)
+        return np.stack([w, -w], axis=2)
+
+    def _solve0(self, Y: Array) -> Array:
+        """(blockdiag(B) + A^T A)^{-1} Y by Woodbury, for Y of shape (m, K', 2, P, r)."""
+        bar = self.bar
+        m = Y.shape[0]
+        X1 = self._bmul(Y)
+        if self.path is HessianPath.LABEL_SPACE:
+            z = self._apply_A(X1)  # (m, Q)
+            w = scipy.linalg.cho_solve((self.chol_inner, True), z.T, check_finite=False).T
+            back = self._apply_At(w)
+        else:
+            yw = (X1[:, :, 0] - X1[:, :, 1]).reshape(m, bar.G, bar.r, 1)
+            dv = np.matmul(self.D_inv[None], yw).reshape(m, bar.G * bar.r)
+            s = scipy.linalg.cho_solve((self.chol_inner, True), dv.T, check_finite=False).T
+            ds = np.matmul(self.D_inv[None], s.reshape(m, bar.G, bar.r, 1)).reshape(m, -1)
+            mw = (dv - ds).reshape(m, bar.K, bar.P, bar.r)
+            back = np.stack([mw, -mw], axis=2)
+        return X1 - self._bmul(back)
+
+    def solve(self, Y: Array) -> Array:
+        """H^{-1} Y for Y of shape (m, K', 2, P, r) (or one point of shape (K', 2, P, r))."""
+        single = Y.ndim == 4
+        Ym = Y[None] if single else Y
+        X0 = self._solve0(Ym)
+        # Sherman-Morrison: H^{-1} y = H0^{-1} y - z_b (beta^T H0^{-1} y) / (1 + beta^T z_b).
+        coeff = (X0.reshape(X0.shape[0], -1) @ self.beta.ravel()) / self.denom
+        X = X0 - coeff.reshape(-1, 1, 1, 1, 1) * self.z_beta[None]
+        return X[0] if single else X
+
+    def logdet(self) -> float:
+        """log det H in the basis coordinates."""
+        return self._logdet
+
+    def sample(self, rng: np.random.Generator, n: int) -> Array:
+        """Draw n vectors from N(0, H^{-1}), shape (n, K', 2, P, r).
+
+        zeta = B^{1/2} z1 + A^T z2 + beta z3 has covariance B + A^T A + beta beta^T = H,
+        so H^{-1} zeta ~ N(0, H^{-1}).
+        """
+        bar = self.bar
+        z1 = rng.standard_normal((n, bar.J, bar.r, 1))
+        part1 = np.matmul(self.chol_B[None], z1).reshape(n, bar.K, 2, bar.P, bar.r)
+        part2 = self._apply_At(rng.standard_normal((n, bar.Q)))
+        part3 = rng.standard_normal(n).reshape(n, 1, 1, 1, 1) * self.beta[None]
+        return self.solve(part1 + part2 + part3)
+
+
+def _cholesky(M: Array) -> Array:
+    """Lower Cholesky factor; one jitter retry for matrices that are PD in exact arithmetic."""
+    try:
+        return scipy.linalg.cholesky(M, lower=True, check_finite=False)
+    except np.linalg.LinAlgError:
+        jitter = 1e-12 * float(np.trace(M)) / M.shape[0]
+        return scipy.linalg.cholesky(
+            M + jitter * np.eye(M.shape[0]), lower=True, check_finite=False
+        )
+
+
+def _batched_cholesky(M: Array) -> Array:
+    try:
+        return np.asarray(np.linalg.cholesky(M), dtype=np.float64)
+    except np.linalg.LinAlgError:
+        r = M.shape[-1]
+        scale = np.trace(M, axis1=-2, axis2=-1) / r
+        return np.asarray(
+            np.linalg.cholesky(M + 1e-12 * scale[:, None, None] * np.eye(r)[None]), dtype=np.float64
+        )
+
+
+def as_float_array(x: Any) -> Array:
+    return np.asarray(x, dtype=np.float64)

@@ -1,0 +1,132 @@
+"""Hyperparameters of the learner, validated in one place.
+
+Every public entry point takes a :class:`LearnerConfig`; nothing below re-checks these values.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+class Task(enum.Enum):
+    """What a label is.
+
+    BINARY: class 0 or 1; one network, f(x) > 0 means class 1.
+    MULTICLASS: class 0..K-1; one network per class sharing the gates (DESIGN §2).
+    REGRESSION: a real target y; a label adds the two cuts |f(x) - y| <= epsilon.
+    """
+
+    BINARY = "binary"
+    MULTICLASS = "multiclass"
+    REGRESSION = "regression"
+
+
+class Projection(enum.Enum):
+    """Optional linear map of the raw embeddings before the gates, fitted on the pool."""
+
+    NONE = "none"
+    PCA = "pca"
+    RANDOM = "random"
+
+
+class GateInit(enum.Enum):
+    """How the P gate vectors are drawn.
+
+    GAUSSIAN: h ~ N(0, I) in feature space (bias coordinate included).
+    DATA: a random unit normal through a random pool point, so every gate splits the data.
+    """
+
+    GAUSSIAN = "gaussian"
+    DATA = "data"
+
+
+@dataclass(frozen=True)
+class LearnerConfig:
+    """Settings of one campaign's learner.
+
+    Parameters
+    ----------
+    task : Task
+        Binary, multi-class or regression labels.
+    n_classes : int
+        Number of classes K (2 for binary; ignored for regression, stored as 1).
+    n_gates : int
+        Number of gates P. The network has at most 2P hidden units per class.
+    bias : bool
+        Append a constant 1 to every (projected) embedding.
+    projection : Projection
+        Optional PCA or random projection of the embeddings, fitted on the pool.
+    n_components : int or None
+        Output dimension d' of the projection; required unless ``projection`` is NONE.
+    gate_init : GateInit
+        How gates are drawn.
+    radius : float
+        Radius R of the ball ||theta|| <= R that bounds the version space.
+    epsilon : float
+        Regression tolerance: a label y requires |f(x) - y| <= epsilon.
+    seed : int
+        Seed of the generator that draws the projection and the gates.
+    """
+
+    task: Task = Task.BINARY
+    n_classes: int = 2
+    n_gates: int = 32
+    bias: bool = True
+    projection: Projection = Projection.NONE
+    n_components: int | None = None
+    gate_init: GateInit = GateInit.GAUSSIAN
+    radius: float = 1.0
+    epsilon: float = 0.1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        # Accept the string values too (settings and JSON round-trips carry strings).
+        for name, kind in (("task", Task), ("projection", Projection), ("gate_init", GateInit)):
+            value = getattr(self, name)
+            if not isinstance(value, kind):
+                try:
+                    object.__setattr__(self, name, kind(value))
+                except ValueError:
+                    allowed = ", ".join(repr(k.value) for k in kind)
+                    raise ValueError(f"{name} must be one of {allowed}, got {value!r}") from None
+        if self.task is Task.REGRESSION:
+            object.__setattr__(self, "n_classes", 1)
+        elif self.task is Task.BINARY and self.n_classes != 2:
+            raise ValueError(f"n_classes must be 2 for a binary task, got {self.n_classes}")
+        elif self.task is Task.MULTICLASS and self.n_classes < 3:
+            raise ValueError(f"n_classes must be >= 3 for a multiclass task, got {self.n_classes}")
+        if self.n_gates < 1:
+            raise ValueError(f"n_gates must be >= 1, got {self.n_gates}")
+        if self.projection is Projection.NONE:
+            if self.n_components is not None:
+                raise ValueError("n_components is only used with a projection; set projection")
+        elif self.n_components is None or self.n_components < 1:
+            raise ValueError(
+                f"n_components must be >= 1 with a projection, got {self.n_components}"
+            )
+        if not (math.isfinite(self.radius) and self.radius > 0):
+            raise ValueError(f"radius must be a finite number > 0, got {self.radius}")
+        if not (math.isfinite(self.epsilon) and self.epsilon > 0):
+            raise ValueError(f"epsilon must be a finite number > 0, got {self.epsilon}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
+
+    @property
+    def n_outputs(self) -> int:
+        """Number of networks K' sharing the gates: K for multi-class, else 1."""
+        return self.n_classes if self.task is Task.MULTICLASS else 1
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict (enums as their string values)."""
+        out = asdict(self)
+        for name in ("task", "projection", "gate_init"):
+            out[name] = getattr(self, name).value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LearnerConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are an error."""
+        return cls(**data)

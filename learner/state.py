@@ -1,0 +1,321 @@
+"""Learner state: everything a campaign must persist between jobs, as plain arrays.
+
+A :class:`LearnerState` is immutable; every operation returns a new one. The stored centre is a
+cache: the state is a pure function of (config, pool embeddings the projection and gates were
+fitted on, labeled embeddings, labels), so :func:`rebuild` recreates it exactly, and a crashed
+worker loses nothing. :meth:`LearnerState.to_bytes` writes ``.npz`` bytes (arrays plus a JSON
+header), never a pickle.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from learner._validation import as_matrix, as_pool, as_rng
+from learner.center import CenterOptions, CenterResult, CenterStatus, analytic_center
+from learner.config import LearnerConfig, Task
+from learner.convex import ConvexFitResult, Loss, convex_fit
+from learner.diagnostics import Diagnostics, diagnose, sample_networks
+from learner.features import FeatureMap, Gates, fit_feature_map, sample_gates
+from learner.network import ReLUNetwork, gated_decision, network_from_theta
+from learner.query import QueryResult, QueryStrategy, score_by_samples, score_pool, select_batch
+from learner.version_space import VersionSpace, add_labels, empty_version_space
+
+STATE_VERSION = 1
+
+
+@dataclass(frozen=True, eq=False)
+class LearnerState:
+    """One campaign's learner.
+
+    Attributes
+    ----------
+    config : LearnerConfig
+    feature_map : FeatureMap
+    gates : Gates
+    version_space : VersionSpace
+        Labeled points (mapped features) and labels.
+    center : ndarray of shape (n_outputs, 2, n_gates, n_features) or None
+        Cached analytic centre of the active labels (None before the first recentre).
+    active : ndarray of bool, shape (n_labels,)
+        Labels in force at ``center``; the others were excluded as conflicts.
+    conflicts : tuple of tuple of int
+        Conflict groups found by the last recentre (label indices).
+    center_status : str
+        Status of the last recentre (a :class:`CenterStatus` value, or "none").
+    round : int
+        Number of recentres so far.
+    """
+
+    config: LearnerConfig
+    feature_map: FeatureMap
+    gates: Gates
+    version_space: VersionSpace
+    center: NDArray[np.float64] | None = None
+    active: NDArray[np.bool_] | None = None
+    conflicts: tuple[tuple[int, ...], ...] = ()
+    center_status: str = "none"
+    round: int = 0
+
+    @property
+    def n_labels(self) -> int:
+        return self.version_space.n_labels
+
+    @property
+    def theta(self) -> NDArray[np.float64]:
+        """The centre, or zeros (the centre of the empty version space) before any recentre."""
+        if self.center is not None:
+            return self.center
+        vs = self.version_space
+        return np.zeros((vs.n_outputs, 2, vs.n_gates, vs.n_features))
+
+    # ------------------------------------------------------------------ bytes
+    def to_bytes(self) -> bytes:
+        """Serialise to ``.npz`` bytes (arrays and a JSON header; no pickle)."""
+        vs = self.version_space
+        fm = self.feature_map
+        flat = [i for g in self.conflicts for i in g]
+        sizes = [len(g) for g in self.conflicts]
+        header = {
+            "format": "carve-learner-state",
+            "version": STATE_VERSION,
+            "config": self.config.to_dict(),
+            "bias": fm.bias,
+            "center_status": self.center_status,
+            "round": self.round,
+            "has_center": self.center is not None,
+            "has_components": fm.components is not None,
+        }
+        arrays: dict[str, Any] = {
+            "header": np.array(json.dumps(header)),
+            "mean": fm.mean,
+            "gates": self.gates.weights,
+            "X": vs.X,
+            "y": vs.y,
+            "conflicts_flat": np.asarray(flat, dtype=np.int64),
+            "conflicts_sizes": np.asarray(sizes, dtype=np.int64),
+        }
+        if fm.components is not None:
+            arrays["components"] = fm.components
+        if self.center is not None:
+            arrays["center"] = self.center
+        if self.active is not None:
+            arrays["active"] = self.active
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **arrays)
+        return buf.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> LearnerState:
+        """Inverse of :meth:`to_bytes`."""
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            header = json.loads(str(z["header"]))
+            if header.get("format") != "carve-learner-state":
+                raise ValueError("not a Carve learner state")
+            if int(header["version"]) > STATE_VERSION:
+                raise ValueError(f"state version {header['version']} is newer than this library")
+            config = LearnerConfig.from_dict(header["config"])
+            fm = FeatureMap(
+                mean=z["mean"],
+                components=z["components"] if header["has_components"] else None,
+                bias=bool(header["bias"]),
+            )
+            gates = Gates(weights=z["gates"])
+            vs = empty_version_space(
+                gates.weights, config.task, config.n_classes, config.radius, config.epsilon
+            )
+            X, y = z["X"], z["y"]
+            if X.shape[0]:
+                vs = add_labels(vs, X, y)
+            sizes = z["conflicts_sizes"].tolist()
+            flat = z["conflicts_flat"].tolist()
+            groups, pos = [], 0
+            for size in sizes:
+                groups.append(tuple(int(i) for i in flat[pos : pos + size]))
+                pos += size
+            return cls(
+                config=config,
+                feature_map=fm,
+                gates=gates,
+                version_space=vs,
+                center=z["center"] if header["has_center"] else None,
+                active=z["active"] if "active" in z.files else None,
+                conflicts=tuple(groups),
+                center_status=str(header["center_status"]),
+                round=int(header["round"]),
+            )
+
+
+def init_state(config: LearnerConfig, E_pool: Any, rng: Any = None) -> LearnerState:
+    """Fit the projection and draw the gates for a new campaign.
+
+    Parameters
+    ----------
+    config : LearnerConfig
+    E_pool : ndarray of shape (n_pool, n_raw)
+        The campaign's pool embeddings.
+    rng : numpy.random.Generator or int, optional
+        Defaults to ``numpy.random.default_rng(config.seed)``, so a state is reproducible from
+        the config alone.
+    """
+    gen = as_rng(config.seed if rng is None else rng)
+    E_pool = as_pool(E_pool, "E_pool")
+    if E_pool.shape[0] == 0:
+        raise ValueError("E_pool is empty")
+    feature_map = fit_feature_map(config, E_pool, gen)
+    gates = sample_gates(config, feature_map, gen, E_pool)
+    vs = empty_version_space(
+        gates.weights, config.task, config.n_classes, config.radius, config.epsilon
+    )
+    return LearnerState(config=config, feature_map=feature_map, gates=gates, version_space=vs)
+
+
+def with_labels(state: LearnerState, E_new: Any, y_new: Any) -> LearnerState:
+    """Append labeled items (raw embeddings). The cached centre is kept as a warm start.
+
+    Parameters
+    ----------
+    E_new : array-like of shape (n_new, n_raw)
+    y_new : array-like of shape (n_new,)
+        Class indices 0..K-1, or targets for regression.
+    """
+    E_new = as_matrix(E_new, "E_new", n_features=state.feature_map.n_raw)
+    X_new = state.feature_map.transform(E_new)
+    vs = add_labels(state.version_space, X_new, y_new)
+    return replace(state, version_space=vs)
+
+
+def recenter(
+    state: LearnerState, options: CenterOptions | None = None
+) -> tuple[LearnerState, CenterResult]:
+    """Recompute the analytic centre, warm-started from the cached one."""
+    result = analytic_center(state.version_space, start=state.center, options=options)
+    new = replace(
+        state,
+        center=result.x,
+        active=result.active,
+        conflicts=result.conflicts,
+        center_status=result.status.value,
+        round=state.round + 1,
+    )
+    return new, result
+
+
+def rebuild(
+    config: LearnerConfig,
+    E_pool: Any,
+    E_labeled: Any,
+    y: Any,
+    options: CenterOptions | None = None,
+) -> tuple[LearnerState, CenterResult]:
+    """Recreate a state from scratch: same config and data give the same gates and centre."""
+    state = init_state(config, E_pool)
+    if len(y):
+        state = with_labels(state, E_labeled, y)
+    return recenter(state, options)
+
+
+def query(
+    state: LearnerState,
+    E_pool: Any,
+    k: int = 1,
+    rng: Any = None,
+    *,
+    exclude: NDArray[np.bool_] | None = None,
+    strategy: QueryStrategy | str = QueryStrategy.DISTANCE,
+    diversity: float = 1.0,
+    n_samples: int = 16,
+) -> QueryResult:
+    """The k most informative, mutually diverse pool items (see :mod:`learner.query`).
+
+    Regression scores items by the spread of ``n_samples`` networks sampled around the centre.
+    """
+    gen = as_rng(state.config.seed + state.round if rng is None else rng)
+    E_pool = as_pool(E_pool, "E_pool", n_features=state.feature_map.n_raw)
+    vs = state.version_space
+    if state.config.task is Task.REGRESSION:
+        active = state.active if state.active is not None else np.ones(vs.n_labels, dtype=bool)
+        nets = sample_networks(vs, state.theta, gen, n_samples, active=active)
+        preds = np.stack(
+            [gated_decision(E_pool, state.feature_map, state.gates, s)[:, 0] for s in nets]
+        )
+        scores = score_by_samples(preds)
+    else:
+        scores = score_pool(
+            E_pool,
+            state.feature_map,
+            state.gates,
+            state.theta,
+            state.config.task,
+            strategy=strategy,
+        )
+    return select_batch(
+        scores,
+        k,
+        gen,
+        exclude=exclude,
+        features=lambda idx: state.feature_map.transform(np.asarray(E_pool)[idx]),
+        diversity=diversity,
+    )
+
+
+def diagnostics(
+    state: LearnerState,
+    E_pool: Any,
+    rng: Any = None,
+    *,
+    n_samples: int = 16,
+    max_eval: int = 5000,
+    threshold: float = 0.02,
+) -> Diagnostics:
+    """Cuts, log-volume proxy and disagreement at the cached centre."""
+    if state.center is None or state.center_status not in (
+        CenterStatus.OPTIMAL.value,
+        CenterStatus.CONFLICTS_EXCLUDED.value,
+        CenterStatus.MAX_ITER.value,
+    ):
+        raise ValueError("diagnostics need a centre: call recenter() first")
+    gen = as_rng(state.config.seed + state.round if rng is None else rng)
+    active = state.active if state.active is not None else np.ones(state.n_labels, dtype=bool)
+    return diagnose(
+        state.version_space,
+        state.center,
+        active,
+        as_pool(E_pool, "E_pool", n_features=state.feature_map.n_raw),
+        state.feature_map,
+        state.gates,
+        gen,
+        n_samples=n_samples,
+        max_eval=max_eval,
+        threshold=threshold,
+    )
+
+
+def center_network(state: LearnerState) -> ReLUNetwork:
+    """The raw centre as an ordinary ReLU network."""
+    cfg = state.config
+    return network_from_theta(state.theta, state.feature_map, cfg.task, cfg.n_classes)
+
+
+def fit_network(
+    state: LearnerState,
+    *,
+    loss: Loss | str | None = None,
+    beta: float = 1e-3,
+) -> tuple[ReLUNetwork, ConvexFitResult]:
+    """Final model: the convex fit on all labels, as a ReLU network.
+
+    ``loss`` defaults to hinge for classification and squared for regression.
+    """
+    cfg = state.config
+    chosen = (
+        loss if loss is not None else (Loss.SQUARED if cfg.task is Task.REGRESSION else Loss.HINGE)
+    )
+    fit = convex_fit(state.version_space, loss=chosen, beta=beta)
+    return network_from_theta(fit.theta, state.feature_map, cfg.task, cfg.n_classes), fit

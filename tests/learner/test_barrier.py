@@ -1,0 +1,110 @@
+"""The structured Hessian machinery against dense, obviously-correct reference algebra."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from learner._barrier import Barrier, HessianPath, span_basis
+from learner.config import Task
+from learner.version_space import add_labels, empty_version_space
+
+from .problems import dense_rows
+
+TASKS = [(Task.BINARY, 2), (Task.MULTICLASS, 3), (Task.REGRESSION, 1)]
+
+
+def _random_problem(seed: int, task: Task, n_classes: int, n_labels: int, d: int, P: int = 3):
+    rng = np.random.default_rng(seed)
+    vs = empty_version_space(rng.standard_normal((P, d)), task, n_classes, 1.0, 0.5)
+    y = (
+        rng.standard_normal(n_labels) * 0.1
+        if task is Task.REGRESSION
+        else rng.integers(0, n_classes, n_labels)
+    )
+    vs = add_labels(vs, rng.standard_normal((n_labels, d)), y)
+    bar = Barrier(vs, span_basis(vs.X))
+    theta = rng.standard_normal((bar.K, 2, bar.P, bar.r)) * 0.1
+    sl = bar.slacks(theta)
+    # The algebra holds for any positive slack values; use |s| + 0.1 to stay in the domain.
+    sl.p = np.abs(sl.p) + 0.1
+    sl.t = np.abs(sl.t) + 0.1
+    return vs, bar, theta, sl, rng
+
+
+def _dense_hessian(bar: Barrier, vs, theta, sl):
+    rows, _ = dense_rows(vs)
+    if bar.basis is not None:  # rows in basis coordinates: a_j -> V^T a_j per block
+        n = rows.shape[0]
+        rows = (rows.reshape(n, bar.K, 2, bar.P, -1) @ bar.basis).reshape(n, -1)
+    s = _dense_order_slacks(bar, sl)
+    H = (rows.T * (1.0 / s**2)) @ rows
+    t = theta.ravel()
+    H += 2.0 * np.eye(H.shape[0]) / sl.sb + 4.0 * np.outer(t, t) / sl.sb**2
+    return H, rows, s
+
+
+def _dense_order_slacks(bar: Barrier, sl):
+    """Slacks in the row order of ``dense_rows`` (per label: pattern rows, then its cuts)."""
+    out = []
+    C = bar.C
+    for j in range(bar.L):
+        out.append(sl.p[j].ravel())
+        out.append(sl.t[j * C : (j + 1) * C])
+    return np.concatenate(out)
+
+
+@pytest.mark.parametrize(("task", "n_classes"), TASKS)
+@pytest.mark.parametrize(("n_labels", "d"), [(3, 5), (9, 4)])
+@pytest.mark.parametrize("path", [HessianPath.LABEL_SPACE, HessianPath.GATE_SPACE])
+def test_woodbury_solve_and_logdet_match_dense_algebra(seed, task, n_classes, n_labels, d, path):
+    vs, bar, theta, sl, rng = _random_problem(seed, task, n_classes, n_labels, d)
+    H, _, _ = _dense_hessian(bar, vs, theta, sl)
+    fac = bar.factorize(theta, sl, path)
+    Y = rng.standard_normal((2, *theta.shape))
+
+    X = fac.solve(Y)
+
+    expected = np.linalg.solve(H, Y.reshape(2, -1).T).T
+    np.testing.assert_allclose(X.reshape(2, -1), expected, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(fac.logdet(), np.linalg.slogdet(H)[1], rtol=1e-10, atol=1e-9)
+
+
+@pytest.mark.parametrize(("task", "n_classes"), TASKS)
+def test_gradient_and_hessian_vector_product_match_dense_rows(seed, task, n_classes):
+    vs, bar, theta, sl, rng = _random_problem(seed, task, n_classes, 7, 5)
+    H, rows, s = _dense_hessian(bar, vs, theta, sl)
+    V = rng.standard_normal((3, *theta.shape))
+
+    g = bar.gradient(theta, sl).ravel()
+    hv = bar.hess_vec(theta, sl, V).reshape(3, -1)
+
+    g_dense = -(rows.T @ (1.0 / s)) + 2.0 * theta.ravel() / sl.sb
+    np.testing.assert_allclose(g, g_dense, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(hv, (H @ V.reshape(3, -1).T).T, rtol=1e-10, atol=1e-9)
+
+
+def test_samples_have_the_inverse_hessian_as_covariance():
+    vs, bar, theta, sl, _ = _random_problem(3, Task.BINARY, 2, 4, 3)
+    H, _, _ = _dense_hessian(bar, vs, theta, sl)
+    fac = bar.factorize(theta, sl)
+    n = 40_000
+
+    S = fac.sample(np.random.default_rng(0), n).reshape(n, -1)
+
+    cov = S.T @ S / n
+    Hinv = np.linalg.inv(H)
+    # Monte-Carlo error of a covariance entry ~ sqrt(2/n) of the scale.
+    assert np.abs(cov - Hinv).max() <= 0.03 * np.abs(Hinv).max()
+
+
+def test_span_basis_is_none_for_full_rank_and_orthonormal_otherwise():
+    rng = np.random.default_rng(0)
+    assert span_basis(rng.standard_normal((10, 4))) is None
+    low = rng.standard_normal((10, 2)) @ rng.standard_normal((2, 5))
+
+    V = span_basis(low)
+
+    assert V is not None and V.shape == (5, 2)
+    np.testing.assert_allclose(V.T @ V, np.eye(2), atol=1e-12)
+    np.testing.assert_allclose(low @ V @ V.T, low, atol=1e-10)  # rows lie in the span
