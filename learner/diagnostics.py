@@ -5,9 +5,16 @@
   (n = 2 d P K'). The Dikin ellipsoid {theta : (theta - c)^T H (theta - c) <= 1} lies inside
   the version space and has volume proportional to det(H)^{-1/2}, so this is a log-volume
   proxy (up to an additive constant that is the same every round).
-- ``disagreement``: share of (a random sample of) pool items on which networks drawn uniformly
-  from that Dikin ellipsoid do not all predict the same label (regression: their predictions
-  spread over more than 2 epsilon). A campaign can stop when it falls below a threshold.
+- ``disagreement``: share of (a random sample of) pool items on which networks sampled from the
+  version space do not all predict the same label (regression: their predictions spread over
+  more than 2 epsilon). A campaign can stop when it falls below a threshold.
+
+Sampling. The unit Dikin ellipsoid at the analytic centre lies inside the polytope, but the
+polytope reaches out to m times that radius (m = number of half-spaces), so samples from the
+ellipsoid alone see almost no disagreement. The default sampler is therefore hit-and-run
+(Smith 1984) with Dikin-shaped directions: each chain starts at the centre, draws a direction
+from N(0, H^{-1}), and jumps to a uniform point of the chord the direction cuts through the
+polytope (linear rows and the ball). ``method="dikin"`` samples the ellipsoid instead.
 """
 
 from __future__ import annotations
@@ -93,22 +100,67 @@ class _CentreGeometry:
         n_complement = self.n_dim - self.theta.size
         return self.factor.logdet() + n_complement * math.log(self.c)
 
-    def sample(self, rng: np.random.Generator, n: int, radius: float) -> Array:
-        """n points drawn uniformly from the Dikin ellipsoid of the given radius."""
+    def directions(self, rng: np.random.Generator, n: int) -> tuple[Array, Array]:
+        """n directions from N(0, H^{-1}) in full space, and their squared H-norms."""
         shape = self.x.shape
         if self.factor is None or self.bar is None:
-            steps = rng.standard_normal((n, *shape))
-            hn2 = self.c * np.sum(steps.reshape(n, -1) ** 2, axis=1)
-        else:
-            xi = self.factor.sample(rng, n)
-            hv = self.bar.hess_vec(self.theta, self.sl, xi)
-            hn2 = np.sum((xi * hv).reshape(n, -1), axis=1)
-            steps = self.bar.to_full(xi)
-            if self.bar.basis is not None:
-                z = rng.standard_normal((n, *shape))
-                z -= (z @ self.bar.basis) @ self.bar.basis.T
-                steps = steps + z
-                hn2 = hn2 + self.c * np.sum(z.reshape(n, -1) ** 2, axis=1)
+            steps = rng.standard_normal((n, *shape)) / math.sqrt(self.c)
+            return steps, self.c * np.sum(steps.reshape(n, -1) ** 2, axis=1)
+        xi = self.factor.sample(rng, n)
+        hv = self.bar.hess_vec(self.theta, self.sl, xi)
+        hn2 = np.sum((xi * hv).reshape(n, -1), axis=1)
+        steps = self.bar.to_full(xi)
+        if self.bar.basis is not None:
+            z = rng.standard_normal((n, *shape)) / math.sqrt(self.c)
+            z -= (z @ self.bar.basis) @ self.bar.basis.T
+            steps = steps + z
+            hn2 = hn2 + self.c * np.sum(z.reshape(n, -1) ** 2, axis=1)
+        return steps, hn2
+
+    def hit_and_run(self, rng: np.random.Generator, n: int, steps: int) -> Array:
+        """n chains of hit-and-run from the centre, ``steps`` moves each (module docstring)."""
+        points = np.broadcast_to(self.x, (n, *self.x.shape)).copy()
+        R2 = self.vs.radius**2
+        if self.bar is not None:
+            p = np.broadcast_to(self.sl.p, (n, *self.sl.p.shape)).copy()
+            t = np.broadcast_to(self.sl.t, (n, *self.sl.t.shape)).copy()
+        for _ in range(steps):
+            d, _ = self.directions(rng, n)
+            lo = np.full(n, -np.inf)
+            hi = np.full(n, np.inf)
+            if self.bar is not None:
+                d_red = self.bar.to_reduced(d)
+                dz = np.stack([self.bar.z(v) for v in d_red])
+                dp = self.bar.S[None, :, None, None, :] * dz
+                dt = np.stack([self.bar.label_values(v) for v in dz])
+                for s, ds in ((p, dp), (t, dt)):
+                    ratio = -s.reshape(n, -1) / np.where(ds == 0, np.nan, ds).reshape(n, -1)
+                    neg = ds.reshape(n, -1) < 0
+                    pos = ds.reshape(n, -1) > 0
+                    hi = np.minimum(hi, np.nanmin(np.where(neg, ratio, np.inf), axis=1))
+                    lo = np.maximum(lo, np.nanmax(np.where(pos, ratio, -np.inf), axis=1))
+            # Ball: ||x + a d||^2 < R^2, a quadratic in a.
+            flat_x = points.reshape(n, -1)
+            flat_d = d.reshape(n, -1)
+            dd = np.sum(flat_d**2, axis=1)
+            xd = np.sum(flat_x * flat_d, axis=1)
+            xx = np.sum(flat_x**2, axis=1)
+            root = np.sqrt(np.maximum(xd**2 - dd * (xx - R2), 0.0))
+            hi = np.minimum(hi, (-xd + root) / dd)
+            lo = np.maximum(lo, (-xd - root) / dd)
+            # A uniform point of the open chord, kept off its ends by a relative 1e-9.
+            a = lo + (hi - lo) * (1e-9 + (1 - 2e-9) * rng.random(n))
+            a = np.where(hi > lo, a, 0.0)
+            points = points + a.reshape(n, *([1] * self.x.ndim)) * d
+            if self.bar is not None:
+                p = p + a.reshape(n, 1, 1, 1, 1) * dp
+                t = t + a.reshape(n, 1) * dt
+        return points
+
+    def sample(self, rng: np.random.Generator, n: int, radius: float) -> Array:
+        """n points drawn uniformly from the Dikin ellipsoid of the given radius."""
+        steps, hn2 = self.directions(rng, n)
+        shape = self.x.shape
         # Uniform in the ellipsoid: direction from the Gaussian, radius ~ U^(1/n).
         r = radius * rng.random(n) ** (1.0 / self.n_dim)
         scale = r / np.sqrt(np.maximum(hn2, np.finfo(float).tiny))
@@ -136,18 +188,31 @@ def sample_networks(
     n: int,
     *,
     active: NDArray[np.bool_] | None = None,
+    method: str = "hit-and-run",
+    steps: int = 50,
     radius: float = 1.0,
 ) -> Array:
-    """Networks drawn uniformly from the Dikin ellipsoid of the given radius around ``x``.
+    """Networks sampled from the version space around the centre ``x`` (module docstring).
 
-    With ``radius <= 1`` every sample lies in the version space.
+    Parameters
+    ----------
+    method : {"hit-and-run", "dikin"}
+        Hit-and-run chains of ``steps`` moves from ``x``, or uniform points of the Dikin
+        ellipsoid of the given ``radius`` (inside the version space when ``radius <= 1``).
 
     Returns
     -------
-    ndarray of shape (n, n_outputs, 2, n_gates, n_features)
+    ndarray of shape (n, n_outputs, 2, n_gates, n_features); every sample is strictly inside.
     """
     mask = np.ones(vs.n_labels, dtype=bool) if active is None else active
-    return _CentreGeometry(vs, x, mask).sample(rng, n, radius)
+    geo = _CentreGeometry(vs, x, mask)
+    if method == "hit-and-run":
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        return geo.hit_and_run(rng, n, steps)
+    if method == "dikin":
+        return geo.sample(rng, n, radius)
+    raise ValueError(f"method must be 'hit-and-run' or 'dikin', got {method!r}")
 
 
 def disagreement(
@@ -179,7 +244,8 @@ def diagnose(
     n_samples: int = 16,
     max_eval: int = 5000,
     threshold: float = 0.02,
-    radius: float = 1.0,
+    method: str = "hit-and-run",
+    steps: int = 50,
 ) -> Diagnostics:
     """All diagnostics at the centre ``x`` (module docstring).
 
@@ -190,7 +256,7 @@ def diagnose(
         Pool embeddings; at most ``max_eval`` of them (drawn by ``rng``) are evaluated.
     rng : numpy.random.Generator
     n_samples : int
-        Networks sampled from the Dikin ellipsoid.
+        Networks sampled from the version space (see :func:`sample_networks`).
     threshold : float
         Stop rule: ``stop`` is true when the disagreement is at most this.
     """
@@ -202,7 +268,11 @@ def diagnose(
         rng.choice(n_pool, size=max_eval, replace=False) if n_pool > max_eval else np.arange(n_pool)
     )
     E_eval = np.asarray(E_pool)[np.sort(idx)]
-    samples = geo.sample(rng, n_samples, radius)
+    samples = (
+        geo.hit_and_run(rng, n_samples, steps)
+        if method == "hit-and-run"
+        else geo.sample(rng, n_samples, 1.0)
+    )
     dis = disagreement(samples, E_eval, feature_map, gates, vs.task, vs.epsilon)
     sub = geo.sub
     return Diagnostics(
