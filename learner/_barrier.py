@@ -295,18 +295,20 @@ class HessianFactor:
         B[:, idx, idx] += c
         self.chol_B = _batched_cholesky(B)
         self.logdet_B = 2.0 * float(np.sum(np.log(np.diagonal(self.chol_B, axis1=1, axis2=2))))
-        linv = np.linalg.inv(self.chol_B)
-        self.B_inv = np.matmul(linv.transpose(0, 2, 1), linv)  # (J, r, r)
+        # Explicit inverses (J small r x r blocks): every later solve is a batched mat-vec.
+        # B is SPD and well conditioned (the ball adds c I), so LU inversion is safe here and
+        # faster than inverting the triangular factors.
+        self.B_inv = np.linalg.inv(B)  # (J, r, r)
         binv = self.B_inv.reshape(K, 2, P, r, r)
         # D_g = B_u^{-1} + B_v^{-1}: the label rows only see w = u - v.
         Dg = (binv[:, 0] + binv[:, 1]).reshape(G, r, r)
         self.cs = (bar.coef / sl.t[:, None, None]).reshape(bar.Q, G)  # C_q / t_q
         if path is HessianPath.LABEL_SPACE:
             Rg = _batched_cholesky(Dg)
-            E = np.matmul(bar.F_lab[None], Rg)  # (G, Q, r)
-            E *= self.cs.T[:, :, None]
-            E2 = E.transpose(1, 0, 2).reshape(bar.Q, G * r)
-            cap = E2 @ E2.T  # A B^{-1} A^T
+            # E = [diag(c_g) F R_g]_g in one GEMM: F (Q x r) times [R_1 ... R_G] (r x G r).
+            E2 = bar.F_lab @ Rg.transpose(1, 0, 2).reshape(r, G * r)
+            E2.reshape(bar.Q, G, r)[...] *= self.cs[:, :, None]
+            cap = E2 @ E2.T  # A B^{-1} A^T (a symmetric rank-k update)
             cap[np.diag_indices_from(cap)] += 1.0
             self.chol_inner = _cholesky(cap)
             logdet_inner = 2.0 * float(np.sum(np.log(np.diagonal(self.chol_inner))))

@@ -96,7 +96,7 @@ class CenterOptions:
     tol: float = 1e-10
     max_iter: int = 200
     phase1_max_iter: int = 400
-    mu: float = 10.0
+    mu: float = 100.0
     margin_tol: float = 1e-7
     max_conflicts: int = 32
     max_conflict_size: int = 64
@@ -302,10 +302,18 @@ class _Lagged:
     factor: HessianFactor | None = None
     n_factor: int = 0
     n_cg: int = 0
+    #: Refactor at the next step (set when a CG step made poor progress).
+    stale: bool = False
+    #: Whether the last direction came from a factorization at that very iterate.
+    exact: bool = False
 
 
 #: Conjugate-gradient iterations allowed before the Hessian is refactored at the iterate.
 _MAX_CG = 25
+#: Below this many unknowns a factorization costs less than CG's Python overhead: always exact.
+_SMALL = 1500
+#: CG tolerance used to confirm convergence when the last direction was inexact.
+_ETA_CONFIRM = 1e-4
 
 
 def _direction(
@@ -353,9 +361,12 @@ def _direction(
     def exact() -> tuple[Array, float]:
         lag.factor = bar.factorize(theta, sl, path)
         lag.n_factor += 1
+        lag.stale = False
+        lag.exact = True
         return precond_solver(lag.factor)(-g, -g_tau)
 
-    if lag.factor is None:
+    lag.exact = False
+    if lag.factor is None or lag.stale or bar.J * bar.r <= _SMALL:
         d_theta, d_tau = exact()
     else:
         solve = precond_solver(lag.factor)
@@ -366,7 +377,9 @@ def _direction(
                 return hv, 0.0
             return hv + h * v_tau, float(np.sum(h * v_th)) + h_tt * v_tau
 
-        result = _pcg(matvec, solve, -g, -g_tau, eta, _MAX_CG)
+        result = _pcg(
+            matvec, solve, -g, -g_tau, eta, _MAX_CG if eta > _ETA_CONFIRM else 3 * _MAX_CG
+        )
         if result is None:
             d_theta, d_tau = exact()
         else:
@@ -433,6 +446,7 @@ def _newton(
     lag = lag if lag is not None else _Lagged()
     sl = obj.slacks(theta, tau)
     lam2 = math.inf
+    lam_prev = math.inf
     eta = 0.1
     start = _retract(obj, theta, tau, sl.p, sl.t)
     if start is not None and obj.value(tau, start[1]) < obj.value(tau, sl):
@@ -446,10 +460,37 @@ def _newton(
             return _NewtonOutcome(theta, tau, it, math.sqrt(max(lam2, 0.0)), False, str(exc))
         if not (math.isfinite(lam2) and np.all(np.isfinite(d_theta))):
             return _NewtonOutcome(theta, tau, it, math.inf, False, "non-finite Newton direction")
-        lam2 = max(lam2, 0.0)
+        if lam2 <= 0.0:
+            # Not a descent direction: the Newton system lost its accuracy (slacks near zero
+            # make H very ill-conditioned). Refactor if the direction came from CG; otherwise
+            # fall back to the block-diagonally preconditioned gradient, which always descends.
+            if not lag.exact:
+                lag.stale = True
+                continue
+            if obj.offsets is not None or lag.factor is None:
+                # Phase I centrings only need to be loose: the point is as central as float64
+                # allows, and the duality bound then decides.
+                return _NewtonOutcome(theta, tau, it, 0.0, True)
+
+            d_theta = -lag.factor._bmul(g[None])[0]
+            d_tau = 0.0
+            lam2 = -float(np.sum(g * d_theta))
         if lam2 / 2.0 <= tol * (max(1.0, abs(val)) if relative else 1.0):
+            if lag.exact:
+                return _NewtonOutcome(theta, tau, it, math.sqrt(lam2), True)
+            if eta > _ETA_CONFIRM:
+                # A loose CG solve can underestimate the decrement when the kept factorization
+                # is a poor preconditioner: confirm with a tight solve at this iterate (which
+                # refactors if CG cannot reach it).
+                eta = _ETA_CONFIRM
+                continue
             return _NewtonOutcome(theta, tau, it, math.sqrt(lam2), True)
         lam = math.sqrt(lam2)
+        # Inexact steps that stop shrinking the decrement (exact Newton shrinks it at least
+        # geometrically once it is below 1) mean CG is following a poor preconditioner.
+        if not lag.exact and lam < 1.0 and lam > 0.7 * lam_prev:
+            lag.stale = True
+        lam_prev = lam
         # Forcing term of the inexact Newton method: superlinear as lambda -> 0.
         eta = min(0.1, max(1e-6, lam))
         # Backtracking from the longest step that keeps every row 1% inside, each trial point
@@ -479,7 +520,14 @@ def _newton(
         theta, tau = accepted[0], new_tau
         # Recompute the slacks exactly (the line search used the linear update).
         sl = obj.slacks(theta, tau)
-        val = obj.value(tau, sl)
+        # The quadratic model predicts a decrease of lam2 (alpha - alpha^2 / 2) (CG iterates
+        # satisfy d^T H d = -g^T d = lam2). A short step or a much smaller actual decrease means
+        # the CG direction was poor: refactor at the next step.
+        predicted = lam2 * alpha * (1.0 - alpha / 2.0)
+        new_val = obj.value(tau, sl)
+        if not lag.exact and val - new_val < 0.25 * predicted:
+            lag.stale = True
+        val = new_val
         if stop_tau_below is not None and tau < stop_tau_below:
             return _NewtonOutcome(theta, tau, it + 1, lam, False, stopped_early=True)
     return _NewtonOutcome(theta, tau, max_iter, math.sqrt(lam2), False)
@@ -550,10 +598,14 @@ def _phase1(
             max_iter=opts.phase1_max_iter - nit,
             path=opts.path,
             lag=lag,
-            stop_tau_below=0.0,
+            # Leave phase I once the new rows have a little room (not at the first point past
+            # zero): phase II from a point a hair off the boundary is badly conditioned.
+            stop_tau_below=-max(opts.margin_tol * R, 1e-3 * typical),
         )
         theta, tau, nit = out.theta, out.tau, nit + out.nit
-        if tau < 0:
+        # Interior means a normalised margin above margin_tol (the same rule certifies "no
+        # interior" below), so subsets and the full set are judged alike.
+        if tau < -opts.margin_tol * R:
             return _Phase1(theta, _Feasibility.FEASIBLE, nit)
         if out.failed:
             return _Phase1(theta, _Feasibility.UNKNOWN, nit, message=out.failed)
@@ -665,42 +717,52 @@ def _start_point(bar: Barrier, vs: VersionSpace, start: Array | None) -> Array:
 def has_interior(vs: VersionSpace, options: CenterOptions | None = None) -> bool | None:
     """Whether the labels of ``vs`` leave a polytope with an interior.
 
-    Returns True or False when phase I decides, None when it hits its iteration limit.
+    "Interior" means a point whose normalised margin exceeds ``options.margin_tol``. Returns
+    True or False when phase I decides, None when it hits its iteration limit.
     """
-    opts = options or CenterOptions()
-    if vs.n_labels == 0:
-        return True
-    bar = Barrier(vs, span_basis(vs.X))
-    if np.any(bar.norm_label == 0) and _unrepresentable(vs).size:
-        return False
-    ph = _phase1(bar, _cold_start(bar, vs), opts)
+    ph = _subset_phase1(vs, options or CenterOptions())
     if ph.status is _Feasibility.UNKNOWN:
         return None
     return ph.status is _Feasibility.FEASIBLE
 
 
+def _subset_phase1(vs: VersionSpace, opts: CenterOptions) -> _Phase1:
+    """Phase I from a cold start on the labels of ``vs`` (scores set when infeasible)."""
+    if vs.n_labels == 0:
+        return _Phase1(np.zeros(0), _Feasibility.FEASIBLE, 0)
+    if _unrepresentable(vs).size:
+        return _Phase1(np.zeros(0), _Feasibility.NO_INTERIOR, 0, np.ones(vs.n_labels))
+    bar = Barrier(vs, span_basis(vs.X))
+    return _phase1(bar, _cold_start(bar, vs), opts)
+
+
 def _find_conflict(
-    vs: VersionSpace, scores: NDArray[np.float64], opts: CenterOptions
+    vs: VersionSpace, order: NDArray[np.intp], scores: NDArray[np.float64], opts: CenterOptions
 ) -> list[int] | None:
     """A small set of labels (indices into ``vs``) whose constraints have no interior.
 
-    Grow a prefix of the labels ranked by dual weight until it is infeasible, then drop
-    every label whose removal keeps it infeasible (a deletion filter): the result is an
-    irreducible infeasible subset.
+    Grow a prefix of the candidates ``order`` (ranked by dual weight) until it is infeasible;
+    keep only the labels that carry weight in that subset's own infeasibility certificate
+    (if they are still infeasible on their own); then drop every label whose removal keeps the
+    set infeasible (a deletion filter). The result is an irreducible infeasible subset.
     """
-    L = vs.n_labels
-    order = np.argsort(-scores, kind="stable")
-    limit = min(opts.max_conflict_size, L)
+    limit = min(opts.max_conflict_size, len(order))
+    if limit == 0:
+        return None
     k = min(2, limit)
-    found: list[int] | None = None
     while True:
-        subset = [int(i) for i in order[:k]]
-        if has_interior(vs.subset(np.array(subset)), opts) is False:
-            found = subset
+        found = [int(i) for i in order[:k]]
+        ph = _subset_phase1(vs.subset(np.array(found)), opts)
+        if ph.status is _Feasibility.NO_INTERIOR:
             break
         if k >= limit:
             return None
         k = min(2 * k, limit)
+    local = ph.scores
+    if local.size == len(found) and len(found) > 2:
+        keep = [found[i] for i in np.flatnonzero(local >= 1e-3 * local.max())]
+        if len(keep) < len(found) and has_interior(vs.subset(np.array(keep)), opts) is False:
+            found = keep
     for idx in sorted(found, key=lambda i: scores[i]):
         trial = [j for j in found if j != idx]
         if trial and has_interior(vs.subset(np.array(trial)), opts) is False:
@@ -789,18 +851,25 @@ def analytic_center(
         if ph1.status is _Feasibility.UNKNOWN:
             msg = f"phase I did not finish ({ph1.message}); no interior point found"
             return _finish(bar, ph1.theta, None, CenterStatus.NO_INTERIOR, run, msg)
-        conflict = None
-        if len(run.groups) < opts.max_conflicts:
-            conflict = _find_conflict(sub, ph1.scores, opts)
-        if conflict is None:
+        # Name as many disjoint conflicts as the dual ranking of this phase-I run reveals
+        # before paying for another full phase I.
+        order = np.argsort(-ph1.scores, kind="stable")
+        found = 0
+        while len(run.groups) < opts.max_conflicts:
+            conflict = _find_conflict(sub, order, ph1.scores, opts)
+            if conflict is None:
+                break
+            group = tuple(int(idx[i]) for i in conflict)
+            logger.info("excluding conflicting labels %s", group)
+            run.exclude(group)
+            order = order[~np.isin(order, conflict)]
+            found += 1
+        if found == 0:
             msg = (
                 "the labels leave no interior and no conflict of at most "
                 f"{opts.max_conflict_size} labels was found (model too small for the data?)"
             )
             return _finish(bar, ph1.theta, None, CenterStatus.NO_INTERIOR, run, msg)
-        group = tuple(int(idx[i]) for i in conflict)
-        logger.info("excluding conflicting labels %s", group)
-        run.exclude(group)
         theta_full = bar.to_full(ph1.theta)
     out = _newton(
         _Objective(bar),

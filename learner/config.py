@@ -10,6 +10,8 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
+
 
 class Task(enum.Enum):
     """What a label is.
@@ -98,6 +100,16 @@ class LearnerConfig:
             raise ValueError(f"n_classes must be 2 for a binary task, got {self.n_classes}")
         elif self.task is Task.MULTICLASS and self.n_classes < 3:
             raise ValueError(f"n_classes must be >= 3 for a multiclass task, got {self.n_classes}")
+        for name in ("n_gates", "n_classes", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise ValueError(f"{name} must be an integer, got {value!r}")
+            object.__setattr__(self, name, int(value))
+        if self.n_components is not None and (
+            isinstance(self.n_components, bool)
+            or not isinstance(self.n_components, (int, np.integer))
+        ):
+            raise ValueError(f"n_components must be an integer or None, got {self.n_components!r}")
         if self.n_gates < 1:
             raise ValueError(f"n_gates must be >= 1, got {self.n_gates}")
         if self.projection is Projection.NONE:

@@ -43,6 +43,7 @@ class CuttingPlaneClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[mi
     bias : bool, default=True
     projection : {"none", "pca", "random"}, default="none"
     n_components : int or None, default=None
+        Output dimension of the projection; ignored when ``projection="none"``.
     gate_init : {"gaussian", "data"}, default="gaussian"
     final_model : {"convex", "center"}, default="convex"
     loss : {"hinge", "squared"}, default="hinge"
@@ -58,6 +59,8 @@ class CuttingPlaneClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[mi
     state_ : LearnerState
     center_result_ : CenterResult
     network_ : ReLUNetwork
+    n_iter_ : int
+        Newton steps of the analytic centre.
     """
 
     def __init__(
@@ -106,7 +109,7 @@ class CuttingPlaneClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[mi
             n_gates=self.n_gates,
             bias=self.bias,
             projection=Projection(self.projection),
-            n_components=self.n_components,
+            n_components=None if self.projection == "none" else self.n_components,
             gate_init=GateInit(self.gate_init),
             radius=self.radius,
             seed=seed,
@@ -115,6 +118,7 @@ class CuttingPlaneClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[mi
         state, self.center_result_ = recenter(
             state, CenterOptions(tol=self.tol, max_iter=self.max_iter)
         )
+        self.n_iter_ = self.center_result_.nit
         if self.final_model == "convex":
             self.network_, self.fit_result_ = fit_network(state, loss=self.loss, beta=self.beta)
         else:

@@ -185,13 +185,26 @@ class ReLUNetwork:
 
     @classmethod
     def from_npz(cls, data: bytes) -> ReLUNetwork:
-        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+        """Inverse of :meth:`to_npz`; refuses pickled content and unknown formats."""
+        with _open_npz(data, "a Carve ReLU network export") as z:
+            if "meta" not in z.files:
+                raise ValueError("not a Carve ReLU network export")
             meta = json.loads(str(z["meta"]))
             if meta.get("format") != "carve-relu-network":
                 raise ValueError("not a Carve ReLU network export")
+            if int(meta.get("version", -1)) > FORMAT_VERSION:
+                raise ValueError(f"export version {meta['version']} is newer than this library")
             components = z["components"] if "components" in z.files else None
             fm = FeatureMap(mean=z["mean"], components=components, bias=bool(meta["bias"]))
             return cls(z["W1"], z["W2"], fm, Task(meta["task"]), int(meta["n_classes"]))
+
+
+def _open_npz(data: bytes, what: str) -> Any:
+    """np.load on bytes without pickle; any unreadable input is a ValueError naming ``what``."""
+    try:
+        return np.load(io.BytesIO(data), allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise ValueError(f"not {what}: {exc}") from None
 
 
 def network_from_theta(

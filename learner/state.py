@@ -23,7 +23,7 @@ from learner.config import LearnerConfig, Task
 from learner.convex import ConvexFitResult, Loss, convex_fit
 from learner.diagnostics import Diagnostics, diagnose, sample_networks
 from learner.features import FeatureMap, Gates, fit_feature_map, sample_gates
-from learner.network import ReLUNetwork, gated_decision, network_from_theta
+from learner.network import ReLUNetwork, _open_npz, gated_decision, network_from_theta
 from learner.query import QueryResult, QueryStrategy, score_by_samples, score_pool, select_batch
 from learner.version_space import VersionSpace, add_labels, empty_version_space
 
@@ -114,7 +114,9 @@ class LearnerState:
     @classmethod
     def from_bytes(cls, data: bytes) -> LearnerState:
         """Inverse of :meth:`to_bytes`."""
-        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+        with _open_npz(data, "a Carve learner state") as z:
+            if "header" not in z.files:
+                raise ValueError("not a Carve learner state: no header")
             header = json.loads(str(z["header"]))
             if header.get("format") != "carve-learner-state":
                 raise ValueError("not a Carve learner state")
