@@ -1,9 +1,8 @@
 """Carve's learner: a gradient-free cutting-plane learner for two-layer ReLU networks.
 
 A pure numerical library (numpy, scipy, cvxpy): no Django, no Celery, no database. The
-sklearn-style estimator lives in :mod:`learner.estimator` (imports scikit-learn) and the
-embedding backends in :mod:`learner.embeddings` (torch behind a lazy import); neither is
-imported here.
+sklearn-style estimator lives in :mod:`learner.estimator` (it imports scikit-learn) and is not
+imported here. See docs/learner.md for the method and the API.
 """
 
 from __future__ import annotations

@@ -40,6 +40,8 @@ from learner.version_space import VersionSpace
 
 Array = NDArray[np.float64]
 
+#: Inner systems at least this large are solved in float32 when only preconditioning.
+_FLOAT32_MIN = 1000
 #: Above this many floats the Khatri-Rao product F (x) F is not cached (B_j built in a loop).
 _FF_CACHE_LIMIT = 40_000_000
 
@@ -280,6 +282,7 @@ class HessianFactor:
     def __init__(self, bar: Barrier, theta: Array, sl: Slacks, path: HessianPath) -> None:
         self.bar = bar
         self.path = path
+        self._chol32: NDArray[np.float32] | None = None
         K, P, r, L, G, J = bar.K, bar.P, bar.r, bar.L, bar.G, bar.J
         c = 2.0 / sl.sb
         self.c = c
@@ -354,29 +357,49 @@ class HessianFactor:
         w = w.reshape(m, bar.K, bar.P, bar.r)
         return np.stack([w, -w], axis=2)
 
-    def _solve0(self, Y: Array) -> Array:
+    def _inner_solve(self, rhs: Array, approximate: bool) -> Array:
+        """Solve with the inner (capacitance or gate-space) Cholesky factor; rhs (m, n).
+
+        ``approximate`` uses a float32 copy of the factor: the triangular solves are
+        memory-bound (the factor is up to a few thousand squared), so this halves their cost.
+        Used only where the result preconditions conjugate gradients, never for a direction
+        that is used as is.
+        """
+        if approximate and self.chol_inner.shape[0] >= _FLOAT32_MIN:
+            if self._chol32 is None:
+                self._chol32 = self.chol_inner.astype(np.float32)
+            out = scipy.linalg.cho_solve(
+                (self._chol32, True), rhs.T.astype(np.float32), check_finite=False
+            )
+            return np.asarray(out.T, dtype=np.float64)
+        return scipy.linalg.cho_solve((self.chol_inner, True), rhs.T, check_finite=False).T
+
+    def _solve0(self, Y: Array, approximate: bool = False) -> Array:
         """(blockdiag(B) + A^T A)^{-1} Y by Woodbury, for Y of shape (m, K', 2, P, r)."""
         bar = self.bar
         m = Y.shape[0]
         X1 = self._bmul(Y)
         if self.path is HessianPath.LABEL_SPACE:
             z = self._apply_A(X1)  # (m, Q)
-            w = scipy.linalg.cho_solve((self.chol_inner, True), z.T, check_finite=False).T
+            w = self._inner_solve(z, approximate)
             back = self._apply_At(w)
         else:
             yw = (X1[:, :, 0] - X1[:, :, 1]).reshape(m, bar.G, bar.r, 1)
             dv = np.matmul(self.D_inv[None], yw).reshape(m, bar.G * bar.r)
-            s = scipy.linalg.cho_solve((self.chol_inner, True), dv.T, check_finite=False).T
+            s = self._inner_solve(dv, approximate)
             ds = np.matmul(self.D_inv[None], s.reshape(m, bar.G, bar.r, 1)).reshape(m, -1)
             mw = (dv - ds).reshape(m, bar.K, bar.P, bar.r)
             back = np.stack([mw, -mw], axis=2)
         return X1 - self._bmul(back)
 
-    def solve(self, Y: Array) -> Array:
-        """H^{-1} Y for Y of shape (m, K', 2, P, r) (or one point of shape (K', 2, P, r))."""
+    def solve(self, Y: Array, approximate: bool = False) -> Array:
+        """H^{-1} Y for Y of shape (m, K', 2, P, r) (or one point of shape (K', 2, P, r)).
+
+        ``approximate=True`` is for preconditioning only (see :meth:`_inner_solve`).
+        """
         single = Y.ndim == 4
         Ym = Y[None] if single else Y
-        X0 = self._solve0(Ym)
+        X0 = self._solve0(Ym, approximate)
         # Sherman-Morrison: H^{-1} y = H0^{-1} y - z_b (beta^T H0^{-1} y) / (1 + beta^T z_b).
         coeff = (X0.reshape(X0.shape[0], -1) @ self.beta.ravel()) / self.denom
         X = X0 - coeff.reshape(-1, 1, 1, 1, 1) * self.z_beta[None]

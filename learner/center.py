@@ -342,17 +342,17 @@ def _direction(
         g_tau += obj.t_coef + 1.0 / (obj.tau_hi - tau)
         h_tt = bar.offset_curvature(sl, obj.offsets) + 1.0 / (obj.tau_hi - tau) ** 2
 
-    def precond_solver(fac: HessianFactor) -> Any:
+    def precond_solver(fac: HessianFactor, approximate: bool = False) -> Any:
         if not bordered:
-            return lambda r_th, r_tau: (fac.solve(r_th), 0.0)
-        y_h = fac.solve(h)
+            return lambda r_th, r_tau: (fac.solve(r_th, approximate), 0.0)
+        y_h = fac.solve(h, approximate)
         schur = h_tt - float(np.sum(h * y_h))
         if not schur > 0:
             schur = h_tt
 
         def solve(r_th: Array, r_tau: float) -> tuple[Array, float]:
             # Bordered system [H h; h^T h_tt] by Schur complement on the scalar tau.
-            y = fac.solve(r_th)
+            y = fac.solve(r_th, approximate)
             z_tau = (r_tau - float(np.sum(h * y))) / schur
             return y - y_h * z_tau, z_tau
 
@@ -369,7 +369,8 @@ def _direction(
     if lag.factor is None or lag.stale or bar.J * bar.r <= _SMALL:
         d_theta, d_tau = exact()
     else:
-        solve = precond_solver(lag.factor)
+        # The preconditioner may solve in float32 (see HessianFactor.solve): CG corrects it.
+        solve = precond_solver(lag.factor, approximate=True)
 
         def matvec(v_th: Array, v_tau: float) -> tuple[Array, float]:
             hv = bar.hess_vec(theta, sl, v_th[None])[0]

@@ -82,6 +82,8 @@ def reference_center(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "solution may be inaccurate"
+            # cvxpy evaluates log() at its own (possibly inaccurate) solution when reporting.
+            warnings.simplefilter("ignore", RuntimeWarning)
             problem.solve(solver=solver, **solver_options)
         status = str(problem.status)
     except cp.error.SolverError as exc:

@@ -1,0 +1,36 @@
+"""Shared helpers of the benchmarks."""
+
+from __future__ import annotations
+
+import csv
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+OUT_DIR = Path(__file__).resolve().parent / "out"
+
+
+def pin_blas_threads() -> str:
+    """One BLAS thread unless the caller chose otherwise (call before importing numpy).
+
+    A Celery worker runs one learner job per process, so that is the deployment setting; on
+    this 2-core machine OpenBLAS with 2 threads is also slower on these matrix sizes.
+    """
+    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(name, "1")
+    return os.environ["OPENBLAS_NUM_THREADS"]
+
+
+def machine() -> str:
+    return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def write_csv(name: str, rows: list[dict[str, Any]]) -> Path:
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    path = OUT_DIR / name
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path

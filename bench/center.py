@@ -1,0 +1,156 @@
+"""make bench-center: the structured analytic centre against cvxpy, then alone at scale.
+
+Polytopes: d = 64 (plus a bias), P = 32 gates, labels from a random teacher network (a ReLU
+network with 16 hidden units on random unit vectors). For L in {100, 500} the same version
+space goes to our solver (cold start, best of 3 runs) and to cvxpy with Clarabel and SCS (one
+run each; SCS gets eps 1e-6 and a time limit equal to Clarabel's time, since it can only be
+"best" by being faster). Printed:
+
+    speedup L=100: <x>        cvxpy's best time / ours
+    speedup L=500: <x>
+    max objective gap: <g>    max over L of |phi_ours - phi_cvxpy| / |phi_cvxpy| (Clarabel)
+
+Then ours alone at L in {2000, 5000}: cold, and warm (the centre of the first L labels is the
+start after one more label is added). Figures go to bench/out/center.csv.
+"""
+
+from __future__ import annotations
+
+from bench._common import machine, pin_blas_threads, write_csv
+
+THREADS = pin_blas_threads()
+
+import argparse  # noqa: E402
+import time  # noqa: E402
+
+import cvxpy as cp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from learner.center import CenterResult, analytic_center  # noqa: E402
+from learner.config import Task  # noqa: E402
+from learner.reference import reference_center  # noqa: E402
+from learner.version_space import VersionSpace, add_labels, empty_version_space  # noqa: E402
+
+D = 64
+P = 32
+
+
+def teacher_version_space(n_labels: int, seed: int = 0) -> VersionSpace:
+    """Labels of a random 16-unit ReLU network on random unit vectors (plus a bias 1)."""
+    rng = np.random.default_rng(seed)
+    gates = rng.standard_normal((P, D + 1))
+    X = rng.standard_normal((n_labels, D))
+    X = np.hstack([X / np.linalg.norm(X, axis=1, keepdims=True), np.ones((n_labels, 1))])
+    W1 = rng.standard_normal((16, D + 1))
+    w2 = rng.standard_normal(16)
+    score = np.maximum(X @ W1.T, 0.0) @ w2
+    y = (score > np.median(score)).astype(float)
+    vs = empty_version_space(gates, Task.BINARY, 2, 1.0, 0.1)
+    return add_labels(vs, X, y)
+
+
+def timed_centre(vs: VersionSpace, start: np.ndarray | None = None, repeats: int = 3):
+    best = np.inf
+    result: CenterResult | None = None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        result = analytic_center(vs, start=start)
+        best = min(best, time.perf_counter() - t0)
+    assert result is not None
+    if not result.success:
+        raise RuntimeError(f"centre failed: {result.status.value}: {result.message}")
+    return result, best
+
+
+def describe(result: CenterResult) -> str:
+    return (
+        f"{result.nit} Newton steps ({result.phase1_nit} in phase I), "
+        f"{result.n_factorizations} factorizations, {result.n_cg} CG iterations"
+    )
+
+
+def compare(n_labels: int, rows: list[dict]) -> tuple[float, float]:
+    vs = teacher_version_space(n_labels)
+    ours, t_ours = timed_centre(vs)
+    clarabel = reference_center(vs, cp.CLARABEL)
+    scs = reference_center(
+        vs, cp.SCS, eps_abs=1e-6, eps_rel=1e-6, time_limit_secs=max(clarabel.seconds, 1.0)
+    )
+    candidates = [r for r in (clarabel, scs) if r.success]
+    if not candidates:
+        raise RuntimeError(f"cvxpy failed: Clarabel {clarabel.status}, SCS {scs.status}")
+    fastest = min(candidates, key=lambda r: r.seconds)
+    gap = abs(ours.objective - clarabel.objective) / abs(clarabel.objective)
+    speedup = fastest.seconds / t_ours
+    print(
+        f"L={n_labels}: ours {t_ours:.3f} s ({describe(ours)}); "
+        f"Clarabel {clarabel.seconds:.1f} s ({clarabel.status}); "
+        f"SCS {scs.seconds:.1f} s ({scs.status}); relative objective gap {gap:.1e}"
+    )
+    for name, res in (("clarabel", clarabel), ("scs", scs)):
+        rows.append(
+            {
+                "labels": n_labels,
+                "solver": name,
+                "start": "cold",
+                "seconds": res.seconds,
+                "objective": res.objective,
+                "status": res.status,
+            }
+        )
+    rows.append(
+        {
+            "labels": n_labels,
+            "solver": "carve",
+            "start": "cold",
+            "seconds": t_ours,
+            "objective": ours.objective,
+            "status": ours.status.value,
+        }
+    )
+    return speedup, gap
+
+
+def alone(n_labels: int, rows: list[dict]) -> None:
+    vs = teacher_version_space(n_labels + 1)
+    first = vs.subset(np.arange(n_labels))
+    cold, t_cold = timed_centre(first, repeats=1)
+    warm, t_warm = timed_centre(vs, start=cold.x, repeats=3)
+    print(f"L={n_labels}: cold {t_cold:.2f} s ({describe(cold)})")
+    print(f"L={n_labels}: warm {t_warm:.2f} s after one new label ({describe(warm)})")
+    for start, t, res in (("cold", t_cold, cold), ("warm", t_warm, warm)):
+        rows.append(
+            {
+                "labels": n_labels,
+                "solver": "carve",
+                "start": start,
+                "seconds": t,
+                "objective": res.objective,
+                "status": res.status.value,
+            }
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="L=100 only (smoke run)")
+    args = parser.parse_args()
+    print(f"# {machine()}, BLAS threads={THREADS}; d={D}+bias, P={P}")
+    rows: list[dict] = []
+    speedups: dict[int, float] = {}
+    gaps = []
+    for n in (100,) if args.quick else (100, 500):
+        speedups[n], gap = compare(n, rows)
+        gaps.append(gap)
+    if not args.quick:
+        for n in (2000, 5000):
+            alone(n, rows)
+    path = write_csv("center.csv", rows)
+    print(f"figures written to {path}")
+    for n, s in speedups.items():
+        print(f"speedup L={n}: {s:.0f}x")
+    print(f"max objective gap: {max(gaps):.1e}")
+
+
+if __name__ == "__main__":
+    main()
