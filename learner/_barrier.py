@@ -35,13 +35,19 @@ from typing import Any
 import numpy as np
 import scipy.linalg
 from numpy.typing import NDArray
+from scipy.linalg import lapack
 
 from learner.version_space import VersionSpace
 
 Array = NDArray[np.float64]
 
-#: Inner systems at least this large are solved in float32 when only preconditioning.
-_FLOAT32_MIN = 1000
+# LAPACK triangular solves with a Cholesky factor (skip scipy.linalg.cho_solve's checks).
+_potrs64 = lapack.dpotrs
+_potrs32 = lapack.spotrs
+
+#: Inner systems up to this size keep an explicit inverse; larger ones are solved with the
+#: Cholesky factor (in float32 when only preconditioning).
+_EXPLICIT_INVERSE_MAX = 1200
 #: Above this many floats the Khatri-Rao product F (x) F is not cached (B_j built in a loop).
 _FF_CACHE_LIMIT = 40_000_000
 
@@ -234,28 +240,42 @@ class Barrier:
 
     # ------------------------------------------------------------------ Hessian
     def hess_vec(self, theta: Array, sl: Slacks, V: Array) -> Array:
-        """H V without forming H, for V of shape (m, K', 2, P, r); cost O(m L J r).
+        """H V without forming H, for V of shape (m, K', 2, P, r); cost O(m L J r)."""
+        return self.hess_operator(theta, sl)(V)
 
-        Used by the preconditioned conjugate-gradient Newton steps, where a factorization
-        from an earlier iterate is the preconditioner.
+    def hess_operator(self, theta: Array, sl: Slacks) -> Any:
+        """V -> H V at a fixed point, with the row weights computed once.
+
+        Used by the preconditioned conjugate-gradient Newton steps (one product per CG
+        iteration), where a factorization from an earlier iterate is the preconditioner.
         """
-        m = V.shape[0]
-        dz = np.matmul(self.F[None], V.reshape(m, self.J, self.r).transpose(0, 2, 1))
-        dz = dz.reshape(m, self.L, self.K, 2, self.P)
-        gz = dz / sl.p[None] ** 2  # pattern rows: S^2 = 1
-        dwd = (dz[:, :, :, 0, :] - dz[:, :, :, 1, :]).reshape(m, self.L, 1, self.G)
-        c = self.coef.reshape(self.L, self.C, self.G)
-        lab = np.einsum("lcg,mlcg->mlc", c, np.broadcast_to(dwd, (m,) + c.shape))
-        lab = lab.reshape(m, self.Q) / sl.t[None] ** 2
-        acc = np.einsum("lcg,mlc->mlg", c, lab.reshape(m, self.L, self.C))
-        acc = acc.reshape(m, self.L, self.K, self.P)
-        gz[:, :, :, 0, :] += acc
-        gz[:, :, :, 1, :] -= acc
-        out = np.matmul(gz.reshape(m, self.L, self.J).transpose(0, 2, 1), self.F[None])
-        out = out.reshape(V.shape)
+        L, J, r, K, P, G, C = self.L, self.J, self.r, self.K, self.P, self.G, self.C
+        w_pat = (1.0 / sl.p**2).reshape(L, J)  # pattern rows: S^2 = 1
+        w_lab = (1.0 / sl.t**2).reshape(L, C)
+        c = self.coef.reshape(L, C, G)
         cb = 2.0 / sl.sb
-        proj = V.reshape(m, -1) @ theta.ravel()
-        return out + cb * V + (4.0 / sl.sb**2) * proj.reshape(m, 1, 1, 1, 1) * theta[None]
+        rank_one = 4.0 / sl.sb**2
+        flat_theta = theta.ravel()
+        F = self.F
+
+        def apply(V: Array) -> Array:
+            out = np.empty_like(V)
+            for i in range(V.shape[0]):  # m is 1 or 2 here: plain 2-D products are fastest
+                dz = F @ V[i].reshape(J, r).T  # (L, J)
+                gz = dz * w_pat
+                dz4 = dz.reshape(L, K, 2, P)
+                dwd = (dz4[:, :, 0, :] - dz4[:, :, 1, :]).reshape(L, 1, G)
+                lab = np.einsum("lcg,lcg->lc", c, np.broadcast_to(dwd, c.shape)) * w_lab
+                acc = np.einsum("lcg,lc->lg", c, lab).reshape(L, K, P)
+                gz4 = gz.reshape(L, K, 2, P)
+                gz4[:, :, 0, :] += acc
+                gz4[:, :, 1, :] -= acc
+                res = (gz.T @ F).reshape(V[i].shape)
+                res += cb * V[i] + (rank_one * float(V[i].ravel() @ flat_theta)) * theta
+                out[i] = res
+            return out
+
+        return apply
 
     def choose_path(self, path: HessianPath) -> HessianPath:
         if path is not HessianPath.AUTO:
@@ -326,6 +346,10 @@ class HessianFactor:
                 sg[g * r : (g + 1) * r, g * r : (g + 1) * r] += self.D_inv[g]
             self.chol_inner = _cholesky(sg)
             logdet_inner = logdet_D + 2.0 * float(np.sum(np.log(np.diagonal(self.chol_inner))))
+        self.chol_inner = np.asfortranarray(self.chol_inner)
+        self._inner_inv: Array | None = None
+        if self.chol_inner.shape[0] <= _EXPLICIT_INVERSE_MAX:
+            self._inner_inv = _cho_inverse(self.chol_inner)
         # Ball: rank-one term beta beta^T by Sherman-Morrison.
         self.beta = (2.0 / sl.sb) * theta
         self.z_beta = self._solve0(self.beta[None])[0]
@@ -352,27 +376,33 @@ class HessianFactor:
         """A^T z for z of shape (m, Q); returns shape (m, K', 2, P, r)."""
         bar = self.bar
         m = z.shape[0]
-        weighted = self.cs[None] * z[:, :, None]  # (m, Q, G)
-        w = np.matmul(weighted.transpose(0, 2, 1), bar.F_lab[None])  # (m, G, r)
-        w = w.reshape(m, bar.K, bar.P, bar.r)
-        return np.stack([w, -w], axis=2)
+        out = np.empty((m, bar.K, 2, bar.P, bar.r))
+        for i in range(m):
+            w = ((self.cs * z[i][:, None]).T @ bar.F_lab).reshape(bar.K, bar.P, bar.r)
+            out[i, :, 0] = w
+            out[i, :, 1] = -w
+        return out
 
     def _inner_solve(self, rhs: Array, approximate: bool) -> Array:
-        """Solve with the inner (capacitance or gate-space) Cholesky factor; rhs (m, n).
+        """Solve with the inner (capacitance or gate-space) matrix; rhs of shape (m, n).
 
-        ``approximate`` uses a float32 copy of the factor: the triangular solves are
-        memory-bound (the factor is up to a few thousand squared), so this halves their cost.
-        Used only where the result preconditions conjugate gradients, never for a direction
-        that is used as is.
+        Small inner systems keep an explicit inverse (a matrix-vector product beats two
+        triangular solves there). Large ones use the Cholesky factor; ``approximate`` then uses
+        a float32 copy, since those solves are memory-bound: it is only used where the result
+        preconditions conjugate gradients, never for a direction used as is.
         """
-        if approximate and self.chol_inner.shape[0] >= _FLOAT32_MIN:
+        if self._inner_inv is not None:
+            return rhs @ self._inner_inv
+        if approximate:
             if self._chol32 is None:
-                self._chol32 = self.chol_inner.astype(np.float32)
-            out = scipy.linalg.cho_solve(
-                (self._chol32, True), rhs.T.astype(np.float32), check_finite=False
-            )
-            return np.asarray(out.T, dtype=np.float64)
-        return scipy.linalg.cho_solve((self.chol_inner, True), rhs.T, check_finite=False).T
+                self._chol32 = np.asfortranarray(self.chol_inner, dtype=np.float32)
+            x32, info = _potrs32(self._chol32, rhs.T.astype(np.float32), lower=1)
+            if info == 0:
+                return np.asarray(x32.T, dtype=np.float64)
+        x, info = _potrs64(self.chol_inner, rhs.T, lower=1)
+        if info != 0:
+            raise np.linalg.LinAlgError(f"potrs failed (info={info})")
+        return np.asarray(x.T)
 
     def _solve0(self, Y: Array, approximate: bool = False) -> Array:
         """(blockdiag(B) + A^T A)^{-1} Y by Woodbury, for Y of shape (m, K', 2, P, r)."""
@@ -432,6 +462,15 @@ def _cholesky(M: Array) -> Array:
         return scipy.linalg.cholesky(
             M + jitter * np.eye(M.shape[0]), lower=True, check_finite=False
         )
+
+
+def _cho_inverse(chol: Array) -> Array:
+    """Symmetric inverse from a lower Cholesky factor (LAPACK potri fills one triangle)."""
+    inv, info = lapack.dpotri(chol, lower=1)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"potri failed (info={info})")
+    lower = np.tril(inv)
+    return np.asarray(lower + np.tril(lower, -1).T)
 
 
 def _batched_cholesky(M: Array) -> Array:

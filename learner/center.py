@@ -11,16 +11,20 @@ Algorithm
 ---------
 1. Labels that no network of this class can satisfy alone (all gates off, so f(x) = 0) and
    exact duplicates with contradicting labels are set aside as conflicts up front.
-2. Phase I (Boyd & Vandenberghe §11.4.1) finds a strictly feasible point: the rows that the
-   start point violates (or touches) get a shared offset tau, and the barrier method minimises
-   tau. tau < 0 proves an interior point. This is the warm start after new labels: the old
-   centre satisfies every old row, so only the new rows are offset.
+2. Warm start: a Dikin-recovery step tries to repair the rows the previous centre violates
+   (usually the new labels') inside the ellipsoid of the other rows. Otherwise phase I
+   (Boyd & Vandenberghe §11.4.1) gives the violated rows a shared offset tau and the barrier
+   method minimises tau; tau < -margin_tol R proves an interior point. A cold start begins at
+   u = v = h (every pattern row holds strictly, f = 0).
 3. If phase I certifies that no point keeps a normalised margin above ``margin_tol``, its dual
    weights rank the labels, and a growing-prefix search plus a deletion filter returns a small
    set of labels that cannot all hold. Those are excluded (and reported), and phase I runs
    again on the rest.
-4. Phase II: damped Newton on eq. AC from the phase-I point, step 1/(1 + lambda) while the
-   Newton decrement lambda > 1/4, backtracking otherwise, until lambda^2 / 2 <= tol.
+4. Phase II: damped Newton on eq. AC from the phase-I point. Each step backtracks (Armijo)
+   from the longest step that keeps every row 1% inside, every trial point retracted onto its
+   best radius (:func:`_retract`); it stops when lambda^2 / 2 <= tol * max(1, |phi|).
+   Directions come from a fresh factorization or from conjugate gradients preconditioned by
+   a kept one (an inexact Newton method, see :func:`_direction`).
 
 Every Newton system is solved by :class:`learner._barrier.HessianFactor` (Woodbury with batched
 per-block Cholesky), in the span of the labeled points when it is smaller than R^d.
@@ -245,14 +249,19 @@ def _retract(
         # d/ds [-m log s - log(R^2 - s^2 n2)] = -m / s + 2 s n2 / (R^2 - s^2 n2) = 0.
         s_best = math.sqrt(R2 * m / ((m + 2) * n2))
     else:
-        ak = np.concatenate([a_p.ravel(), a_t])
-        bk = np.concatenate(
+        # Rows without a constant part contribute -m_h log s in closed form; only the rows
+        # with one (phase-I offsets, regression cuts) enter the 1-D solve as arrays.
+        ak_all = np.concatenate([a_p.ravel(), a_t])
+        bk_all = np.concatenate(
             [
                 np.zeros(a_p.size) if const_p is None else const_p.ravel(),
                 np.broadcast_to(const_t, a_t.shape),
             ]
         )
-        found = _line_minimum(ak, bk, n2, R2)
+        inhom = bk_all != 0
+        if np.any(ak_all[~inhom] <= 0):
+            return None
+        found = _line_minimum(ak_all[inhom], bk_all[inhom], int(np.sum(~inhom)), n2, R2)
         if found is None:
             return None
         s_best = found
@@ -265,8 +274,12 @@ def _retract(
     return (new_theta, sl) if sl.positive() else None
 
 
-def _line_minimum(ak: Array, bk: Array, n2: float, R2: float) -> float | None:
-    """argmin over s of -sum log(s a_k + b_k) - log(R^2 - s^2 n2): safeguarded Newton."""
+def _line_minimum(ak: Array, bk: Array, m_h: int, n2: float, R2: float) -> float | None:
+    """argmin over s of -m_h log s - sum log(s a_k + b_k) - log(R^2 - s^2 n2).
+
+    ``m_h`` counts homogeneous rows (b = 0, a > 0). Safeguarded Newton on the derivative,
+    keeping a bracket [lo, hi] of the domain.
+    """
     lo, hi = 0.0, math.sqrt(R2 / n2)
     pos, neg = ak > 0, ak < 0
     if np.any(pos):
@@ -278,10 +291,10 @@ def _line_minimum(ak: Array, bk: Array, n2: float, R2: float) -> float | None:
         return None
     s = 1.0 if lo < 1.0 < hi else 0.5 * (lo + hi)
     for _ in range(100):
-        sk = s * ak + bk
+        ratio = ak / (s * ak + bk)
         gap = R2 - s * s * n2
-        d1 = -float(np.sum(ak / sk)) + 2.0 * s * n2 / gap
-        d2 = float(np.sum((ak / sk) ** 2)) + (2.0 * n2 * gap + 4.0 * s * s * n2 * n2) / gap**2
+        d1 = -m_h / s - float(np.sum(ratio)) + 2.0 * s * n2 / gap
+        d2 = m_h / s**2 + float(ratio @ ratio) + (2.0 * n2 * gap + 4.0 * s * s * n2 * n2) / gap**2
         if d1 > 0:
             hi = s
         else:
@@ -372,8 +385,10 @@ def _direction(
         # The preconditioner may solve in float32 (see HessianFactor.solve): CG corrects it.
         solve = precond_solver(lag.factor, approximate=True)
 
+        hess = bar.hess_operator(theta, sl)
+
         def matvec(v_th: Array, v_tau: float) -> tuple[Array, float]:
-            hv = bar.hess_vec(theta, sl, v_th[None])[0]
+            hv = hess(v_th[None])[0]
             if not bordered:
                 return hv, 0.0
             return hv + h * v_tau, float(np.sum(h * v_th)) + h_tt * v_tau
