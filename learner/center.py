@@ -35,7 +35,8 @@ from __future__ import annotations
 import enum
 import logging
 import math
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -90,7 +91,9 @@ class CenterOptions:
         A polytope whose largest normalised margin (distance from theta to the nearest
         half-space divided by R) is below this has "no interior" for our purposes.
     max_conflicts : int
-        At most this many conflict groups are excluded in one call.
+        At most this many conflict groups are named by the search in one call (labels no
+        network can express and contradicting duplicates are set aside first, outside this
+        budget).
     max_conflict_size : int
         Largest conflict group the search tries to name.
     path : HessianPath
@@ -101,7 +104,7 @@ class CenterOptions:
     max_iter: int = 200
     phase1_max_iter: int = 400
     mu: float = 100.0
-    margin_tol: float = 1e-7
+    margin_tol: float = 1e-5
     max_conflicts: int = 32
     max_conflict_size: int = 64
     path: HessianPath = HessianPath.AUTO
@@ -371,12 +374,33 @@ def _direction(
 
         return solve
 
+    hess = bar.hess_operator(theta, sl)
+
+    def matvec(v_th: Array, v_tau: float) -> tuple[Array, float]:
+        hv = hess(v_th[None])[0]
+        if not bordered:
+            return hv, 0.0
+        return hv + h * v_tau, float(np.sum(h * v_th)) + h_tt * v_tau
+
     def exact() -> tuple[Array, float]:
         lag.factor = bar.factorize(theta, sl, path)
         lag.n_factor += 1
         lag.stale = False
         lag.exact = True
-        return precond_solver(lag.factor)(-g, -g_tau)
+        solve = precond_solver(lag.factor)
+        x = solve(-g, -g_tau)
+        # Iterative refinement against the exact Hessian-vector product: when a few rows have
+        # tiny slacks, the Woodbury correction nearly cancels the block-diagonal solve and
+        # loses digits; two refinement steps recover them.
+        res = _residual(matvec, -g, -g_tau, x)
+        for _ in range(2):
+            dx = solve(*res)
+            cand = (x[0] + dx[0], x[1] + dx[1])
+            cand_res = _residual(matvec, -g, -g_tau, cand)
+            if _norm2(cand_res) >= _norm2(res):
+                break
+            x, res = cand, cand_res
+        return x
 
     lag.exact = False
     if lag.factor is None or lag.stale or bar.J * bar.r <= _SMALL:
@@ -384,14 +408,6 @@ def _direction(
     else:
         # The preconditioner may solve in float32 (see HessianFactor.solve): CG corrects it.
         solve = precond_solver(lag.factor, approximate=True)
-
-        hess = bar.hess_operator(theta, sl)
-
-        def matvec(v_th: Array, v_tau: float) -> tuple[Array, float]:
-            hv = hess(v_th[None])[0]
-            if not bordered:
-                return hv, 0.0
-            return hv + h * v_tau, float(np.sum(h * v_th)) + h_tt * v_tau
 
         result = _pcg(
             matvec, solve, -g, -g_tau, eta, _MAX_CG if eta > _ETA_CONFIRM else 3 * _MAX_CG
@@ -403,6 +419,34 @@ def _direction(
             lag.n_cg += iters
     lam2 = -(float(np.sum(g * d_theta)) + g_tau * d_tau)
     return d_theta, d_tau, lam2
+
+
+def _residual(
+    matvec: Any, b_th: Array, b_tau: float, x: tuple[Array, float]
+) -> tuple[Array, float]:
+    k_th, k_tau = matvec(*x)
+    return b_th - k_th, b_tau - k_tau
+
+
+def _norm2(v: tuple[Array, float]) -> float:
+    return float(np.sum(v[0] * v[0])) + v[1] * v[1]
+
+
+def _fallback_direction(
+    obj: _Objective, theta: Array, tau: float, sl: Slacks, g: Array, fac: HessianFactor
+) -> tuple[Array, float, float]:
+    """A descent direction when the Newton system has lost its accuracy: the gradient scaled
+    by the block-diagonal part of the Hessian (and by d^2/dtau^2 for tau). Both scalings are
+    positive definite, so -g^T d > 0 always. Returns (d_theta, d_tau, -g^T d)."""
+    d_theta = -fac._bmul(g[None])[0]
+    d_tau = 0.0
+    g_tau = 0.0
+    if obj.offsets is not None:
+        _, g_tau = obj.bar.offset_gradient(theta, sl, obj.offsets)
+        g_tau += obj.t_coef + 1.0 / (obj.tau_hi - tau)
+        h_tt = obj.bar.offset_curvature(sl, obj.offsets) + 1.0 / (obj.tau_hi - tau) ** 2
+        d_tau = -g_tau / h_tt
+    return d_theta, d_tau, -(float(np.sum(g * d_theta)) + g_tau * d_tau)
 
 
 def _pcg(
@@ -483,15 +527,13 @@ def _newton(
             if not lag.exact:
                 lag.stale = True
                 continue
-            if obj.offsets is not None or lag.factor is None:
-                # Phase I centrings only need to be loose: the point is as central as float64
-                # allows, and the duality bound then decides.
-                return _NewtonOutcome(theta, tau, it, 0.0, True)
-
-            d_theta = -lag.factor._bmul(g[None])[0]
-            d_tau = 0.0
-            lam2 = -float(np.sum(g * d_theta))
-        if lam2 / 2.0 <= tol * (max(1.0, abs(val)) if relative else 1.0):
+            if lag.factor is None:
+                return _NewtonOutcome(theta, tau, it, math.inf, False, "Newton system failed")
+            d_theta, d_tau, lam2 = _fallback_direction(obj, theta, tau, sl, g, lag.factor)
+            degraded = True
+        else:
+            degraded = False
+        if lam2 / 2.0 <= tol * (max(1.0, abs(val)) if relative else 1.0) and not degraded:
             if lag.exact:
                 return _NewtonOutcome(theta, tau, it, math.sqrt(lam2), True)
             if eta > _ETA_CONFIRM:
@@ -574,7 +616,11 @@ def _normalized(bar: Barrier, sl: Slacks) -> tuple[Array, Array]:
 
 
 def _phase1(
-    bar: Barrier, theta0: Array, opts: CenterOptions, lag: _Lagged | None = None
+    bar: Barrier,
+    theta0: Array,
+    opts: CenterOptions,
+    lag: _Lagged | None = None,
+    round_cap: int | None = None,
 ) -> _Phase1:
     """Find theta with every slack > 0 by minimising a shared offset tau (see module doc)."""
     R = bar.radius
@@ -604,6 +650,8 @@ def _phase1(
     # Start where the duality gap m / t of the barrier method is about one typical slack:
     # tau is pushed below zero within one or two centrings instead of ~log10(m) of them.
     obj = _Objective(bar, offsets, t_coef=m_terms / typical, tau_hi=tau + max(R, tau))
+    # At t >= t_cert a central point decides: tau < -margin_tol R, or tau - m/t above it.
+    t_cert = 4.0 * m_terms / (opts.margin_tol * R)
     theta, nit = theta0, 0
     while nit < opts.phase1_max_iter:
         out = _newton(
@@ -611,7 +659,7 @@ def _phase1(
             theta,
             tau,
             tol=1e-3,
-            max_iter=opts.phase1_max_iter - nit,
+            max_iter=min(opts.phase1_max_iter - nit, round_cap or opts.phase1_max_iter),
             path=opts.path,
             lag=lag,
             # Leave phase I once the new rows have a little room (not at the first point past
@@ -623,15 +671,26 @@ def _phase1(
         # interior" below), so subsets and the full set are judged alike.
         if tau < -opts.margin_tol * R:
             return _Phase1(theta, _Feasibility.FEASIBLE, nit)
+        sl = obj.slacks(theta, tau)
+        certified = _dual_bound(obj, theta, sl) > -opts.margin_tol * R
+        lam = out.decrement
+        if not certified and out.converged and lam <= 0.5:
+            # Barrier-method bound at an approximately central point (self-concordant barrier
+            # of parameter m, Newton decrement lam): tau* >= tau - (m + lam sqrt(m)/(1-lam))/t.
+            gap = (m_terms + lam * math.sqrt(m_terms) / (1.0 - lam)) / obj.t_coef
+            certified = tau - gap > -opts.margin_tol * R
+        if certified:
+            return _Phase1(theta, _Feasibility.NO_INTERIOR, nit, _label_scores(bar, obj, sl))
         if out.failed:
             return _Phase1(theta, _Feasibility.UNKNOWN, nit, message=out.failed)
         if not out.converged:
             break
-        # Duality bound of the barrier method: tau* >= tau - m / t at a central point.
-        if tau - 1.1 * m_terms / obj.t_coef > -opts.margin_tol * R:
-            sl = obj.slacks(theta, tau)
-            return _Phase1(theta, _Feasibility.NO_INTERIOR, nit, _label_scores(bar, obj, sl))
-        obj.t_coef *= opts.mu
+        # Grow t, but do not overshoot the t that certification needs: larger t only makes
+        # the Newton systems worse conditioned.
+        t_next = opts.mu * obj.t_coef
+        if obj.t_coef < t_cert:
+            t_next = min(t_next, t_cert)
+        obj.t_coef = t_next
     return _Phase1(theta, _Feasibility.UNKNOWN, nit, message="phase I iteration limit")
 
 
@@ -695,6 +754,30 @@ def _row_vectors(bar: Barrier, vp: NDArray[np.bool_], vt: NDArray[np.bool_]) -> 
     return out
 
 
+def _dual_bound(obj: _Objective, theta: Array, sl: Slacks) -> float:
+    """A rigorous lower bound on the phase-I optimum tau*, valid at any point.
+
+    Phase I is  min tau  s.t.  a_k^T theta + b_k + omega_k tau >= 0, ||theta|| <= R.  For any
+    lambda >= 0 with sum_k lambda_k omega_k = 1, minimising its Lagrangian over tau and over
+    the ball gives the dual bound
+
+        tau* >= -sum_k lambda_k b_k - R || sum_k lambda_k a_k ||.
+
+    With lambda_k proportional to 1/s_k (the barrier's dual estimate) this equals the usual
+    tau - m/t at an exactly central point, but it needs no centrality: an inaccurately centred
+    iterate can only weaken it, never make a false "no interior" certificate.
+    """
+    bar = obj.bar
+    assert obj.offsets is not None
+    z = float(np.sum(obj.offsets.pattern / sl.p) + np.sum(obj.offsets.label / sl.t))
+    if not z > 0:
+        return -math.inf
+    # sum_k a_k / s_k over every row = -(gradient of the row barrier); remove the ball term.
+    a_sum = -(bar.gradient(theta, sl) - (2.0 / sl.sb) * theta)
+    b_sum = float(np.sum(bar.offset / sl.t))  # pattern rows have no constant part
+    return -(b_sum + bar.radius * float(np.linalg.norm(a_sum))) / z
+
+
 def _label_scores(bar: Barrier, obj: _Objective, sl: Slacks) -> NDArray[np.float64]:
     """Dual weight of each label at the end of phase I.
 
@@ -704,7 +787,11 @@ def _label_scores(bar: Barrier, obj: _Objective, sl: Slacks) -> NDArray[np.float
     """
     lam_p = bar.norm_pattern / (obj.t_coef * sl.p)
     lam_t = bar.norm_label / (obj.t_coef * sl.t)
-    return lam_p.reshape(bar.L, -1).sum(1) + lam_t.reshape(bar.L, bar.C).sum(1)
+    # Rank by the label cuts' weights: they are what a wrong label contributes, while the
+    # 2 P K' pattern rows of every label carry similar weight whatever its label is. The
+    # pattern part only breaks ties.
+    pattern = lam_p.reshape(bar.L, -1).sum(1)
+    return lam_t.reshape(bar.L, bar.C).sum(1) + 1e-6 * pattern / max(float(pattern.max()), 1e-300)
 
 
 def _cold_start(bar: Barrier, vs: VersionSpace) -> Array:
@@ -733,13 +820,64 @@ def _start_point(bar: Barrier, vs: VersionSpace, start: Array | None) -> Array:
 def has_interior(vs: VersionSpace, options: CenterOptions | None = None) -> bool | None:
     """Whether the labels of ``vs`` leave a polytope with an interior.
 
-    "Interior" means a point whose normalised margin exceeds ``options.margin_tol``. Returns
-    True or False when phase I decides, None when it hits its iteration limit.
+    "Interior" means a point whose normalised margin exceeds ``options.margin_tol``. Phase I
+    decides; when its Newton steps fail (near-degenerate polytopes) and the problem is small,
+    the margin is computed exactly as a second-order cone program instead (cvxpy, Clarabel).
+    Returns None only when neither decides.
     """
-    ph = _subset_phase1(vs, options or CenterOptions())
-    if ph.status is _Feasibility.UNKNOWN:
+    opts = options or CenterOptions()
+    ph = _subset_phase1(vs, opts)
+    if ph.status is not _Feasibility.UNKNOWN:
+        return ph.status is _Feasibility.FEASIBLE
+    margin = _socp_margin(vs)
+    if margin is None:
         return None
-    return ph.status is _Feasibility.FEASIBLE
+    return margin > opts.margin_tol * vs.radius
+
+
+#: Newton steps one phase-I centring of a small subset may take before the exact fallback.
+_SUBSET_ROUND_CAP = 15
+#: Largest problem (constraint rows) the exact margin fallback is tried on.
+_SOCP_MAX_ROWS = 20_000
+
+
+def _socp_margin(vs: VersionSpace) -> float | None:
+    """max_theta min_k (a_k^T theta + b_k) / ||a_k|| over ||theta|| <= R, by cvxpy (Clarabel).
+
+    The exact version of the quantity phase I certifies, for small problems where the barrier
+    method's Newton systems are too ill-conditioned. None if too large or the solver fails.
+    """
+    if vs.n_labels == 0:
+        return math.inf
+    if vs.n_rows > _SOCP_MAX_ROWS:
+        return None
+    import cvxpy as cp  # local: only this fallback needs it in this module
+
+    bar = Barrier(vs, span_basis(vs.X))
+    if not np.all(bar.norm_label > 0):
+        return -math.inf  # a label with no active gate
+    theta = cp.Variable((bar.J, bar.r))
+    margin = cp.Variable()
+    Z = bar.F @ theta.T  # (L, J)
+    S = np.broadcast_to(bar.S[:, None, None, :], (bar.L, bar.K, 2, bar.P)).reshape(bar.L, bar.J)
+    norms_p = bar.norm_pattern.reshape(bar.L, bar.J)
+    coef = np.stack([bar.coef, -bar.coef], axis=2).reshape(bar.Q, bar.J)
+    t = cp.sum(cp.multiply(coef, bar.F_lab @ theta.T), axis=1) + bar.offset
+    constraints = [
+        cp.multiply(S / norms_p, Z) >= margin,
+        cp.multiply(1.0 / bar.norm_label, t) >= margin,
+        cp.norm(cp.vec(theta, order="C")) <= bar.radius,
+    ]
+    problem = cp.Problem(cp.Maximize(margin), constraints)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "solution may be inaccurate"
+            problem.solve(solver=cp.CLARABEL)
+    except cp.error.SolverError:
+        return None
+    if problem.status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE) or margin.value is None:
+        return None
+    return float(margin.value)
 
 
 def _subset_phase1(vs: VersionSpace, opts: CenterOptions) -> _Phase1:
@@ -749,6 +887,11 @@ def _subset_phase1(vs: VersionSpace, opts: CenterOptions) -> _Phase1:
     if _unrepresentable(vs).size:
         return _Phase1(np.zeros(0), _Feasibility.NO_INTERIOR, 0, np.ones(vs.n_labels))
     bar = Barrier(vs, span_basis(vs.X))
+    # Small subsets have an exact fallback (_socp_margin): give up on a centring that stalls
+    # (near-degenerate subsets make Newton crawl) instead of spending the whole budget.
+    if bar.n_rows <= _SOCP_MAX_ROWS:
+        opts = replace(opts, phase1_max_iter=min(opts.phase1_max_iter, 4 * _SUBSET_ROUND_CAP))
+        return _phase1(bar, _cold_start(bar, vs), opts, round_cap=_SUBSET_ROUND_CAP)
     return _phase1(bar, _cold_start(bar, vs), opts)
 
 
@@ -771,11 +914,16 @@ def _find_conflict(
         ph = _subset_phase1(vs.subset(np.array(found)), opts)
         if ph.status is _Feasibility.NO_INTERIOR:
             break
+        if (
+            ph.status is _Feasibility.UNKNOWN
+            and has_interior(vs.subset(np.array(found)), opts) is False
+        ):
+            break
         if k >= limit:
             return None
         k = min(2 * k, limit)
     local = ph.scores
-    if local.size == len(found) and len(found) > 2:
+    if ph.status is _Feasibility.NO_INTERIOR and local.size == len(found) and len(found) > 2:
         keep = [found[i] for i in np.flatnonzero(local >= 1e-3 * local.max())]
         if len(keep) < len(found) and has_interior(vs.subset(np.array(keep)), opts) is False:
             found = keep
@@ -795,11 +943,19 @@ def _unrepresentable(vs: VersionSpace) -> NDArray[np.intp]:
 
 
 def _duplicate_conflicts(vs: VersionSpace, active: NDArray[np.bool_]) -> list[tuple[int, ...]]:
-    """Groups of identical feature vectors whose labels contradict each other."""
+    """Groups of (near-)identical feature vectors whose labels contradict each other.
+
+    Vectors that agree to 1e-8 of the largest feature magnitude count as the same item (the
+    same text embedded twice, or a copy with invisible differences): their cuts are the same
+    hyperplane, so contradicting labels can never both hold.
+    """
     idx = np.flatnonzero(active)
     if idx.size < 2:
         return []
-    _, inverse, counts = np.unique(vs.X[idx], axis=0, return_inverse=True, return_counts=True)
+    X = vs.X[idx]
+    scale = float(np.abs(X).max()) or 1.0
+    keys = np.round(X / (1e-8 * scale))
+    _, inverse, counts = np.unique(keys, axis=0, return_inverse=True, return_counts=True)
     groups: list[tuple[int, ...]] = []
     for g in np.flatnonzero(counts > 1):
         members = idx[np.flatnonzero(inverse.ravel() == g)]
@@ -864,6 +1020,16 @@ def analytic_center(
         run.add(ph1.nit, lag, phase1=True)
         if ph1.status is _Feasibility.FEASIBLE:
             break
+        if ph1.status is _Feasibility.NO_INTERIOR and theta_full is not None:
+            # Which labels get named must not depend on the warm start (the state is a pure
+            # function of its labels, and a rebuild must send the same items to review): rank
+            # them from a cold start instead.
+            theta_full = None
+            lag = _Lagged(n_factor=run.n_factor, n_cg=run.n_cg)
+            ph1 = _phase1(bar, _cold_start(bar, sub), opts, lag)
+            run.add(ph1.nit, lag, phase1=True)
+            if ph1.status is _Feasibility.FEASIBLE:
+                break
         if ph1.status is _Feasibility.UNKNOWN:
             msg = f"phase I did not finish ({ph1.message}); no interior point found"
             return _finish(bar, ph1.theta, None, CenterStatus.NO_INTERIOR, run, msg)
@@ -871,13 +1037,14 @@ def analytic_center(
         # before paying for another full phase I.
         order = np.argsort(-ph1.scores, kind="stable")
         found = 0
-        while len(run.groups) < opts.max_conflicts:
+        while run.searched < opts.max_conflicts:
             conflict = _find_conflict(sub, order, ph1.scores, opts)
             if conflict is None:
                 break
             group = tuple(int(idx[i]) for i in conflict)
             logger.info("excluding conflicting labels %s", group)
             run.exclude(group)
+            run.searched += 1
             order = order[~np.isin(order, conflict)]
             found += 1
         if found == 0:
@@ -916,6 +1083,7 @@ class _Run:
 
     active: NDArray[np.bool_]
     groups: list[tuple[int, ...]] = field(default_factory=list)
+    searched: int = 0
     nit: int = 0
     phase1_nit: int = 0
     n_factor: int = 0

@@ -38,7 +38,8 @@ class GateInit(enum.Enum):
     """How the P gate vectors are drawn.
 
     GAUSSIAN: h ~ N(0, I) in feature space (bias coordinate included).
-    DATA: a random unit normal through a random pool point, so every gate splits the data.
+    DATA: a random unit normal through (a hair's breadth from) a random pool point, so every
+    gate splits the data.
     """
 
     GAUSSIAN = "gaussian"
@@ -90,7 +91,7 @@ class LearnerConfig:
             value = getattr(self, name)
             if not isinstance(value, kind):
                 try:
-                    object.__setattr__(self, name, kind(value))
+                    object.__setattr__(self, name, kind(str(value).lower()))
                 except ValueError:
                     allowed = ", ".join(repr(k.value) for k in kind)
                     raise ValueError(f"{name} must be one of {allowed}, got {value!r}") from None
@@ -119,6 +120,11 @@ class LearnerConfig:
             raise ValueError(
                 f"n_components must be >= 1 with a projection, got {self.n_components}"
             )
+        for name in ("radius", "epsilon"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+                raise ValueError(f"{name} must be a number, got {value!r}")
+            object.__setattr__(self, name, float(value))
         if not (math.isfinite(self.radius) and self.radius > 0):
             raise ValueError(f"radius must be a finite number > 0, got {self.radius}")
         if not (math.isfinite(self.epsilon) and self.epsilon > 0):

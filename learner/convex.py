@@ -38,6 +38,17 @@ class Loss(enum.Enum):
     SQUARED = "squared"
 
 
+def parse_loss(loss: Loss | str) -> Loss:
+    """``loss`` as a :class:`Loss` (strings are case-insensitive), with a clear error."""
+    if isinstance(loss, Loss):
+        return loss
+    try:
+        return Loss(str(loss).lower())
+    except ValueError:
+        allowed = ", ".join(repr(item.value) for item in Loss)
+        raise ValueError(f"loss must be one of {allowed}, got {loss!r}") from None
+
+
 class SolverFallbackWarning(UserWarning):
     """A solver in the fallback chain failed and the next one is tried."""
 
@@ -101,7 +112,7 @@ def convex_fit(
     ConvexFitError
         When every solver in the chain fails.
     """
-    loss = Loss(loss)
+    loss = parse_loss(loss)
     if not beta >= 0:
         raise ValueError(f"beta must be >= 0, got {beta}")
     if vs.task is Task.REGRESSION and loss is Loss.HINGE:

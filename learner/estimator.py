@@ -6,6 +6,7 @@ sentence-transformers); ``import learner`` does not load it.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from learner.center import CenterOptions
 from learner.config import GateInit, LearnerConfig, Projection, Task
+from learner.convex import parse_loss
 from learner.query import QueryResult
 from learner.state import (
     LearnerState,
@@ -94,8 +96,13 @@ class CuttingPlaneClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[mi
     def fit(self, X: Any, y: Any) -> CuttingPlaneClassifier:
         X, y = validate_data(self, X, y, dtype=np.float64)
         check_classification_targets(y)
+        # Check every hyperparameter before the (expensive) centre is computed.
         if self.final_model not in ("convex", "center"):
             raise ValueError(f"final_model must be 'convex' or 'center', got {self.final_model!r}")
+        loss = parse_loss(self.loss)
+        if not self.beta >= 0:
+            raise ValueError(f"beta must be >= 0, got {self.beta}")
+        projection = Projection(str(getattr(self.projection, "value", self.projection)).lower())
         self.classes_, y_idx = np.unique(y, return_inverse=True)
         n_classes = len(self.classes_)
         if n_classes < 2:
@@ -108,9 +115,9 @@ class CuttingPlaneClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[mi
             n_classes=n_classes,
             n_gates=self.n_gates,
             bias=self.bias,
-            projection=Projection(self.projection),
-            n_components=None if self.projection == "none" else self.n_components,
-            gate_init=GateInit(self.gate_init),
+            projection=projection,
+            n_components=None if projection is Projection.NONE else self.n_components,
+            gate_init=GateInit(str(getattr(self.gate_init, "value", self.gate_init)).lower()),
             radius=self.radius,
             seed=seed,
         )
@@ -120,8 +127,15 @@ class CuttingPlaneClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[mi
         )
         self.n_iter_ = self.center_result_.nit
         if self.final_model == "convex":
-            self.network_, self.fit_result_ = fit_network(state, loss=self.loss, beta=self.beta)
+            self.network_, self.fit_result_ = fit_network(state, loss=loss, beta=self.beta)
         else:
+            if not self.center_result_.success:
+                warnings.warn(
+                    f"the analytic centre ended with status {self.center_result_.status.value} "
+                    f"({self.center_result_.message}); the centre network may misfit",
+                    UserWarning,
+                    stacklevel=2,
+                )
             self.network_ = center_network(state)
         self.state_: LearnerState = state
         return self

@@ -143,8 +143,18 @@ class Gates:
         -------
         ndarray of bool, shape (n_samples, n_gates)
         """
-        H = self.weights.astype(X.dtype, copy=False)
-        return np.asarray((X @ H.T) >= 0)
+        return pattern_bits(X, self.weights)
+
+
+def pattern_bits(X: NDArray[Any], H: NDArray[np.float64]) -> NDArray[np.bool_]:
+    """D = 1[X H^T >= 0], shape (n_samples, n_gates), computed row by row.
+
+    A plain einsum (no BLAS) sums each dot product in the same order whatever the batch size,
+    so a point gets the same pattern bits when labeled alone, in a batch, or when a state is
+    rebuilt: the polytope never depends on how labels were grouped.
+    """
+    X64 = np.asarray(X, dtype=np.float64)
+    return np.asarray(np.einsum("nd,pd->np", X64, H, optimize=False) >= 0)
 
 
 def sample_gates(
@@ -179,6 +189,10 @@ def sample_gates(
     anchors = feature_map.transform(np.asarray(E_pool)[idx])[:, :-1]
     normals = rng.standard_normal((P, d - 1))
     normals /= np.linalg.norm(normals, axis=1, keepdims=True)
-    # h = [n, -n^T p]: the hyperplane n^T z = n^T p passes through the anchor p.
-    offsets = -np.einsum("ij,ij->i", normals, anchors)
+    # h = [n, -n^T p + delta]: the hyperplane passes next to the anchor p, shifted by a tiny
+    # random delta so that no pool item lies exactly on a gate (its pattern bit would then
+    # depend on rounding).
+    spread = float(np.mean(np.linalg.norm(anchors, axis=1))) or 1.0
+    shift = rng.uniform(-1e-3, 1e-3, size=P) * spread
+    offsets = -np.einsum("ij,ij->i", normals, anchors) + shift
     return Gates(weights=np.concatenate([normals, offsets[:, None]], axis=1))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import json
+import zipfile
 from dataclasses import dataclass
 from typing import Any
 
@@ -154,9 +155,14 @@ class ReLUNetwork:
             components=None if comps is None else np.asarray(comps, dtype=np.float64),
             bias=bool(fm["bias"]),
         )
-        W1 = np.asarray(data["W1"], dtype=np.float64).reshape(-1, feature_map.n_features)
-        W2 = np.asarray(data["W2"], dtype=np.float64).reshape(W1.shape[0], -1)
-        return cls(W1, W2, feature_map, Task(data["task"]), int(data["n_classes"]))
+        task = Task(data["task"])
+        n_classes = int(data["n_classes"])
+        n_out = n_classes if task is Task.MULTICLASS else 1
+        W1 = np.asarray(data["W1"], dtype=np.float64).reshape(
+            len(data["W1"]), feature_map.n_features
+        )
+        W2 = np.asarray(data["W2"], dtype=np.float64).reshape(W1.shape[0], n_out)
+        return cls(W1, W2, feature_map, task, n_classes)
 
     def to_npz(self) -> bytes:
         """The network as ``.npz`` bytes (no pickle)."""
@@ -185,7 +191,22 @@ class ReLUNetwork:
 
     @classmethod
     def from_npz(cls, data: bytes) -> ReLUNetwork:
-        """Inverse of :meth:`to_npz`; refuses pickled content and unknown formats."""
+        """Inverse of :meth:`to_npz`; refuses pickled content and unknown formats.
+
+        Raises
+        ------
+        ValueError
+            For anything that is not an intact export of this format.
+        """
+        try:
+            return cls._from_npz(data)
+        except ValueError:
+            raise
+        except (KeyError, TypeError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
+            raise ValueError(f"not a valid Carve ReLU network export: {exc}") from None
+
+    @classmethod
+    def _from_npz(cls, data: bytes) -> ReLUNetwork:
         with _open_npz(data, "a Carve ReLU network export") as z:
             if "meta" not in z.files:
                 raise ValueError("not a Carve ReLU network export")

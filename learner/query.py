@@ -114,7 +114,10 @@ def score_pool(
                 score = margin / norm
         else:
             score = margin
-        out[start : start + chunk] = np.where(n_active > 0, score, np.inf)
+        # No active gate, or an all-zero feature vector (possible without a bias column):
+        # f(x) = 0 for every network, so its label cuts nothing.
+        unlearnable = (n_active == 0) | ~np.isfinite(score)
+        out[start : start + chunk] = np.where(unlearnable, np.inf, score)
     return out
 
 
@@ -169,16 +172,19 @@ def select_batch(
     PoolExhaustedError
         When no selectable item with a finite score is left.
     """
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be an integer >= 1, got {k!r}")
     if not diversity >= 0:
         raise ValueError(f"diversity must be >= 0, got {diversity}")
     scores = np.asarray(scores)
     ok = np.isfinite(scores)
     if exclude is not None:
-        if exclude.shape != scores.shape:
-            raise ValueError("exclude must have the same shape as scores")
-        ok &= ~exclude
+        mask = np.asarray(exclude)
+        if mask.shape != scores.shape:
+            raise ValueError(
+                f"exclude must be a boolean mask of shape {scores.shape}, got {mask.shape}"
+            )
+        ok &= ~mask.astype(bool)
     available = np.flatnonzero(ok)
     if available.size == 0:
         raise PoolExhaustedError("no selectable pool item is left")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import zipfile
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -97,6 +98,7 @@ class LearnerState:
             "mean": fm.mean,
             "gates": self.gates.weights,
             "X": vs.X,
+            "patterns": vs.patterns,
             "y": vs.y,
             "conflicts_flat": np.asarray(flat, dtype=np.int64),
             "conflicts_sizes": np.asarray(sizes, dtype=np.int64),
@@ -113,7 +115,22 @@ class LearnerState:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> LearnerState:
-        """Inverse of :meth:`to_bytes`."""
+        """Inverse of :meth:`to_bytes`.
+
+        Raises
+        ------
+        ValueError
+            For anything that is not an intact state of this format.
+        """
+        try:
+            return cls._from_bytes(data)
+        except ValueError:
+            raise
+        except (KeyError, TypeError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
+            raise ValueError(f"not a valid Carve learner state: {exc}") from None
+
+    @classmethod
+    def _from_bytes(cls, data: bytes) -> LearnerState:
         with _open_npz(data, "a Carve learner state") as z:
             if "header" not in z.files:
                 raise ValueError("not a Carve learner state: no header")
@@ -132,9 +149,10 @@ class LearnerState:
             vs = empty_version_space(
                 gates.weights, config.task, config.n_classes, config.radius, config.epsilon
             )
-            X, y = z["X"], z["y"]
+            X, y, patterns = z["X"], z["y"], z["patterns"]
             if X.shape[0]:
-                vs = add_labels(vs, X, y)
+                # The stored pattern bits define the polytope: never recompute them.
+                vs = replace(vs, X=X, y=y, patterns=patterns.astype(bool), _cuts={})
             sizes = z["conflicts_sizes"].tolist()
             flat = z["conflicts_flat"].tolist()
             groups, pos = [], 0
@@ -242,12 +260,17 @@ def query(
     E_pool = as_pool(E_pool, "E_pool", n_features=state.feature_map.n_raw)
     vs = state.version_space
     if state.config.task is Task.REGRESSION:
-        active = state.active if state.active is not None else np.ones(vs.n_labels, dtype=bool)
-        nets = sample_networks(vs, state.theta, gen, n_samples, active=active)
-        preds = np.stack(
-            [gated_decision(E_pool, state.feature_map, state.gates, s)[:, 0] for s in nets]
-        )
-        scores = score_by_samples(preds)
+        if _centre_usable(state):
+            active = state.active if state.active is not None else np.ones(vs.n_labels, bool)
+            nets = sample_networks(vs, state.theta, gen, n_samples, active=active)
+            preds = np.stack(
+                [gated_decision(E_pool, state.feature_map, state.gates, s)[:, 0] for s in nets]
+            )
+            scores = score_by_samples(preds)
+        else:
+            # No centre inside the version space to sample around (no recentre yet since
+            # these labels, or the last one found no interior): every item is as informative.
+            scores = np.zeros(E_pool.shape[0], dtype=np.float32)
     else:
         scores = score_pool(
             E_pool,
@@ -277,17 +300,19 @@ def diagnostics(
     threshold: float = 0.02,
 ) -> Diagnostics:
     """Cuts, log-volume proxy and disagreement at the cached centre."""
-    if state.center is None or state.center_status not in (
-        CenterStatus.OPTIMAL.value,
-        CenterStatus.CONFLICTS_EXCLUDED.value,
-        CenterStatus.MAX_ITER.value,
-    ):
-        raise ValueError("diagnostics need a centre: call recenter() first")
+    if not _centre_usable(state):
+        stale = state.active is not None and len(state.active) != state.n_labels
+        why = (
+            "labels were added since the last recentre"
+            if stale
+            else f"the last recentre ended with status {state.center_status!r}"
+        )
+        raise ValueError(f"diagnostics need a centre inside the version space: {why}")
     gen = as_rng(state.config.seed + state.round if rng is None else rng)
     active = state.active if state.active is not None else np.ones(state.n_labels, dtype=bool)
     return diagnose(
         state.version_space,
-        state.center,
+        state.theta,
         active,
         as_pool(E_pool, "E_pool", n_features=state.feature_map.n_raw),
         state.feature_map,
@@ -296,6 +321,21 @@ def diagnostics(
         n_samples=n_samples,
         max_eval=max_eval,
         threshold=threshold,
+    )
+
+
+def _centre_usable(state: LearnerState) -> bool:
+    """Whether the cached centre is a strictly feasible point for the current labels."""
+    return (
+        state.center is not None
+        and state.active is not None
+        and len(state.active) == state.n_labels
+        and state.center_status
+        in (
+            CenterStatus.OPTIMAL.value,
+            CenterStatus.CONFLICTS_EXCLUDED.value,
+            CenterStatus.MAX_ITER.value,
+        )
     )
 
 

@@ -23,6 +23,7 @@ from numpy.typing import NDArray
 
 from learner._validation import as_matrix
 from learner.config import Task
+from learner.features import pattern_bits
 
 
 @dataclass(frozen=True)
@@ -218,7 +219,7 @@ def add_labels(vs: VersionSpace, X_new: Any, y_new: Any) -> VersionSpace:
     if np.any(np.all(X_new == 0.0, axis=1)):
         raise ValueError("a labeled feature vector is all zeros; it defines no constraint")
     y_arr = check_labels(y_new, vs.task, vs.n_classes, X_new.shape[0])
-    pat = (X_new @ vs.gate_weights.T) >= 0
+    pat = pattern_bits(X_new, vs.gate_weights)
     return replace(
         vs,
         X=np.concatenate([vs.X, X_new]),

@@ -285,7 +285,7 @@ def test_state_diagnostics_need_a_centre_and_then_describe_the_labels(seed):
     E_pool = rng.standard_normal((200, 4))
     state = learner_state.init_state(LearnerConfig(n_gates=4, seed=seed), E_pool)
     state = learner_state.with_labels(state, E_pool[:8], rng.integers(0, 2, 8))
-    with pytest.raises(ValueError, match="recenter"):
+    with pytest.raises(ValueError, match="need a centre"):
         learner_state.diagnostics(state, E_pool)
     state, result = learner_state.recenter(state)
     assert result.success, result.message

@@ -123,7 +123,7 @@ def test_gate_sampling_is_reproducible_from_the_rng(seed, gate_init):
     assert not np.allclose(a.weights, c.weights)
 
 
-def test_data_gates_pass_through_pool_points_with_unit_normals(seed):
+def test_data_gates_pass_next_to_pool_points_but_never_exactly_through_one(seed):
     E = _anisotropic_pool(seed)
     config = LearnerConfig(n_gates=12, gate_init=GateInit.DATA)
     fm = fit_feature_map(config, E, np.random.default_rng(seed))
@@ -131,8 +131,12 @@ def test_data_gates_pass_through_pool_points_with_unit_normals(seed):
     gates = sample_gates(config, fm, np.random.default_rng(seed), E)
 
     X = fm.transform(E)  # rows [p, 1]
-    # Each gate h = [n, -n^T p] vanishes at its anchor p: h^T [p, 1] == 0 for some pool point.
-    np.testing.assert_allclose(np.min(np.abs(X @ gates.weights.T), axis=0), 0.0, atol=1e-12)
+    distance = np.abs(X @ gates.weights.T)  # unit normals: distance of each point to each gate
+    spread = np.mean(np.linalg.norm(X[:, :-1], axis=1))
+    # Each gate passes within 1e-3 * spread of its anchor (a pool point) ...
+    assert np.all(distance.min(axis=0) <= 2e-3 * spread)
+    # ... but not exactly through it: a tie would make the pattern bit depend on rounding.
+    assert np.all(distance.min(axis=0) > 0)
     np.testing.assert_allclose(np.linalg.norm(gates.weights[:, :-1], axis=1), 1.0, rtol=1e-12)
 
 
