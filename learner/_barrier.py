@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import scipy.linalg
 from numpy.typing import NDArray
-from scipy.linalg import lapack
+from scipy.linalg import blas, lapack
 
 from learner.version_space import VersionSpace
 
@@ -44,6 +44,7 @@ Array = NDArray[np.float64]
 # LAPACK triangular solves with a Cholesky factor (skip scipy.linalg.cho_solve's checks).
 _potrs64 = lapack.dpotrs
 _potrs32 = lapack.spotrs
+_symv = blas.dsymv
 
 #: Inner systems up to this size keep an explicit inverse; larger ones are solved with the
 #: Cholesky factor (in float32 when only preconditioning).
@@ -316,8 +317,8 @@ class HessianFactor:
                 B[j] = (bar.F.T * wp[:, j]) @ bar.F
         idx = np.arange(r)
         B[:, idx, idx] += c
-        self.chol_B = _batched_cholesky(B)
-        self.logdet_B = 2.0 * float(np.sum(np.log(np.diagonal(self.chol_B, axis1=1, axis2=2))))
+        self._B = B  # its Cholesky factors are only needed for logdet() and sample()
+        self._chol_B: Array | None = None
         # Explicit inverses (J small r x r blocks): every later solve is a batched mat-vec.
         # Jacobi scaling first: the weights 1/p^2 span many orders of magnitude near the
         # boundary, and LU on the scaled matrix keeps the accuracy Cholesky would have.
@@ -356,7 +357,7 @@ class HessianFactor:
         self.beta = (2.0 / sl.sb) * theta
         self.z_beta = self._solve0(self.beta[None])[0]
         self.denom = 1.0 + float(np.sum(self.beta * self.z_beta))
-        self._logdet = self.logdet_B + logdet_inner + float(np.log(self.denom))
+        self._logdet_rest = logdet_inner + float(np.log(self.denom))
 
     # -------------------------------------------------------------- linear algebra
     def _bmul(self, Y: Array) -> Array:
@@ -394,7 +395,11 @@ class HessianFactor:
         preconditions conjugate gradients, never for a direction used as is.
         """
         if self._inner_inv is not None:
-            return rhs @ self._inner_inv
+            # Symmetric mat-vec on the lower triangle that potri filled (no symmetrising copy).
+            out = np.empty_like(rhs)
+            for i in range(rhs.shape[0]):
+                out[i] = _symv(1.0, self._inner_inv, rhs[i], lower=1)
+            return out
         if approximate:
             if self._chol32 is None:
                 self._chol32 = np.asfortranarray(self.chol_inner, dtype=np.float32)
@@ -439,7 +444,15 @@ class HessianFactor:
 
     def logdet(self) -> float:
         """log det H in the basis coordinates."""
-        return self._logdet
+        logdet_B = 2.0 * float(np.sum(np.log(np.diagonal(self.chol_B, axis1=1, axis2=2))))
+        return logdet_B + self._logdet_rest
+
+    @property
+    def chol_B(self) -> Array:
+        """Batched lower Cholesky factors of the B_j, shape (J, r, r) (computed on demand)."""
+        if self._chol_B is None:
+            self._chol_B = _batched_cholesky(self._B)
+        return self._chol_B
 
     def sample(self, rng: np.random.Generator, n: int) -> Array:
         """Draw n vectors from N(0, H^{-1}), shape (n, K', 2, P, r).
@@ -467,12 +480,11 @@ def _cholesky(M: Array) -> Array:
 
 
 def _cho_inverse(chol: Array) -> Array:
-    """Symmetric inverse from a lower Cholesky factor (LAPACK potri fills one triangle)."""
+    """Inverse from a lower Cholesky factor; only its lower triangle is valid (use _symv)."""
     inv, info = lapack.dpotri(chol, lower=1)
     if info != 0:
         raise np.linalg.LinAlgError(f"potri failed (info={info})")
-    lower = np.tril(inv)
-    return np.asarray(lower + np.tril(lower, -1).T)
+    return np.asarray(inv)
 
 
 def _batched_cholesky(M: Array) -> Array:
