@@ -19,8 +19,9 @@ from __future__ import annotations
 import io
 import json
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from numpy.typing import DTypeLike, NDArray
@@ -30,6 +31,8 @@ from learner.config import Task
 from learner.features import POOL_CHUNK, FeatureMap, Gates
 
 Array = NDArray[np.float64]
+
+T = TypeVar("T")
 
 #: Format version written into every export.
 FORMAT_VERSION = 1
@@ -198,12 +201,7 @@ class ReLUNetwork:
         ValueError
             For anything that is not an intact export of this format.
         """
-        try:
-            return cls._from_npz(data)
-        except ValueError:
-            raise
-        except (KeyError, TypeError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
-            raise ValueError(f"not a valid Carve ReLU network export: {exc}") from None
+        return load_or_value_error(cls._from_npz, data, "Carve ReLU network export")
 
     @classmethod
     def _from_npz(cls, data: bytes) -> ReLUNetwork:
@@ -218,6 +216,16 @@ class ReLUNetwork:
             components = z["components"] if "components" in z.files else None
             fm = FeatureMap(mean=z["mean"], components=components, bias=bool(meta["bias"]))
             return cls(z["W1"], z["W2"], fm, Task(meta["task"]), int(meta["n_classes"]))
+
+
+def load_or_value_error(loader: Callable[[bytes], T], data: bytes, what: str) -> T:
+    """Run ``loader(data)``; any sign of a damaged or foreign file becomes a ValueError."""
+    try:
+        return loader(data)
+    except ValueError:
+        raise
+    except (KeyError, TypeError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
+        raise ValueError(f"not a valid {what}: {exc}") from None
 
 
 def _open_npz(data: bytes, what: str) -> Any:

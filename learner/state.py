@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import json
-import zipfile
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -24,7 +23,13 @@ from learner.config import LearnerConfig, Task
 from learner.convex import ConvexFitResult, Loss, convex_fit
 from learner.diagnostics import Diagnostics, diagnose, sample_networks
 from learner.features import FeatureMap, Gates, fit_feature_map, sample_gates
-from learner.network import ReLUNetwork, _open_npz, gated_decision, network_from_theta
+from learner.network import (
+    ReLUNetwork,
+    _open_npz,
+    gated_decision,
+    load_or_value_error,
+    network_from_theta,
+)
 from learner.query import QueryResult, QueryStrategy, score_by_samples, score_pool, select_batch
 from learner.version_space import VersionSpace, add_labels, empty_version_space
 
@@ -122,12 +127,7 @@ class LearnerState:
         ValueError
             For anything that is not an intact state of this format.
         """
-        try:
-            return cls._from_bytes(data)
-        except ValueError:
-            raise
-        except (KeyError, TypeError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
-            raise ValueError(f"not a valid Carve learner state: {exc}") from None
+        return load_or_value_error(cls._from_bytes, data, "Carve learner state")
 
     @classmethod
     def _from_bytes(cls, data: bytes) -> LearnerState:
