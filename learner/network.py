@@ -206,13 +206,9 @@ class ReLUNetwork:
     @classmethod
     def _from_npz(cls, data: bytes) -> ReLUNetwork:
         with _open_npz(data, "a Carve ReLU network export") as z:
-            if "meta" not in z.files:
-                raise ValueError("not a Carve ReLU network export")
-            meta = json.loads(str(z["meta"]))
-            if meta.get("format") != "carve-relu-network":
-                raise ValueError("not a Carve ReLU network export")
-            if int(meta.get("version", -1)) > FORMAT_VERSION:
-                raise ValueError(f"export version {meta['version']} is newer than this library")
+            meta = read_header(
+                z, "meta", "carve-relu-network", FORMAT_VERSION, "Carve ReLU network export"
+            )
             components = z["components"] if "components" in z.files else None
             fm = FeatureMap(mean=z["mean"], components=components, bias=bool(meta["bias"]))
             return cls(z["W1"], z["W2"], fm, Task(meta["task"]), int(meta["n_classes"]))
@@ -226,6 +222,19 @@ def load_or_value_error(loader: Callable[[bytes], T], data: bytes, what: str) ->
         raise
     except (KeyError, TypeError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
         raise ValueError(f"not a valid {what}: {exc}") from None
+
+
+def read_header(z: Any, key: str, fmt: str, newest: int, what: str) -> dict[str, Any]:
+    """The JSON header ``key`` of an opened npz, checked for format ``fmt`` and a version no
+    newer than ``newest``; errors name ``what`` (e.g. "Carve learner state")."""
+    if key not in z.files:
+        raise ValueError(f"not a {what}: no {key}")
+    header: dict[str, Any] = json.loads(str(z[key]))
+    if header.get("format") != fmt:
+        raise ValueError(f"not a {what}")
+    if int(header.get("version", -1)) > newest:
+        raise ValueError(f"{what} version {header['version']} is newer than this library")
+    return header
 
 
 def _open_npz(data: bytes, what: str) -> Any:

@@ -29,6 +29,7 @@ from learner.network import (
     gated_decision,
     load_or_value_error,
     network_from_theta,
+    read_header,
 )
 from learner.query import QueryResult, QueryStrategy, score_by_samples, score_pool, select_batch
 from learner.version_space import VersionSpace, add_labels, empty_version_space
@@ -132,13 +133,9 @@ class LearnerState:
     @classmethod
     def _from_bytes(cls, data: bytes) -> LearnerState:
         with _open_npz(data, "a Carve learner state") as z:
-            if "header" not in z.files:
-                raise ValueError("not a Carve learner state: no header")
-            header = json.loads(str(z["header"]))
-            if header.get("format") != "carve-learner-state":
-                raise ValueError("not a Carve learner state")
-            if int(header["version"]) > STATE_VERSION:
-                raise ValueError(f"state version {header['version']} is newer than this library")
+            header = read_header(
+                z, "header", "carve-learner-state", STATE_VERSION, "Carve learner state"
+            )
             config = LearnerConfig.from_dict(header["config"])
             fm = FeatureMap(
                 mean=z["mean"],
