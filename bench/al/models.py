@@ -1,0 +1,116 @@
+"""Models of the real-data benchmark: the baselines and Carve's learner behind one interface.
+
+Every model is refitted on the whole labeled set each round (``fit``) and answers
+``predict_proba`` of shape (n, 2). Baselines are scikit-learn estimators wrapped for the
+small-text query strategies; :class:`CarveModel` keeps its learner state across rounds and
+adds only the new labels (warm-started recentre), which is what the platform does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from sklearn.linear_model import LogisticRegression
+from sklearn.neural_network import MLPClassifier
+from small_text.classifiers.classification import EmbeddingMixin, SklearnClassifier
+
+import learner
+
+Array = NDArray[np.float64]
+
+
+class Baseline(SklearnClassifier, EmbeddingMixin):  # type: ignore[misc]
+    """A scikit-learn classifier as small-text sees it; its embedding is the item's vector."""
+
+    def __init__(self, kind: str, seed: int) -> None:
+        if kind == "logreg":
+            model: Any = LogisticRegression(C=1.0, max_iter=1000)
+        elif kind == "mlp":
+            # One hidden ReLU layer trained by gradient descent (Adam): the network class Carve
+            # trains without gradients (2P = 64 hidden units at the default P = 32).
+            model = MLPClassifier(
+                hidden_layer_sizes=(64,),
+                activation="relu",
+                alpha=1e-3,
+                max_iter=500,
+                random_state=seed,
+            )
+        else:
+            raise ValueError(f"unknown baseline model {kind!r}")
+        super().__init__(model, num_classes=2)
+        self.kind = kind
+
+    def embed(self, data_set: Any, return_proba: bool = False, pbar: Any = None) -> Any:
+        x = np.asarray(data_set.x)
+        return (x, self.model.predict_proba(x)) if return_proba else x
+
+    def proba(self, X: NDArray[Any]) -> Array:
+        return np.asarray(self.model.predict_proba(X), dtype=np.float64)
+
+    def gradient_embedding(self, X: NDArray[Any]) -> Array:
+        """BADGE's last-layer gradient of the loss at the predicted label (Ash et al. 2020).
+
+        For a softmax/sigmoid output on features h(x): g(x) = (p(x) - e_yhat) (x) h(x), shape
+        (n, K * dim h). h is the input for logistic regression, the hidden ReLU layer for the MLP.
+        """
+        p = self.proba(X)
+        if self.kind == "mlp":
+            W, b = self.model.coefs_[0], self.model.intercepts_[0]
+            h = np.maximum(np.asarray(X, dtype=np.float64) @ W + b, 0.0)
+        else:
+            h = np.asarray(X, dtype=np.float64)
+        h = np.hstack([h, np.ones((h.shape[0], 1))])  # the bias is a parameter too
+        scale = p.copy()
+        scale[np.arange(len(p)), p.argmax(axis=1)] -= 1.0
+        return (scale[:, :, None] * h[:, None, :]).reshape(len(p), -1)
+
+
+class CarveModel:
+    """Carve's learner as a benchmark model.
+
+    Parameters
+    ----------
+    config : learner.LearnerConfig
+    served : {"center", "convex"}
+        Which network answers: the analytic centre itself, or the convex group-lasso fit on
+        the labels (DESIGN §2 "Final model").
+    """
+
+    kind = "carve"
+
+    def __init__(self, config: learner.LearnerConfig, served: str = "center") -> None:
+        if served not in ("center", "convex"):
+            raise ValueError(f"served must be 'center' or 'convex', got {served!r}")
+        self.config = config
+        self.served = served
+        self.state: learner.LearnerState | None = None
+        self.net: learner.ReLUNetwork | None = None
+        self.statuses: list[str] = []
+
+    def start(self, X_pool: NDArray[Any]) -> None:
+        self.state = learner.init_state(self.config, X_pool)
+
+    def fit(self, X_lab: NDArray[Any], y_lab: NDArray[np.int64]) -> None:
+        """Add the labels beyond those already in the state (the labeled set only grows)."""
+        assert self.state is not None, "call start() first"
+        have = self.state.n_labels
+        if len(y_lab) > have:
+            self.state = learner.with_labels(self.state, X_lab[have:], y_lab[have:])
+        self.state, result = learner.recenter(self.state)
+        self.statuses.append(result.status.value)
+        if self.served == "convex":
+            self.net, _ = learner.fit_network(self.state)
+        else:
+            self.net = learner.center_network(self.state)
+
+    def decision(self, X: NDArray[Any]) -> Array:
+        assert self.net is not None, "call fit() first"
+        return np.asarray(self.net.decision_function(X), dtype=np.float64).reshape(len(X))
+
+    def proba(self, X: NDArray[Any]) -> Array:
+        """A monotone squashing of the decision, for the shared accuracy code only."""
+        f = self.decision(X)
+        p1 = 0.5 * (1.0 + np.tanh(f / (np.std(f) + 1e-12)))
+        return np.stack([1.0 - p1, p1], axis=1)

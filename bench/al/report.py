@@ -1,0 +1,262 @@
+"""Tables, plots, the verdict lines and ``docs/benchmarks.md`` from the runs' rows."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+TABLE_BUDGETS = (10, 50, 100, 200, 300, 400, 500)
+CARVE = "carve"
+
+
+def _curves(rows: list[dict[str, Any]], split: str) -> dict[str, dict[str, dict[int, list[float]]]]:
+    """dataset -> strategy -> labels -> accuracies over seeds."""
+    out: dict[str, dict[str, dict[int, list[float]]]] = defaultdict(
+        lambda: defaultdict(lambda: defaultdict(list))
+    )
+    for r in rows:
+        if r["split"] == split:
+            out[r["dataset"]][r["strategy"]][int(r["labels"])].append(float(r["accuracy"]))
+    return out
+
+
+def eval_split(rows: list[dict[str, Any]], dataset: str) -> str:
+    return (
+        "test"
+        if any(r["split"] == "test" for r in rows if r["dataset"] == dataset)
+        else "validation"
+    )
+
+
+def verdict(rows: list[dict[str, Any]], min_budget: int = 50) -> tuple[list[str], int, int]:
+    """Per dataset and budget >= min_budget: Carve's mean test accuracy vs the best baseline."""
+    lines, wins, cells = [], 0, 0
+    for dataset in sorted({r["dataset"] for r in rows}):
+        curves = _curves(rows, eval_split(rows, dataset))[dataset]
+        if CARVE not in curves:
+            continue
+        baselines = [s for s in curves if not s.startswith(CARVE)]
+        for n in sorted(curves[CARVE]):
+            if n < min_budget:
+                continue
+            carve = float(np.mean(curves[CARVE][n]))
+            best, name = max((float(np.mean(curves[s][n])), s) for s in baselines if n in curves[s])
+            cells += 1
+            wins += carve >= best
+            lines.append(
+                f"{dataset} budget={n}: carve={carve:.4f} best_baseline={best:.4f} ({name})"
+            )
+    return lines, wins, cells
+
+
+def labels_to_reach(acc_by_n: dict[int, list[float]], target: float) -> int | None:
+    for n in sorted(acc_by_n):
+        if np.mean(acc_by_n[n]) >= target:
+            return n
+    return None
+
+
+def plot(
+    rows: list[dict[str, Any]], ceil: dict[str, float], out_dir: Path, stem: str
+) -> list[Path]:
+    """Learning curves (mean ± std over seeds) per dataset, PNG and SVG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for dataset in sorted({r["dataset"] for r in rows}):
+        split = eval_split(rows, dataset)
+        curves = _curves(rows, split)[dataset]
+        fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), sharey=True)
+        for ax, model in zip(axes, ("logreg", "mlp"), strict=True):
+            names = [s for s in sorted(curves) if s.endswith(model) or s.startswith(CARVE)]
+            for s in names:
+                ns = sorted(curves[s])
+                mean = np.array([np.mean(curves[s][n]) for n in ns])
+                std = np.array([np.std(curves[s][n]) for n in ns])
+                style = "-" if s.startswith(CARVE) else "--"
+                width = 2.2 if s == CARVE else 1.2
+                (line,) = ax.plot(ns, mean, style, lw=width, label=s)
+                ax.fill_between(ns, mean - std, mean + std, color=line.get_color(), alpha=0.12)
+            if dataset in ceil:
+                ax.axhline(ceil[dataset], color="k", lw=0.8, ls=":", label="full-pool ceiling")
+            ax.set_title(f"{dataset} ({split}): baselines with {model}")
+            ax.set_xlabel("labels")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7, loc="lower right")
+        axes[0].set_ylabel("accuracy")
+        fig.tight_layout()
+        for ext in ("png", "svg"):
+            path = out_dir / f"{stem}-{dataset}.{ext}"
+            fig.savefig(path, dpi=110)
+            paths.append(path)
+        plt.close(fig)
+    return paths
+
+
+def _fmt(x: float) -> str:
+    return "–" if math.isnan(x) else f"{x:.3f}"
+
+
+def markdown(
+    rows: list[dict[str, Any]],
+    ceil_rows: list[dict[str, Any]],
+    header: str,
+    image_prefix: str,
+    extra: str = "",
+) -> str:
+    """The generated report: accuracy tables, labels to 95/98% of the ceiling, round times."""
+    out = [header]
+    lines, wins, cells = verdict(rows)
+    out.append(
+        f"**carve wins {wins} of {cells} dataset-budget cells** (budget ≥ 50, mean of seeds).\n"
+    )
+    datasets = sorted({r["dataset"] for r in rows})
+    for dataset in datasets:
+        out.append(f"## {dataset}\n")
+        splits = sorted({r["split"] for r in rows if r["dataset"] == dataset}, reverse=False)
+        ceil = {
+            (c["model"], c["split"]): float(c["accuracy"])
+            for c in ceil_rows
+            if c["dataset"] == dataset
+        }
+        main_split = eval_split(rows, dataset)
+        out.append(
+            "Full-pool ceilings: "
+            + ", ".join(f"{m} {s} {a:.4f}" for (m, s), a in sorted(ceil.items()))
+            + ".\n"
+        )
+        for split in splits:
+            curves = _curves(rows, split)[dataset]
+            budgets = [b for b in TABLE_BUDGETS if any(b in c for c in curves.values())]
+            out.append(f"Accuracy on **{split}** (mean ± std over seeds):\n")
+            out.append("| strategy | " + " | ".join(str(b) for b in budgets) + " |")
+            out.append("|---|" + "---:|" * len(budgets))
+            for s in sorted(curves, key=lambda s: (not s.startswith(CARVE), s)):
+                cells_txt = []
+                for b in budgets:
+                    acc = curves[s].get(b, [])
+                    cells_txt.append(f"{np.mean(acc):.3f} ± {np.std(acc):.3f}" if acc else "–")
+                name = f"**{s}**" if s == CARVE else s
+                out.append(f"| {name} | " + " | ".join(cells_txt) + " |")
+            out.append("")
+        best_ceiling = max(
+            (a for (m, s), a in ceil.items() if s == main_split), default=float("nan")
+        )
+        curves = _curves(rows, main_split)[dataset]
+        times = _round_times(rows, dataset)
+        out.append(
+            f"Labels to reach 95% / 98% of the best full-pool ceiling ({best_ceiling:.4f}, "
+            f"{main_split}), and the wall time of a round (model update + next query, seconds, "
+            "mean over rounds; and at the last round):\n"
+        )
+        out.append("| strategy | to 95% | to 98% | s/round (mean) | s/round (last) |")
+        out.append("|---|---:|---:|---:|---:|")
+        for s in sorted(curves, key=lambda s: (not s.startswith(CARVE), s)):
+            reach = []
+            for frac in (0.95, 0.98):
+                n = labels_to_reach(curves[s], frac * best_ceiling)
+                reach.append(str(n) if n is not None else f">{max(curves[s])}")
+            mean_t, last_t = times.get(s, (float("nan"), float("nan")))
+            out.append(f"| {s} | {reach[0]} | {reach[1]} | {_fmt(mean_t)} | {_fmt(last_t)} |")
+        out.append("")
+        out.append(f"![{dataset} learning curves]({image_prefix}-{dataset}.svg)\n")
+    out.append(extra)
+    out.append("## Verdict lines\n\n```")
+    out.extend(lines)
+    out.append(f"carve wins {wins} of {cells} dataset-budget cells")
+    out.append("```\n")
+    return "\n".join(out)
+
+
+def _round_times(rows: list[dict[str, Any]], dataset: str) -> dict[str, tuple[float, float]]:
+    per: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    split = eval_split(rows, dataset)
+    for r in rows:
+        if r["dataset"] == dataset and r["split"] == split and not math.isnan(float(r["query_s"])):
+            per[r["strategy"]][int(r["labels"])].append(float(r["fit_s"]) + float(r["query_s"]))
+    out = {}
+    for s, by_n in per.items():
+        means = [float(np.mean(v)) for v in by_n.values()]
+        out[s] = (float(np.mean(means)), float(np.mean(by_n[max(by_n)])))
+    return out
+
+
+def best_ceilings(ceil_rows: list[dict[str, Any]], rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Best full-pool accuracy per dataset on the split the verdict uses."""
+    out: dict[str, float] = {}
+    for c in ceil_rows:
+        if c["split"] == eval_split(rows, c["dataset"]):
+            out[c["dataset"]] = max(out.get(c["dataset"], 0.0), float(c["accuracy"]))
+    return out
+
+
+def header(
+    quick: bool,
+    seeds: int,
+    budget: int,
+    scale: float,
+    args: Any,
+    carve: dict[str, Any],
+    seconds: float,
+) -> str:
+    from bench._common import machine
+
+    kind = "quick run (`make bench-al QUICK=1`)" if quick else "full run (`make bench-al`)"
+    settings = ", ".join(f"{k}={v}" for k, v in carve.items()) or "the LearnerConfig defaults"
+    cut = f" (each part cut to {scale:.0%} in this quick run)" if scale < 1 else ""
+    return f"""# Real-data active-learning benchmark
+
+Generated by `python -m bench.al` ({kind}); do not edit by hand. {machine()}, one BLAS
+thread per process, {args.jobs} processes, {seconds / 60:.0f} min in all.
+
+Protocol: embeddings from `{args.model}` (384-d, normalised). SST-2: pool of 10,000 train
+items, scored on validation and test; MR: fixed 80/20 split; IMDB: 5,000 train reviews as the
+pool, 5,000 test reviews{cut}.
+Start from 10 labels (5 per class, random), then batches of 10 up to {budget}; {seeds} seeds;
+every label counts. Baseline strategies run with logistic regression (`-logreg`, C=1) and a
+one-hidden-layer ReLU MLP trained by Adam (`-mlp`, 64 units); random, entropy,
+breaking ties, core-set, k-means and CAL are small-text's, BADGE is ours (see
+`bench/al/strategies.py`). `carve` is Carve's learner with {settings}: the analytic centre
+answers and its distance rule picks the batch; `carve_extremes` is the same learner with the
+reference code's rule (most positive and most negative centre predictions). Ceilings: the
+baseline models trained on the whole pool.
+"""
+
+
+def tuning_section(path: Path) -> str:
+    """The tuning sweep's table (``python -m bench.al.tune``), when it has been run."""
+    if not path.exists():
+        return ""
+    import csv
+
+    with path.open() as fh:
+        rows = list(csv.DictReader(fh))
+    out = [
+        "## Tuning the learner's settings (SST-2 validation, MR training part only)\n",
+        "Written by `python -m bench.al.tune`: Carve's accuracy on the tuning splits (SST-2 "
+        "validation; a held-out 20% of MR's training part) for each setting, mean over seeds. "
+        "No test split was looked at.\n",
+    ]
+    for dataset in sorted({r["dataset"] for r in rows}):
+        curves = _curves(rows, "validation")[dataset]
+        budgets = [b for b in (50, 100, 200, 300, 500) if any(b in c for c in curves.values())]
+        out.append(f"**{dataset}**\n")
+        out.append(
+            "| setting | " + " | ".join(str(b) for b in budgets) + " | mean ≥ 50 | s/round |"
+        )
+        out.append("|---|" + "---:|" * (len(budgets) + 2))
+        times = _round_times(rows, dataset)
+        for s in sorted(curves):
+            means = [float(np.mean(v)) for n, v in curves[s].items() if n >= 50]
+            cells = [f"{np.mean(curves[s][b]):.3f}" if b in curves[s] else "–" for b in budgets]
+            t = times.get(s, (float("nan"),))[0]
+            out.append(f"| {s} | " + " | ".join(cells) + f" | {np.mean(means):.4f} | {_fmt(t)} |")
+        out.append("")
+    return "\n".join(out)

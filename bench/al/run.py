@@ -1,0 +1,118 @@
+"""The active-learning loop of the benchmark: one (dataset, strategy, model, seed) run.
+
+Protocol: 10 initial labels (5 per class, drawn at random with the run's seed), then batches
+of ``step`` items chosen by the strategy until ``budget`` labels; every label counts. After each
+batch the model is refitted on all labels and scored on the evaluation parts. The time of a
+round is what an annotator waits for: the model update plus the next query.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+import learner
+from bench.al.data import Dataset, Part
+from bench.al.models import Baseline, CarveModel
+from bench.al.strategies import CARVE_STRATEGIES, Strategy
+
+#: Carve's settings in the benchmark: the learner's defaults for sentence embeddings.
+CARVE_SETTINGS: dict[str, Any] = {}
+
+
+@dataclass(frozen=True)
+class Job:
+    dataset: str
+    strategy: str
+    model: str  # "logreg", "mlp" or "carve"
+    seed: int
+    budget: int = 500
+    step: int = 10
+    settings: dict[str, Any] = field(default_factory=dict)  # carve: LearnerConfig overrides
+    served: str = "center"
+    label: str = ""  # row name in tables; defaults to strategy[-model]
+
+    @property
+    def name(self) -> str:
+        if self.label:
+            return self.label
+        return self.strategy if self.model == "carve" else f"{self.strategy}-{self.model}"
+
+
+def initial_labels(y: np.ndarray, per_class: int, rng: np.random.Generator) -> np.ndarray:
+    """``per_class`` random items of each class (the usual warm start of pool-based AL)."""
+    picks = [rng.choice(np.flatnonzero(y == c), per_class, replace=False) for c in np.unique(y)]
+    return np.concatenate(picks).astype(np.intp)
+
+
+def make_model(job: Job) -> Baseline | CarveModel:
+    if job.model == "carve":
+        config = learner.LearnerConfig(seed=job.seed, **{**CARVE_SETTINGS, **job.settings})
+        return CarveModel(config, served=job.served)
+    return Baseline(job.model, job.seed)
+
+
+def accuracy(model: Baseline | CarveModel, part: Part) -> float:
+    return float(np.mean(model.proba(part.X).argmax(axis=1) == part.y))
+
+
+def run(job: Job, data: Dataset) -> list[dict[str, Any]]:
+    """Rows ``{dataset, strategy, seed, labels, split, accuracy, fit_s, query_s}`` per budget."""
+    if (job.model == "carve") != (job.strategy in CARVE_STRATEGIES):
+        raise ValueError(f"strategy {job.strategy} does not go with model {job.model}")
+    rng = np.random.default_rng(job.seed)
+    np.random.seed(job.seed)  # small-text's random sampling and k-means use the global generator
+    X, y = data.pool.X, data.pool.y
+    labeled = initial_labels(y, job.step // 2, rng)
+    model = make_model(job)
+    if isinstance(model, CarveModel):
+        model.start(X)
+    strategy = Strategy(job.strategy, X, job.seed)
+    rows: list[dict[str, Any]] = []
+    while True:
+        start = time.perf_counter()
+        if isinstance(model, Baseline):
+            from small_text.data.datasets import SklearnDataset
+
+            model.fit(SklearnDataset(X[labeled], y[labeled], target_labels=np.arange(2)))
+        else:
+            model.fit(X[labeled], y[labeled])
+        fit_s = time.perf_counter() - start
+        query_s = float("nan")
+        if len(labeled) < job.budget:
+            start = time.perf_counter()
+            new = strategy.select(model, labeled, y[labeled], job.step)
+            query_s = time.perf_counter() - start
+        for split, part in data.evals.items():
+            rows.append(
+                {
+                    "dataset": job.dataset,
+                    "strategy": job.name,
+                    "seed": job.seed,
+                    "labels": len(labeled),
+                    "split": split,
+                    "accuracy": round(accuracy(model, part), 5),
+                    "fit_s": round(fit_s, 4),
+                    "query_s": round(query_s, 4),
+                }
+            )
+        if len(labeled) >= job.budget:
+            return rows
+        labeled = np.concatenate([labeled, new])
+
+
+def ceilings(data: Dataset, seed: int = 0) -> list[dict[str, Any]]:
+    """The baseline models trained on the whole pool, scored like the runs."""
+    from small_text.data.datasets import SklearnDataset
+
+    rows = []
+    for kind in ("logreg", "mlp"):
+        model = Baseline(kind, seed)
+        model.fit(SklearnDataset(data.pool.X, data.pool.y, target_labels=np.arange(2)))
+        for split, part in data.evals.items():
+            acc = round(accuracy(model, part), 5)
+            rows.append({"dataset": data.name, "model": kind, "split": split, "accuracy": acc})
+    return rows

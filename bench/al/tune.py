@@ -1,0 +1,84 @@
+"""python -m bench.al.tune: Carve's settings compared on the tuning splits only.
+
+SST-2: the 10,000-item pool, scored on validation. MR: the training part (the benchmark's
+pool) split 80/20 again; the held-out 20% scores. The test splits are never loaded. Writes
+``bench/out/bench-al-tune.csv``; ``python -m bench.al`` puts its table in the report.
+"""
+
+from __future__ import annotations
+
+from bench._common import pin_blas_threads
+
+THREADS = pin_blas_threads()
+
+import argparse  # noqa: E402
+import os  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from bench.al import __main__ as al  # noqa: E402
+from bench.al.data import Dataset, Embedder, Part, load  # noqa: E402
+from bench.al.run import Job  # noqa: E402
+
+#: label -> (LearnerConfig overrides, served model). Radius is left out: every cut is
+#: homogeneous, so the ball only scales the centre and no prediction depends on it.
+SETTINGS: dict[str, tuple[dict[str, object], str]] = {
+    "P32 raw384": ({}, "center"),
+    "P32 pca32": ({"projection": "pca", "n_components": 32}, "center"),
+    "P32 pca64": ({"projection": "pca", "n_components": 64}, "center"),
+    "P32 pca128": ({"projection": "pca", "n_components": 128}, "center"),
+    "P16 pca64": ({"n_gates": 16, "projection": "pca", "n_components": 64}, "center"),
+    "P64 pca64": ({"n_gates": 64, "projection": "pca", "n_components": 64}, "center"),
+    "P32 pca64 data-gates": (
+        {"projection": "pca", "n_components": 64, "gate_init": "data"},
+        "center",
+    ),
+    "P32 pca64 convex-fit": ({"projection": "pca", "n_components": 64}, "convex"),
+}
+
+
+def tuning_data(name: str, data_dir: Path, cache_dir: Path) -> Dataset:
+    full = load(name, data_dir, cache_dir, Embedder())
+    if name == "sst2":
+        return Dataset("sst2-val", full.pool, {"validation": full.evals["validation"]})
+    # MR: hold out a fixed 20% of the training part; the MR test split is not used.
+    rows = np.random.default_rng(7).permutation(len(full.pool.y))
+    cut = int(0.8 * len(rows))
+
+    def part(idx: np.ndarray) -> Part:
+        return Part([full.pool.texts[i] for i in idx], full.pool.y[idx], full.pool.X[idx])
+
+    return Dataset("mr-train", part(rows[:cut]), {"validation": part(rows[cut:])})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--budget", type=int, default=300)
+    parser.add_argument("--settings", default=",".join(SETTINGS))
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    args = parser.parse_args()
+    data_dir = Path(os.environ.get("DATA_DIR", al.ROOT.parent / "shared" / "data"))
+    cache_dir = Path(os.environ.get("CACHE_DIR", al.default_cache()))
+    for name in ("sst2", "mr"):
+        d = tuning_data(name, data_dir, cache_dir)
+        al.DATA[d.name] = d
+    jobs = []
+    for label in args.settings.split(","):
+        overrides, served = SETTINGS[label]
+        for seed in range(args.seeds):
+            for dataset in al.DATA:
+                jobs.append(
+                    Job(dataset, "carve", "carve", seed, args.budget, 10, overrides, served, label)
+                )
+    rows = al.run_all(jobs, args.jobs)
+    path = al.ROOT / "bench" / "out" / "bench-al-tune.csv"
+    al.write_rows(path, rows)
+    from bench.al.report import tuning_section
+
+    print(tuning_section(path))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,193 @@
+"""The real-data benchmark's pieces, on synthetic data (no ../shared/data needed)."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.al import report
+from bench.al.data import SPECS, Dataset, Part, cached_embeddings, read_csv, select
+from bench.al.models import Baseline, CarveModel
+from bench.al.run import Job, initial_labels, run
+from bench.al.strategies import BASELINE_STRATEGIES, CARVE_STRATEGIES, kmeans_pp
+
+# small-text 1.4 warns about its own deprecated internals and changed defaults.
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::DeprecationWarning:small_text.*"),
+    pytest.mark.filterwarnings("ignore:Default distance metric:UserWarning"),
+]
+
+
+class CountingEmbedder:
+    """Deterministic stand-in for the transformer: a vector from each text's characters."""
+
+    model = "fake/model"
+
+    def __init__(self) -> None:
+        self.embedded: list[str] = []
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        self.embedded.extend(texts)
+        return np.array([[len(t), sum(map(ord, t)) % 97, 1.0] for t in texts], dtype=np.float32)
+
+
+def test_read_csv_maps_labels_strips_br_and_reads_gzip(tmp_path: Path) -> None:
+    body = 'text,label\n"good<br />film",positive\n"bad, bad",negative\n'
+    plain = tmp_path / "a.csv"
+    plain.write_text(body, encoding="utf-8")
+    packed = tmp_path / "a.csv.gz"
+    packed.write_bytes(gzip.compress(body.encode()))
+    for path in (plain, packed):
+        texts, y = read_csv(path)
+        assert texts == ["good film", "bad, bad"]
+        assert y.tolist() == [1, 0]
+
+
+def test_read_csv_rejects_a_foreign_header(tmp_path: Path) -> None:
+    path = tmp_path / "b.csv"
+    path.write_text("sentence,label\nx,positive\n")
+    with pytest.raises(ValueError, match="expected header text,label"):
+        read_csv(path)
+
+
+def test_selection_is_fixed_and_the_mr_split_is_a_partition() -> None:
+    pool, test = SPECS["mr"]["pool"], SPECS["mr"]["test"]
+    a, b = select(pool, 1000), select(test, 1000)
+    assert np.array_equal(a, select(pool, 1000))
+    assert len(a) == 800 and len(b) == 200
+    assert len(np.intersect1d(a, b)) == 0
+    assert len(select(SPECS["sst2"]["pool"], 20_000)) == 10_000
+
+
+def test_cache_reuses_rows_and_embeds_only_what_changed(tmp_path: Path) -> None:
+    embed = CountingEmbedder()
+    texts = [f"text {i}" for i in range(10)]
+    first = cached_embeddings(texts[:6], "k", tmp_path, embed)  # type: ignore[arg-type]
+    assert embed.embedded == texts[:6]
+    again = cached_embeddings(texts[:4], "k", tmp_path, embed)  # type: ignore[arg-type]
+    assert embed.embedded == texts[:6], "a shorter prefix must come from the cache"
+    np.testing.assert_array_equal(again, first[:4])
+    longer = cached_embeddings(texts, "k", tmp_path, embed)  # type: ignore[arg-type]
+    assert embed.embedded == texts, "only the missing tail is embedded"
+    assert longer.shape == (10, 3) and longer.dtype == np.float32
+    changed = [*texts[:3], "edited", *texts[4:]]
+    out = cached_embeddings(changed, "k", tmp_path, embed)  # type: ignore[arg-type]
+    assert embed.embedded[10:] == changed[3:], "rows from the first changed text are redone"
+    np.testing.assert_array_equal(out, CountingEmbedder()(changed))
+
+
+def test_kmeans_pp_picks_distinct_rows_starting_from_the_largest() -> None:
+    rng = np.random.default_rng(0)
+    G = rng.normal(size=(50, 4))
+    G[17] *= 10
+    G[30:] = G[0]  # many duplicates of row 0: D² sampling never picks a zero-distance copy
+    picks = kmeans_pp(G, 12, rng)
+    assert picks[0] == 17
+    assert len(set(picks.tolist())) == 12
+    assert sum(int(np.allclose(G[p], G[0])) for p in picks) <= 1
+
+
+def test_badge_gradient_embedding_is_the_last_layer_loss_gradient() -> None:
+    from small_text.data.datasets import SklearnDataset
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(40, 5))
+    y = (X[:, 0] > 0).astype(np.int64)
+    model = Baseline("logreg", 0)
+    model.fit(SklearnDataset(X, y, target_labels=np.arange(2)))
+    G = model.gradient_embedding(X[:3])
+    assert G.shape == (3, 2 * 6)
+    p = model.proba(X[:3])
+    for i in range(3):
+        h = np.append(X[i], 1.0)
+        expected = np.concatenate([(p[i, k] - (k == p[i].argmax())) * h for k in range(2)])
+        np.testing.assert_allclose(G[i], expected)
+
+
+def blobs(n: int, seed: int) -> Part:
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    X = rng.normal(size=(n, 6)) * 0.6
+    X[:, 0] += np.where(y == 1, 1.5, -1.5)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    return Part([f"t{i}" for i in range(n)], y.astype(np.int64), X.astype(np.float32))
+
+
+TINY = Dataset("tiny", blobs(150, 0), {"test": blobs(80, 1)})
+
+
+@pytest.mark.parametrize(
+    ("strategy", "model"),
+    [(s, m) for s in BASELINE_STRATEGIES for m in ("logreg", "mlp")]
+    + [(s, "carve") for s in CARVE_STRATEGIES],
+)
+def test_every_strategy_runs_the_protocol(strategy: str, model: str) -> None:
+    job = Job("tiny", strategy, model, seed=3, budget=24, step=6)
+    rows = run(job, TINY)
+    assert [r["labels"] for r in rows] == [6, 12, 18, 24]
+    assert all(0.0 <= r["accuracy"] <= 1.0 for r in rows)
+    assert all(r["fit_s"] >= 0 for r in rows)
+    assert np.isnan(rows[-1]["query_s"]) and not np.isnan(rows[0]["query_s"])
+    if strategy in ("random", "carve"):
+        assert rows[-1]["accuracy"] >= 0.8, "separable blobs: 24 labels must do better than this"
+
+
+def test_carve_model_adds_only_new_labels_and_the_run_is_reproducible() -> None:
+    job = Job("tiny", "carve", "carve", seed=2, budget=18, step=6)
+    first = [(r["labels"], r["accuracy"]) for r in run(job, TINY)]
+    assert first == [(r["labels"], r["accuracy"]) for r in run(job, TINY)]
+    import learner
+
+    m = CarveModel(learner.LearnerConfig(seed=0))
+    m.start(TINY.pool.X)
+    m.fit(TINY.pool.X[:6], TINY.pool.y[:6])
+    m.fit(TINY.pool.X[:10], TINY.pool.y[:10])
+    assert m.state is not None and m.state.n_labels == 10
+    assert m.statuses == ["optimal", "optimal"]
+
+
+def test_initial_labels_take_per_class_items() -> None:
+    y = np.array([0] * 20 + [1] * 20)
+    idx = initial_labels(y, 5, np.random.default_rng(0))
+    assert len(set(idx.tolist())) == 10 and np.bincount(y[idx]).tolist() == [5, 5]
+
+
+def rows_for(strategy: str, accs: dict[int, list[float]]) -> list[dict[str, object]]:
+    return [
+        {
+            "dataset": "d",
+            "strategy": strategy,
+            "seed": s,
+            "labels": n,
+            "split": "test",
+            "accuracy": a,
+            "fit_s": 0.1,
+            "query_s": 0.2,
+        }
+        for n, vals in accs.items()
+        for s, a in enumerate(vals)
+    ]
+
+
+def test_verdict_counts_cells_against_the_best_baseline() -> None:
+    rows = (
+        rows_for("carve", {10: [0.9, 0.9], 50: [0.8, 0.8], 60: [0.7, 0.9]})
+        + rows_for("random-logreg", {10: [0.5, 0.5], 50: [0.7, 0.7], 60: [0.85, 0.85]})
+        + rows_for("entropy-mlp", {10: [0.5, 0.5], 50: [0.79, 0.79], 60: [0.6, 0.6]})
+    )
+    lines, wins, cells = report.verdict(rows)
+    assert (wins, cells) == (1, 2)
+    assert lines == [
+        "d budget=50: carve=0.8000 best_baseline=0.7900 (entropy-mlp)",
+        "d budget=60: carve=0.8000 best_baseline=0.8500 (random-logreg)",
+    ]
+    assert report.labels_to_reach({10: [0.5], 50: [0.8], 60: [0.9]}, 0.79) == 50
+    assert report.labels_to_reach({10: [0.5]}, 0.79) is None
+    doc = report.markdown(
+        rows, [{"dataset": "d", "model": "logreg", "split": "test", "accuracy": 0.9}], "# T\n", "p"
+    )
+    assert "carve wins 1 of 2 dataset-budget cells" in doc
+    assert "| **carve** | 0.900 ± 0.000 | 0.800 ± 0.000 |" in doc
