@@ -24,7 +24,7 @@ from typing import Any  # noqa: E402
 
 from bench.al import report  # noqa: E402
 from bench.al.data import Embedder, load  # noqa: E402
-from bench.al.run import CARVE_SETTINGS, Job, ceilings, run  # noqa: E402
+from bench.al.run import Job, ceilings, run  # noqa: E402
 from bench.al.strategies import BASELINE_STRATEGIES, CARVE_STRATEGIES  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -128,9 +128,7 @@ def main() -> None:
     img_dir = args.out if quick else ROOT / "docs" / "img"
     img_dir.mkdir(parents=True, exist_ok=True)
     report.plot(rows, report.best_ceilings(ceil_rows, rows), img_dir, stem)
-    header = report.header(
-        quick, seeds, budget, scale, args, CARVE_SETTINGS, time.perf_counter() - start
-    )
+    header = report.header(quick, seeds, budget, scale, args, time.perf_counter() - start)
     doc = args.out / f"{stem}.md" if quick else ROOT / "docs" / "benchmarks.md"
     prefix = stem if quick else f"img/{stem}"
     extra = report.tuning_section(args.out / "bench-al-tune.csv")

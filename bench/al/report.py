@@ -209,7 +209,13 @@ def header(
     from bench._common import machine
 
     kind = "quick run (`make bench-al QUICK=1`)" if quick else "full run (`make bench-al`)"
-    settings = ", ".join(f"{k}={v}" for k, v in carve.items()) or "the LearnerConfig defaults"
+    import learner
+
+    cfg = learner.LearnerConfig.recommended(384)
+    settings = (
+        f"`LearnerConfig.recommended(384)` (P={cfg.n_gates}, {cfg.projection.value} to "
+        f"{cfg.n_components} dimensions, {cfg.gate_init.value} gates, R={cfg.radius:g})"
+    )
     cut = f" (each part cut to {scale:.0%} in this quick run)" if scale < 1 else ""
     return f"""# Real-data active-learning benchmark
 

@@ -19,9 +19,6 @@ from bench.al.data import Dataset, Part
 from bench.al.models import Baseline, CarveModel
 from bench.al.strategies import CARVE_STRATEGIES, Strategy
 
-#: Carve's settings in the benchmark: the learner's defaults for sentence embeddings.
-CARVE_SETTINGS: dict[str, Any] = {}
-
 
 @dataclass(frozen=True)
 class Job:
@@ -48,9 +45,10 @@ def initial_labels(y: np.ndarray, per_class: int, rng: np.random.Generator) -> n
     return np.concatenate(picks).astype(np.intp)
 
 
-def make_model(job: Job) -> Baseline | CarveModel:
+def make_model(job: Job, n_raw: int) -> Baseline | CarveModel:
+    """Carve runs with :meth:`learner.LearnerConfig.recommended` plus the job's overrides."""
     if job.model == "carve":
-        config = learner.LearnerConfig(seed=job.seed, **{**CARVE_SETTINGS, **job.settings})
+        config = learner.LearnerConfig.recommended(n_raw, seed=job.seed, **job.settings)
         return CarveModel(config, served=job.served)
     return Baseline(job.model, job.seed)
 
@@ -67,7 +65,7 @@ def run(job: Job, data: Dataset) -> list[dict[str, Any]]:
     np.random.seed(job.seed)  # small-text's random sampling and k-means use the global generator
     X, y = data.pool.X, data.pool.y
     labeled = initial_labels(y, job.step // 2, rng)
-    model = make_model(job)
+    model = make_model(job, X.shape[1])
     if isinstance(model, CarveModel):
         model.start(X)
     strategy = Strategy(job.strategy, X, job.seed)

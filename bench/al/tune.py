@@ -21,10 +21,11 @@ from bench.al import __main__ as al  # noqa: E402
 from bench.al.data import Dataset, Embedder, Part, load  # noqa: E402
 from bench.al.run import Job  # noqa: E402
 
-#: label -> (LearnerConfig overrides, served model). Radius is left out: every cut is
-#: homogeneous, so the ball only scales the centre and no prediction depends on it.
+#: label -> (overrides of LearnerConfig.recommended(384), served model). Radius is left
+#: out: every cut is homogeneous, so the ball only scales the centre and no prediction
+#: depends on it.
 SETTINGS: dict[str, tuple[dict[str, object], str]] = {
-    "P32 raw384": ({}, "center"),
+    "P32 raw384": ({"projection": "none", "n_components": None}, "center"),
     "P32 pca32": ({"projection": "pca", "n_components": 32}, "center"),
     "P32 pca64": ({"projection": "pca", "n_components": 64}, "center"),
     "P32 pca128": ({"projection": "pca", "n_components": 128}, "center"),
@@ -57,6 +58,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--budget", type=int, default=300)
     parser.add_argument("--settings", default=",".join(SETTINGS))
+    parser.add_argument("--append", action="store_true", help="add to the existing CSV")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
     data_dir = Path(os.environ.get("DATA_DIR", al.ROOT.parent / "shared" / "data"))
@@ -65,15 +67,26 @@ def main() -> None:
         d = tuning_data(name, data_dir, cache_dir)
         al.DATA[d.name] = d
     jobs = []
-    for label in args.settings.split(","):
+    for label in filter(None, args.settings.split(",")):
         overrides, served = SETTINGS[label]
         for seed in range(args.seeds):
             for dataset in al.DATA:
                 jobs.append(
                     Job(dataset, "carve", "carve", seed, args.budget, 10, overrides, served, label)
                 )
+    for seed in range(args.seeds):  # reference points: the strongest simple baselines
+        for dataset in al.DATA:
+            for strategy in ("random", "entropy"):
+                jobs.append(Job(dataset, strategy, "logreg", seed, args.budget))
     rows = al.run_all(jobs, args.jobs)
     path = al.ROOT / "bench" / "out" / "bench-al-tune.csv"
+    if args.append and path.exists():
+        import csv
+
+        with path.open() as fh:
+            old = list(csv.DictReader(fh))
+        new_names = {r["strategy"] for r in rows}
+        rows = [r for r in old if r["strategy"] not in new_names] + rows
     al.write_rows(path, rows)
     from bench.al.report import tuning_section
 
