@@ -28,13 +28,16 @@ class Baseline(SklearnClassifier, EmbeddingMixin):  # type: ignore[misc]
         if kind == "logreg":
             model: Any = LogisticRegression(C=1.0, max_iter=1000)
         elif kind == "mlp":
-            # One hidden ReLU layer trained by gradient descent (Adam): the network class Carve
-            # trains without gradients (2P = 64 hidden units at the default P = 32).
+            # One hidden ReLU layer trained from gradients: the network class Carve trains
+            # without gradients (2P = 64 hidden units at P = 32). L-BFGS is scikit-learn's
+            # advice for small training sets; at 500 SST-2 labels it fitted in 0.13 s against
+            # Adam's 0.60 s, with validation accuracy 0.736 vs 0.740.
             model = MLPClassifier(
                 hidden_layer_sizes=(64,),
                 activation="relu",
+                solver="lbfgs",
                 alpha=1e-3,
-                max_iter=500,
+                max_iter=300,
                 random_state=seed,
             )
         else:

@@ -227,7 +227,7 @@ items, scored on validation and test; MR: fixed 80/20 split; IMDB: 5,000 train r
 pool, 5,000 test reviews{cut}.
 Start from 10 labels (5 per class, random), then batches of 10 up to {budget}; {seeds} seeds;
 every label counts. Baseline strategies run with logistic regression (`-logreg`, C=1) and a
-one-hidden-layer ReLU MLP trained by Adam (`-mlp`, 64 units); random, entropy,
+one-hidden-layer ReLU MLP trained from gradients by L-BFGS (`-mlp`, 64 units); random, entropy,
 breaking ties, core-set, k-means and CAL are small-text's, BADGE is ours (see
 `bench/al/strategies.py`). `carve` is Carve's learner with {settings}: the analytic centre
 answers and its distance rule picks the batch; `carve_extremes` is the same learner with the
