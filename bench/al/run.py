@@ -28,7 +28,7 @@ class Job:
     seed: int
     budget: int = 500
     step: int = 10
-    settings: dict[str, Any] = field(default_factory=dict)  # carve: LearnerConfig overrides
+    settings: dict[str, Any] = field(default_factory=dict)  # carve: config and query overrides
     served: str = "center"
     label: str = ""  # row name in tables; defaults to strategy[-model]
 
@@ -45,11 +45,17 @@ def initial_labels(y: np.ndarray, per_class: int, rng: np.random.Generator) -> n
     return np.concatenate(picks).astype(np.intp)
 
 
+#: Job.settings keys that set learner.query's arguments instead of the LearnerConfig.
+QUERY_KEYS = {"diversity": "diversity", "query_strategy": "strategy"}
+
+
 def make_model(job: Job, n_raw: int) -> Baseline | CarveModel:
     """Carve runs with :meth:`learner.LearnerConfig.recommended` plus the job's overrides."""
     if job.model == "carve":
-        config = learner.LearnerConfig.recommended(n_raw, seed=job.seed, **job.settings)
-        return CarveModel(config, served=job.served)
+        overrides = {k: v for k, v in job.settings.items() if k not in QUERY_KEYS}
+        query = {QUERY_KEYS[k]: v for k, v in job.settings.items() if k in QUERY_KEYS}
+        config = learner.LearnerConfig.recommended(n_raw, seed=job.seed, **overrides)
+        return CarveModel(config, served=job.served, query=query)
     return Baseline(job.model, job.seed)
 
 

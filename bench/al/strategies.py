@@ -109,7 +109,10 @@ class Strategy:
             assert isinstance(model, CarveModel) and model.state is not None
             taken = np.zeros(len(self.X_pool), dtype=bool)
             taken[labeled] = True
-            out = learner.query(model.state, self.X_pool, n, self.rng, exclude=taken).indices
+            picked = learner.query(
+                model.state, self.X_pool, n, self.rng, exclude=taken, **model.query_kw
+            )
+            out = picked.indices
         else:  # carve_extremes
             f = model.decision(self.X_pool[unlabeled])
             order = np.argsort(f, kind="stable")

@@ -36,7 +36,14 @@ SETTINGS: dict[str, tuple[dict[str, object], str]] = {
         "center",
     ),
     "P32 pca64 convex-fit": ({"projection": "pca", "n_components": 64}, "convex"),
+    "P32 pca64 no-diversity": ({"diversity": 0.0}, "center"),
+    "P32 pca64 margin-query": ({"query_strategy": "margin"}, "center"),
+    "P32 pca64 serve-logreg": ({}, "logreg"),
+    "P32 pca64 extremes-query": ({}, "center"),
 }
+
+#: Settings run with another query rule than Carve's default.
+STRATEGY = {"P32 pca64 extremes-query": "carve_extremes"}
 
 
 def tuning_data(name: str, data_dir: Path, cache_dir: Path) -> Dataset:
@@ -72,7 +79,17 @@ def main() -> None:
         for seed in range(args.seeds):
             for dataset in al.DATA:
                 jobs.append(
-                    Job(dataset, "carve", "carve", seed, args.budget, 10, overrides, served, label)
+                    Job(
+                        dataset,
+                        STRATEGY.get(label, "carve"),
+                        "carve",
+                        seed,
+                        args.budget,
+                        10,
+                        overrides,
+                        served,
+                        label,
+                    )
                 )
     for seed in range(args.seeds):  # reference points: the strongest simple baselines
         for dataset in al.DATA:

@@ -191,3 +191,56 @@ def test_verdict_counts_cells_against_the_best_baseline() -> None:
     )
     assert "carve wins 1 of 2 dataset-budget cells" in doc
     assert "| **carve** | 0.900 ± 0.000 | 0.800 ± 0.000 |" in doc
+
+
+@pytest.mark.parametrize(
+    ("settings", "served"),
+    [({"diversity": 0.0, "query_strategy": "margin"}, "center"), ({}, "logreg")],
+)
+def test_carve_variants_of_the_tuning_sweep_run(settings: dict[str, object], served: str) -> None:
+    job = Job("tiny", "carve", "carve", seed=1, budget=18, step=6, settings=settings, served=served)
+    rows = run(job, TINY)
+    assert [r["labels"] for r in rows] == [6, 12, 18]
+    assert rows[-1]["accuracy"] >= 0.8
+
+
+def test_query_settings_reach_the_learner_and_not_the_config() -> None:
+    from bench.al.run import make_model
+
+    job = Job("tiny", "carve", "carve", 0, settings={"n_gates": 8, "diversity": 0.0})
+    model = make_model(job, 6)
+    assert isinstance(model, CarveModel)
+    assert model.config.n_gates == 8 and model.query_kw == {"diversity": 0.0}
+
+
+def test_publish_writes_report_and_plots_from_the_csv_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from bench.al import __main__ as al
+    from bench.al.run import ceilings
+
+    rows = []
+    for strategy, model in (("carve", "carve"), ("random", "logreg"), ("entropy", "mlp")):
+        rows += run(Job("tiny", strategy, model, seed=0, budget=60, step=10), TINY)
+    al.write_rows(tmp_path / "bench-al-quick.csv", rows)
+    al.write_rows(tmp_path / "bench-al-quick-ceilings.csv", ceilings(TINY))
+    meta = {
+        "seeds": 1,
+        "budget": 60,
+        "scale": 0.3,
+        "jobs": 1,
+        "model": "m",
+        "minutes": 0.1,
+        "machine": "test",
+    }
+    (tmp_path / "bench-al-quick-meta.json").write_text(json.dumps(meta))
+    al.publish(tmp_path, "bench-al-quick", True, al.read_rows(tmp_path / "bench-al-quick.csv"))
+    out = capsys.readouterr().out
+    assert "tiny budget=50: carve=" in out and "tiny budget=60: carve=" in out
+    assert "carve wins" in out and "of 2 dataset-budget cells" in out
+    doc = (tmp_path / "bench-al-quick.md").read_text()
+    assert "## tiny" in doc and "| random-logreg |" in doc and "cut to 30%" in doc
+    for ext in ("png", "svg"):
+        assert (tmp_path / f"bench-al-quick-tiny.{ext}").stat().st_size > 1000
