@@ -67,6 +67,7 @@ def plot(
     import matplotlib
 
     matplotlib.use("Agg")
+    matplotlib.rcParams["svg.hashsalt"] = "carve"  # stable ids: a rerun gives the same file
     import matplotlib.pyplot as plt
 
     paths = []
@@ -94,7 +95,7 @@ def plot(
         fig.tight_layout()
         for ext in ("png", "svg"):
             path = out_dir / f"{stem}-{dataset}.{ext}"
-            fig.savefig(path, dpi=110)
+            fig.savefig(path, dpi=110, metadata={"Date": None} if ext == "svg" else None)
             paths.append(path)
         plt.close(fig)
     return paths
