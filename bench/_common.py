@@ -26,11 +26,22 @@ def machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
-def write_csv(name: str, rows: list[dict[str, Any]]) -> Path:
-    OUT_DIR.mkdir(parents=True, exist_ok=True)
-    path = OUT_DIR / name
+def write_rows(path: Path, rows: list[dict[str, Any]]) -> Path:
+    """Rows (dicts with the same keys) as a CSV file with a header."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
     return path
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """Inverse of :func:`write_rows` (values come back as strings)."""
+    with path.open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def write_csv(name: str, rows: list[dict[str, Any]]) -> Path:
+    """Rows to ``bench/out/<name>``."""
+    return write_rows(OUT_DIR / name, rows)

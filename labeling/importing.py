@@ -66,10 +66,15 @@ class UploadRejected(ValueError):
         super().__init__("; ".join(self.errors))
 
 
+def list_some(parts: Sequence[object], sep: str = ", ", tail: str = " and") -> str:
+    """The first MAX_LISTED parts joined by ``sep``, then "<tail> N more" for the rest."""
+    more = len(parts) - MAX_LISTED
+    shown = sep.join(str(p) for p in parts[:MAX_LISTED])
+    return shown + (f"{tail} {more} more" if more > 0 else "")
+
+
 def _lines_text(lines: Sequence[int]) -> str:
-    shown = ", ".join(str(n) for n in lines[:MAX_LISTED])
-    more = len(lines) - MAX_LISTED
-    return shown + (f" and {more} more" if more > 0 else "")
+    return list_some(lines)
 
 
 def _decode(data: bytes) -> str:
@@ -278,12 +283,9 @@ def parse_upload(
         )
         errors.append(f"Gold labels not in the label set ({', '.join(labels)}): {listed}.")
     if conflicts:
-        shown = "; ".join(conflicts[:MAX_LISTED])
-        more = len(conflicts) - MAX_LISTED
         errors.append(
             "The same text has different gold labels on "
-            + shown
-            + (f"; and {more} more" if more > 0 else "")
+            + list_some(conflicts, "; ", "; and")
             + "."
         )
     if not items and not errors:

@@ -9,17 +9,16 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Max
 
-from labeling.importing import ImportLimits, ParsedUpload, UploadRejected, parse_upload
+from labeling.importing import ImportLimits, ParsedUpload, UploadRejected, list_some, parse_upload
 from labeling.models import Campaign, Item, Upload, text_key
 
 
 def import_limits() -> ImportLimits:
-    """The upload limits from settings (CARVE_UPLOAD_MAX_*), defaults otherwise."""
-    default = ImportLimits()
+    """The upload limits from settings (CARVE_UPLOAD_MAX_*)."""
     return ImportLimits(
-        max_bytes=getattr(settings, "CARVE_UPLOAD_MAX_BYTES", default.max_bytes),
-        max_rows=getattr(settings, "CARVE_UPLOAD_MAX_ROWS", default.max_rows),
-        max_text_chars=getattr(settings, "CARVE_UPLOAD_MAX_TEXT_CHARS", default.max_text_chars),
+        max_bytes=settings.CARVE_UPLOAD_MAX_BYTES,
+        max_rows=settings.CARVE_UPLOAD_MAX_ROWS,
+        max_text_chars=settings.CARVE_UPLOAD_MAX_TEXT_CHARS,
     )
 
 
@@ -71,8 +70,7 @@ def import_file(
             raise UploadRejected(
                 [
                     "Texts already in the campaign have a different gold label: "
-                    + "; ".join(clashes[:10])
-                    + (f"; and {len(clashes) - 10} more" if len(clashes) > 10 else "")
+                    + list_some(clashes, "; ", "; and")
                     + "."
                 ]
             )

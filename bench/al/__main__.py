@@ -9,12 +9,11 @@ PNG and SVG, and the report (``docs/benchmarks.md`` for the full run).
 
 from __future__ import annotations
 
-from bench._common import machine, pin_blas_threads
+from bench._common import machine, pin_blas_threads, read_rows, write_rows
 
 THREADS = pin_blas_threads()
 
 import argparse  # noqa: E402
-import csv  # noqa: E402
 import json  # noqa: E402
 import multiprocessing as mp  # noqa: E402
 import os  # noqa: E402
@@ -71,14 +70,6 @@ def run_all(jobs: list[Job], n_proc: int) -> list[dict[str, Any]]:
                 flush=True,
             )
     return rows
-
-
-def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def main() -> None:
@@ -145,11 +136,6 @@ def main() -> None:
     }
     (args.out / f"{stem}-meta.json").write_text(json.dumps(meta, indent=1))
     publish(args.out, stem, quick, rows)
-
-
-def read_rows(path: Path) -> list[dict[str, Any]]:
-    with path.open(newline="") as fh:
-        return list(csv.DictReader(fh))
 
 
 def publish(out: Path, stem: str, quick: bool, rows: list[dict[str, Any]]) -> None:

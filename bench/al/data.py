@@ -10,9 +10,9 @@ Protocol (fixed, independent of the run's seeds):
   tags become spaces; the model truncates at its own ``max_seq_length`` (256 word pieces).
 
 A quick run takes a prefix of each fixed selection, so it reuses the full run's cache.
-Embeddings are cached as float32 ``.npy`` per (dataset, part, model), holding the rows of
-the longest prefix embedded so far; a JSON sidecar keeps a hash of those texts, so a changed
-data file or model never serves stale vectors.
+Embeddings are cached as float32 ``.npy`` per (dataset, part, model); a JSON sidecar keeps a
+hash per row, so only rows whose text matches (as a common prefix) are reused and a changed
+data file never serves stale vectors.
 """
 
 from __future__ import annotations
@@ -153,11 +153,10 @@ def cached_embeddings(
         return np.array(have, dtype=np.float32)
     new = embed(texts[same:])
     out = new if have is None else np.concatenate([have, new])
-    if len(wanted) >= len(cached) or same < len(wanted):
-        tmp = npy.with_suffix(".tmp.npy")
-        np.save(tmp, out)
-        tmp.replace(npy)
-        meta.write_text(json.dumps(wanted))
+    tmp = npy.with_suffix(".tmp.npy")
+    np.save(tmp, out)
+    tmp.replace(npy)
+    meta.write_text(json.dumps(wanted))
     return out
 
 

@@ -15,6 +15,7 @@ from numpy.typing import NDArray
 from sklearn.linear_model import LogisticRegression
 from sklearn.neural_network import MLPClassifier
 from small_text.classifiers.classification import EmbeddingMixin, SklearnClassifier
+from small_text.data.datasets import SklearnDataset
 
 import learner
 
@@ -44,6 +45,10 @@ class Baseline(SklearnClassifier, EmbeddingMixin):  # type: ignore[misc]
             raise ValueError(f"unknown baseline model {kind!r}")
         super().__init__(model, num_classes=2)
         self.kind = kind
+
+    def fit_xy(self, X: NDArray[Any], y: NDArray[np.int64]) -> None:
+        """Fit on arrays (small-text's ``fit`` takes its dataset type)."""
+        self.fit(SklearnDataset(X, y, target_labels=np.arange(2)))
 
     def embed(self, data_set: Any, return_proba: bool = False, pbar: Any = None) -> Any:
         x = np.asarray(data_set.x)
@@ -119,6 +124,8 @@ class CarveModel:
             self.net = learner.center_network(self.state)
         if self.served == "logreg":
             self.logreg = LogisticRegression(C=1.0, max_iter=1000).fit(X_lab, y_lab)
+
+    fit_xy = fit
 
     def decision(self, X: NDArray[Any]) -> Array:
         assert self.net is not None, "call fit() first"

@@ -233,10 +233,9 @@ def tuning_section(path: Path) -> str:
     """The tuning sweep's table (``python -m bench.al.tune``), when it has been run."""
     if not path.exists():
         return ""
-    import csv
+    from bench._common import read_rows
 
-    with path.open() as fh:
-        rows = list(csv.DictReader(fh))
+    rows = read_rows(path)
     out = [
         "## Tuning the learner's settings (SST-2 validation, MR training part only)\n",
         "Written by `python -m bench.al.tune`: Carve's accuracy on the tuning splits (SST-2 "

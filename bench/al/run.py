@@ -78,12 +78,7 @@ def run(job: Job, data: Dataset) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     while True:
         start = time.perf_counter()
-        if isinstance(model, Baseline):
-            from small_text.data.datasets import SklearnDataset
-
-            model.fit(SklearnDataset(X[labeled], y[labeled], target_labels=np.arange(2)))
-        else:
-            model.fit(X[labeled], y[labeled])
+        model.fit_xy(X[labeled], y[labeled])
         fit_s = time.perf_counter() - start
         query_s = float("nan")
         if len(labeled) < job.budget:
@@ -110,12 +105,10 @@ def run(job: Job, data: Dataset) -> list[dict[str, Any]]:
 
 def ceilings(data: Dataset, seed: int = 0) -> list[dict[str, Any]]:
     """The baseline models trained on the whole pool, scored like the runs."""
-    from small_text.data.datasets import SklearnDataset
-
     rows = []
     for kind in ("logreg", "mlp"):
         model = Baseline(kind, seed)
-        model.fit(SklearnDataset(data.pool.X, data.pool.y, target_labels=np.arange(2)))
+        model.fit_xy(data.pool.X, data.pool.y)
         for split, part in data.evals.items():
             acc = round(accuracy(model, part), 5)
             rows.append({"dataset": data.name, "model": kind, "split": split, "accuracy": acc})

@@ -7,7 +7,7 @@ pool) split 80/20 again; the held-out 20% scores. The test splits are never load
 
 from __future__ import annotations
 
-from bench._common import pin_blas_threads
+from bench._common import pin_blas_threads, read_rows, write_rows
 
 THREADS = pin_blas_threads()
 
@@ -98,13 +98,10 @@ def main() -> None:
     rows = al.run_all(jobs, args.jobs)
     path = al.ROOT / "bench" / "out" / "bench-al-tune.csv"
     if args.append and path.exists():
-        import csv
-
-        with path.open() as fh:
-            old = list(csv.DictReader(fh))
+        old = read_rows(path)
         new_names = {r["strategy"] for r in rows}
         rows = [r for r in old if r["strategy"] not in new_names] + rows
-    al.write_rows(path, rows)
+    write_rows(path, rows)
     from bench.al.report import tuning_section
 
     print(tuning_section(path))
