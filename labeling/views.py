@@ -1,13 +1,32 @@
+"""Pages. Each view: fetch with permission (labeling.permissions), validate with a form,
+save, respond. A view whose page has an htmx-refreshed part serves that part too."""
+
 from __future__ import annotations
 
 import logging
 
-from django.db import DatabaseError, connection
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.db import DatabaseError, connection, transaction
+from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_safe
+from django.views.decorators.http import require_POST, require_safe
+from django_htmx.middleware import HtmxDetails
+
+from labeling import jobs, permissions, services
+from labeling.forms import CampaignForm, UploadForm
+from labeling.importing import UploadRejected
+from labeling.models import Campaign
 
 logger = logging.getLogger(__name__)
+
+
+class HtmxHttpRequest(HttpRequest):
+    htmx: HtmxDetails
 
 
 @never_cache
@@ -25,3 +44,108 @@ def healthz(request: HttpRequest) -> HttpResponse:
         logger.warning("healthz: database check failed", exc_info=True)
         return HttpResponse(type(exc).__name__, status=503, content_type="text/plain")
     return HttpResponse("ok", content_type="text/plain")
+
+
+@login_required
+@require_safe
+def campaign_list(request: HttpRequest) -> HttpResponse:
+    campaigns = (
+        permissions.visible_campaigns(request.user)
+        .annotate(n_items=Count("items", distinct=True))
+        .order_by("-created_at")
+    )
+    return render(
+        request,
+        "labeling/campaign_list.html",
+        {"campaigns": campaigns, "is_manager": permissions.is_manager(request.user)},
+    )
+
+
+@login_required
+def campaign_create(request: HttpRequest) -> HttpResponse:
+    if not permissions.is_manager(request.user):
+        raise PermissionDenied("Only campaign managers create campaigns.")
+    form = CampaignForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        form.instance.created_by = request.user
+        campaign = form.save()
+        messages.success(request, f"Campaign “{campaign.name}” created. Now upload its texts.")
+        return redirect("campaign-detail", pk=campaign.pk)
+    return render(request, "labeling/campaign_form.html", {"form": form, "campaign": None})
+
+
+@login_required
+def campaign_edit(request: HttpRequest, pk: int) -> HttpResponse:
+    campaign = permissions.get_campaign(request.user, pk, manage=True)
+    form = CampaignForm(request.POST or None, instance=campaign)
+    if request.method == "POST" and form.is_valid():
+        form.save()
+        messages.success(request, "Campaign saved.")
+        return redirect("campaign-detail", pk=campaign.pk)
+    return render(request, "labeling/campaign_form.html", {"form": form, "campaign": campaign})
+
+
+def _detail(
+    request: HtmxHttpRequest, campaign: Campaign, upload_form: UploadForm | None, status: int = 200
+) -> HttpResponse:
+    job = jobs.latest_job(campaign)
+    template = "labeling/campaign_detail.html"
+    if request.htmx:  # the polling progress bar asks for its part only
+        template += "#embedding-status"
+    context = {
+        "campaign": campaign,
+        "job": job,
+        "can_manage": permissions.can_manage(request.user, campaign),
+        "n_items": campaign.items.count(),
+        "n_gold": campaign.items.exclude(gold="").count(),
+        "uploads": campaign.uploads.order_by("-created_at")[:20],
+        "upload_form": upload_form,
+    }
+    return render(request, template, context, status=status)
+
+
+def _upload_form(data: object = None, files: object = None) -> UploadForm:
+    return UploadForm(data, files, max_bytes=settings.CARVE_UPLOAD_MAX_BYTES)  # type: ignore[arg-type]
+
+
+@never_cache
+@login_required
+@require_safe
+def campaign_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    campaign = permissions.get_campaign(request.user, pk)
+    return _detail(request, campaign, _upload_form())
+
+
+@login_required
+@require_POST
+def campaign_upload(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    campaign = permissions.get_campaign(request.user, pk, manage=True)
+    form = _upload_form(request.POST, request.FILES)
+    if not form.is_valid():
+        return _detail(request, campaign, form, status=400)
+    upload = form.cleaned_data["file"]
+    try:
+        outcome = services.import_file(
+            campaign,
+            request.user,
+            upload.read(),
+            upload.name,
+            text_column=form.cleaned_data["text_column"] or None,
+            gold_column=form.cleaned_data["gold_column"] or None,
+        )
+    except UploadRejected as exc:
+        for error in exc.errors:
+            form.add_error("file", error)
+        return _detail(request, campaign, form, status=400)
+    messages.success(request, services.describe(outcome))
+    return redirect("campaign-detail", pk=campaign.pk)
+
+
+@login_required
+@require_POST
+def embedding_retry(request: HttpRequest, pk: int) -> HttpResponse:
+    campaign = permissions.get_campaign(request.user, pk, manage=True)
+    with transaction.atomic():
+        jobs.request_embedding(campaign)
+    messages.info(request, "Embedding job queued.")
+    return redirect("campaign-detail", pk=campaign.pk)

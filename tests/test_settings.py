@@ -60,16 +60,11 @@ def test_it_defaults_to_sqlite_under_the_data_dir(tmp_path: Path) -> None:
     assert (tmp_path / "data").is_dir()
 
 
-def test_it_builds_postgres_settings_from_db_variables(tmp_path: Path) -> None:
+def test_it_builds_postgres_settings_from_database_url(tmp_path: Path) -> None:
     result = _import_settings(
         tmp_path,
         SECRET_KEY="k",
-        DB_ENGINE="postgres",
-        DB_NAME="carve_prod",
-        DB_USER="carve_user",
-        DB_PASSWORD="pw",
-        DB_HOST="db",
-        DB_PORT="6543",
+        DATABASE_URL="postgres://carve_user:p%40ss@db:6543/carve_prod",
     )
 
     assert result.returncode == 0, result.stderr
@@ -78,17 +73,30 @@ def test_it_builds_postgres_settings_from_db_variables(tmp_path: Path) -> None:
     assert (db["NAME"], db["USER"], db["PASSWORD"], db["HOST"], db["PORT"]) == (
         "carve_prod",
         "carve_user",
-        "pw",
+        "p@ss",
         "db",
         "6543",
     )
 
 
-def test_it_rejects_an_unknown_db_engine(tmp_path: Path) -> None:
-    result = _import_settings(tmp_path, SECRET_KEY="k", DB_ENGINE="mysql")
+def test_it_reads_database_url_from_a_file(tmp_path: Path) -> None:
+    secret = tmp_path / "db-url"
+    secret.write_text(f"sqlite:///{tmp_path / 'elsewhere' / 'x.sqlite3'}\n", encoding="utf-8")
+
+    result = _import_settings(tmp_path, SECRET_KEY="k", DATABASE_URL_FILE=str(secret))
+
+    assert result.returncode == 0, result.stderr
+    db = json.loads(result.stdout)["db"]
+    assert db["NAME"] == str(tmp_path / "elsewhere" / "x.sqlite3")
+    assert (tmp_path / "elsewhere").is_dir()
+
+
+def test_it_rejects_an_unsupported_database_without_echoing_the_url(tmp_path: Path) -> None:
+    result = _import_settings(tmp_path, SECRET_KEY="k", DATABASE_URL="mysql://u:hunter2@h/db")
 
     assert result.returncode != 0
-    assert "DB_ENGINE='mysql' is not one of sqlite, postgres" in result.stderr
+    assert "DATABASE_URL must name sqlite or postgres" in result.stderr
+    assert "hunter2" not in result.stderr
 
 
 def test_it_rejects_a_visibility_timeout_shorter_than_the_task_time_limit(
@@ -135,5 +143,5 @@ def test_env_example_documents_every_variable_settings_reads() -> None:
         )
     )
 
-    assert {"SECRET_KEY", "DB_ENGINE", "CELERY_BROKER_URL"} <= names  # the parser found them
+    assert {"SECRET_KEY", "DATABASE_URL", "REDIS_URL"} <= names  # the parser found them
     assert names - documented == set()

@@ -1,0 +1,100 @@
+"""Forms: every input a view accepts is validated here."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from django import forms
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
+from django.template.defaultfilters import filesizeformat
+
+from labeling.models import DEFAULT_LABELS, Campaign, validate_label_set
+
+
+class CampaignForm(forms.ModelForm):  # type: ignore[type-arg]
+    labels_text = forms.CharField(
+        label="Labels",
+        initial="\n".join(DEFAULT_LABELS),
+        widget=forms.Textarea(attrs={"rows": 4}),
+        help_text="One label per line (or separated by commas): 2 to 20 distinct labels. "
+        "Annotators press 1..K in this order.",
+    )
+
+    class Meta:
+        model = Campaign
+        fields = [
+            "name",
+            "instructions",
+            "annotators",
+            "n_gates",
+            "projection_dim",
+            "radius",
+            "batch_size",
+            "seed",
+        ]
+        widgets = {
+            "instructions": forms.Textarea(attrs={"rows": 4}),
+            "annotators": forms.CheckboxSelectMultiple,
+        }
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        users = get_user_model().objects.filter(is_active=True).order_by("username")
+        self.fields["annotators"].queryset = users  # type: ignore[attr-defined]
+        self.fields["annotators"].required = False
+        if self.instance.pk:
+            self.fields["labels_text"].initial = "\n".join(self.instance.labels)
+
+    def clean_labels_text(self) -> list[str]:
+        raw = self.cleaned_data["labels_text"]
+        labels = [part.strip() for part in re.split(r"[\n,]", raw) if part.strip()]
+        validate_label_set(labels)
+        if self.instance.pk:
+            used = set(
+                self.instance.items.exclude(gold="").values_list("gold", flat=True).distinct()
+            )
+            missing = sorted(used - set(labels))
+            if missing:
+                raise ValidationError(
+                    "Gold labels of imported items must stay in the label set: "
+                    + ", ".join(repr(m) for m in missing)
+                    + "."
+                )
+        return labels
+
+    def save(self, commit: bool = True) -> Campaign:
+        self.instance.labels = self.cleaned_data["labels_text"]
+        return super().save(commit=commit)
+
+
+class UploadForm(forms.Form):
+    file = forms.FileField(
+        help_text="CSV with a header row, or JSON Lines (one object per line). UTF-8."
+    )
+    text_column = forms.CharField(
+        required=False,
+        max_length=200,
+        help_text="Leave empty to detect it (text, sentence, review, content…).",
+    )
+    gold_column = forms.CharField(
+        required=False,
+        max_length=200,
+        help_text="Optional gold labels; detected from label, gold, sentiment… when empty. "
+        "Every other column is kept as item metadata.",
+    )
+
+    def __init__(self, *args: Any, max_bytes: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.max_bytes = max_bytes
+        self.fields["file"].help_text += f" At most {filesizeformat(max_bytes)}."
+
+    def clean_file(self) -> Any:
+        upload = self.cleaned_data["file"]
+        # Checked before reading, so a huge file is never loaded into memory.
+        if upload.size > self.max_bytes:
+            raise ValidationError(
+                f"The file is {upload.size:,} bytes; the limit is {self.max_bytes:,} bytes."
+            )
+        return upload

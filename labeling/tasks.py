@@ -1,0 +1,59 @@
+"""Celery tasks. Each takes ids, is idempotent, and leaves its outcome on a database row."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import shared_task
+from celery.signals import worker_ready
+from django.conf import settings
+from django.db import DatabaseError
+from kombu.exceptions import OperationalError as BrokerError
+
+from labeling import jobs
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    # Only transient database trouble (e.g. "database is locked" on SQLite) is retried.
+    autoretry_for=(DatabaseError,),
+    retry_backoff=True,
+    max_retries=5,
+)
+def embed_campaign(self: Any, job_id: int) -> str:
+    """Run embedding job ``job_id`` (see :func:`labeling.jobs.run_embedding_job`).
+
+    When another live worker holds the job (or another job of its campaign), look again after
+    CARVE_JOB_STALE_SECONDS: if that worker has died meanwhile, its claim is stale by then.
+    """
+    outcome = jobs.run_embedding_job(job_id, worker=self.request.hostname or "")
+    if outcome is jobs.Outcome.BUSY:
+        embed_campaign.apply_async((job_id,), countdown=settings.CARVE_JOB_STALE_SECONDS + 1)
+    return outcome.value
+
+
+@worker_ready.connect
+def resume_pending_jobs(sender: Any = None, **kwargs: Any) -> None:
+    """Re-send every unfinished job when a worker starts.
+
+    A worker killed outright leaves its message unacknowledged in Redis until the visibility
+    timeout (hours); the job row says the work is pending, so it is sent again now. Extra
+    messages are harmless: only one run can claim a job.
+    """
+    try:
+        pending = jobs.pending_jobs()
+    except DatabaseError:  # not migrated yet, or the database is down: nothing to resume
+        logger.warning("could not look for pending embedding jobs", exc_info=True)
+        return
+    for job_id, _status in pending:
+        try:
+            embed_campaign.delay(job_id)
+        except BrokerError:
+            logger.warning("could not re-send embedding job %s", job_id, exc_info=True)
+    if pending:
+        logger.info("re-sent %d pending embedding job(s)", len(pending))

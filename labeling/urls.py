@@ -1,0 +1,14 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from labeling import views
+
+urlpatterns = [
+    path("", views.campaign_list, name="campaign-list"),
+    path("campaigns/new/", views.campaign_create, name="campaign-create"),
+    path("campaigns/<int:pk>/", views.campaign_detail, name="campaign-detail"),
+    path("campaigns/<int:pk>/edit/", views.campaign_edit, name="campaign-edit"),
+    path("campaigns/<int:pk>/upload/", views.campaign_upload, name="campaign-upload"),
+    path("campaigns/<int:pk>/embed/", views.embedding_retry, name="campaign-embed"),
+]

@@ -1,0 +1,144 @@
+"""Embedding through the real stack: redis-server, a Celery worker process, the database.
+
+The same module runs on SQLite (a file the worker opens too) and on PostgreSQL
+(`make test-postgres`). The worker uses the production settings module, configured through
+environment variables only.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from django.db import connection
+
+from config.celery_app import app
+from labeling import jobs
+from labeling.embedding import FakeEmbedder
+from labeling.models import Campaign, EmbeddingJob, Item
+from labeling.services import import_file
+from tests.support.processes import (
+    Worker,
+    database_url,
+    redis_server,
+    use_broker,
+    wait_for,
+    worker_env,
+)
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(300)]
+Status = EmbeddingJob.Status
+
+
+@pytest.fixture
+def redis_url(tmp_path: Path) -> Iterator[str]:
+    old = app.conf.broker_url
+    with redis_server(tmp_path) as url:
+        use_broker(app, url)
+        try:
+            yield url
+        finally:
+            use_broker(app, old)
+
+
+@pytest.fixture
+def start_worker(redis_url: str, tmp_path: Path, settings: Any) -> Iterator[Any]:
+    started: list[Worker] = []
+
+    def start(name: str, **env: str) -> Worker:
+        worker = Worker(
+            name,
+            worker_env(
+                DATABASE_URL=database_url(connection.settings_dict),
+                REDIS_URL=redis_url,
+                CARVE_DATA_DIR=str(settings.CARVE_DATA_DIR),
+                **env,
+            ),
+            tmp_path / f"{name}.log",
+        )
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
+
+
+def _import(campaign: Campaign, texts: list[str]) -> EmbeddingJob:
+    body = "text,label\n" + "".join(f'"{t}",\n' for t in texts)
+    import_file(campaign, campaign.created_by, body.encode(), "data.csv")
+    return EmbeddingJob.objects.get(campaign=campaign)
+
+
+def _status(job: EmbeddingJob) -> EmbeddingJob:
+    job.refresh_from_db()
+    return job
+
+
+def _matrix(campaign: Campaign, job: EmbeddingJob) -> np.ndarray:
+    return jobs.store_for(campaign.pk, job.model_name).load()
+
+
+def test_a_worker_embeds_an_imported_csv(campaign: Campaign, start_worker: Any) -> None:
+    worker = start_worker("w1")
+    texts = [f"review {i}: {'good' if i % 2 else 'bad'} film" for i in range(40)]
+    job = _import(campaign, texts)
+
+    wait_for(lambda: _status(job).status == Status.DONE, 60, "the embedding job", worker.log)
+
+    assert (job.n_total, job.n_done, job.dim, job.attempt, job.error) == (40, 40, 32, 1, "")
+    assert job.worker.startswith("w1@")
+    np.testing.assert_array_equal(_matrix(campaign, job), FakeEmbedder().encode(texts))
+
+
+def test_a_killed_worker_is_replaced_and_the_job_finishes_without_losing_rows(
+    campaign: Campaign, start_worker: Any
+) -> None:
+    slow = {"FAKE_EMBED_DELAY_MS": "400", "EMBEDDING_BATCH": "4", "JOB_STALE_SECONDS": "3"}
+    first = start_worker("doomed", **slow)
+    texts = [f"sentence number {i}" for i in range(160)]  # 10 chunks of 16 rows
+    job = _import(campaign, texts)
+    wait_for(lambda: _status(job).n_done >= 32, 60, "two chunks", first.log)
+
+    first.kill()
+    job = _status(job)
+    assert job.status == Status.RUNNING
+    assert 32 <= job.n_done < 160
+    done_before_kill = job.n_done
+
+    second = start_worker("rescuer", **slow)
+    wait_for(lambda: _status(job).status == Status.DONE, 90, "the taken-over job", second.log)
+
+    assert (job.n_total, job.n_done, job.attempt) == (160, 160, 2)
+    assert job.worker.startswith("rescuer@")
+    matrix = _matrix(campaign, job)
+    assert matrix.shape == (160, 32)  # no row lost, none twice
+    in_order = list(Item.objects.filter(campaign=campaign).values_list("text", flat=True))
+    np.testing.assert_array_equal(matrix, FakeEmbedder().encode(in_order))
+    reused = re.search(r"(\d+) from an earlier attempt", second.log.read_text())
+    assert reused is not None and int(reused.group(1)) >= done_before_kill
+
+
+def test_the_real_minilm_model_embeds_through_the_worker(
+    campaign: Campaign, start_worker: Any
+) -> None:
+    worker = start_worker("minilm", EMBEDDER="sentence-transformers")
+    texts = [
+        "A wonderful, moving film.",
+        "A truly great movie, I loved it.",
+        "The soup was cold and the waiter was rude.",
+    ]
+    job = _import(campaign, texts)
+
+    wait_for(lambda: _status(job).status == Status.DONE, 180, "MiniLM embeddings", worker.log)
+
+    assert (job.model_name, job.dim, job.device) == ("all-MiniLM-L6-v2", 384, "cpu")
+    matrix = _matrix(campaign, job)
+    assert matrix.shape == (3, 384) and matrix.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(matrix, axis=1), 1.0, atol=1e-5)
+    similarity = matrix @ matrix.T
+    assert similarity[0, 1] > similarity[0, 2] + 0.2  # the two film reviews are closest
