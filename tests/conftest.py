@@ -60,3 +60,12 @@ def _block_network(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket.socket, "connect", connect)
     monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
     monkeypatch.setattr(socket, "create_connection", create_connection)
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    """Name the database the run uses (SQLite by default, PostgreSQL under make test-postgres)."""
+    from django.conf import settings
+
+    db = settings.DATABASES["default"]
+    where = db["NAME"] if db["ENGINE"].endswith("sqlite3") else f"{db['HOST']}:{db['PORT']}"
+    return f"database: {db['ENGINE'].rsplit('.', 1)[-1]} ({where})"
