@@ -51,6 +51,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Before anything reads a body: a request larger than an upload may be is refused (413).
+    "labeling.middleware.RequestSizeLimitMiddleware",
     # Serves collected static files from the web process (no separate file server needed).
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -60,6 +62,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "labeling.middleware.HtmxLoginRedirectMiddleware",
 ]
 
 LOGIN_URL = "login"
@@ -156,6 +159,8 @@ CARVE_EMBEDDING_BATCH = envint("EMBEDDING_BATCH", 0)
 # Seconds after which a RUNNING embedding job without a progress heartbeat counts as dead
 # (its worker was killed) and may be claimed again. Must exceed the time of one batch.
 CARVE_JOB_STALE_SECONDS = envint("JOB_STALE_SECONDS", 120)
+# A job whose worker died this many times is marked failed instead of being taken over again.
+CARVE_JOB_MAX_ATTEMPTS = envint("JOB_MAX_ATTEMPTS", 3)
 # Milliseconds the fake embedder sleeps per batch (tests use it to stop a worker midway).
 CARVE_FAKE_EMBED_DELAY = envint("FAKE_EMBED_DELAY_MS", 0) / 1000
 

@@ -120,22 +120,30 @@ class Processes:
                 proc.wait()
 
 
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to a file only its owner can read (mode 600 from creation on)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+
+
 def _secret(path: Path, nbytes: int = 32) -> str:
     """A random secret kept in ``path`` (mode 600), created on first use."""
     if not path.exists():
-        path.write_text(secrets.token_urlsafe(nbytes) + "\n", encoding="utf-8")
-        path.chmod(0o600)
+        _write_private(path, secrets.token_urlsafe(nbytes) + "\n")
     return path.read_text(encoding="utf-8").strip()
 
 
 def _sst2_csv() -> tuple[bytes, str]:
     """Up to SST2_ROWS SST-2 training sentences as CSV, via the datasets library (online)."""
-    import datasets  # the demo extra: pip install -e ".[demo]"
-
     # Without a network the datasets library retries for ~25 s: ask the hub once first.
     socket.create_connection(("huggingface.co", 443), timeout=3).close()
+    # datasets reads the offline switches when it is imported, so clear them before; the
+    # embedding model still loads from its package (labeling.embedding sets its own).
     os.environ.pop("HF_HUB_OFFLINE", None)
     os.environ.pop("HF_DATASETS_OFFLINE", None)
+    import datasets  # the demo extra: pip install -e ".[demo]"
+
     table = datasets.load_dataset("stanfordnlp/sst2", split=f"train[:{SST2_ROWS}]")
     names = table.features["label"].names  # ["negative", "positive"]
     out = io.StringIO()
@@ -193,8 +201,7 @@ def _setup_database(data_arg: str | None) -> tuple[Any, dict[str, str]]:
     )
     for name in (ADMIN, ANNOTATOR):
         creds.setdefault(name, secrets.token_urlsafe(9))
-    creds_file.write_text(json.dumps(creds), encoding="utf-8")
-    creds_file.chmod(0o600)
+    _write_private(creds_file, json.dumps(creds))
 
     users = get_user_model().objects
     admin, _ = users.get_or_create(username=ADMIN, defaults={"is_staff": True})
@@ -282,12 +289,10 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.pop("DATABASE_URL", None)
 
     procs = Processes(log_dir)
-    stop = {"now": False}
 
     def on_signal(signum: int, frame: object) -> None:
-        stop["now"] = True
+        raise KeyboardInterrupt  # SIGTERM stops the demo like Ctrl-C, at any stage
 
-    signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     try:
         procs.start(
@@ -307,7 +312,12 @@ def main(argv: list[str] | None = None) -> int:
             ],
             env,
         )
-        _wait(lambda: not _port_is_free(redis_port), 20, "redis-server")
+
+        def redis_listens() -> bool:
+            procs.check()
+            return not _port_is_free(redis_port)
+
+        _wait(redis_listens, 20, "redis-server")
         import django
 
         django.setup()
@@ -363,10 +373,12 @@ def main(argv: list[str] | None = None) -> int:
         _say(f"  logs:      {log_dir}/  ·  started in {time.monotonic() - t0:.1f} s")
         _say("Press Ctrl-C to stop.")
         reported: dict[str, bool] = {}
-        while not stop["now"]:
+        while True:
             procs.check()
             _report_embedding(campaign, t0, reported)
             time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
     except DemoError as exc:
         _say(str(exc))
         return 1

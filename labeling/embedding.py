@@ -14,6 +14,8 @@ separate files, so a run that dies midway resumes where it stopped.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
 import hashlib
 import json
@@ -21,7 +23,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -172,8 +174,29 @@ class EmbeddingStore:
 
     @classmethod
     def for_campaign(cls, data_dir: Path, campaign_id: int, model: str) -> EmbeddingStore:
-        slug = re.sub(r"[^A-Za-z0-9._-]+", "--", model).strip("-.") or "model"
+        # Readable and collision-free: "org/m" and "org--m" differ in the hash suffix.
+        readable = re.sub(r"[^A-Za-z0-9._-]+", "-", model).strip("-.")[:80] or "model"
+        slug = f"{readable}-{hashlib.sha256(model.encode('utf-8')).hexdigest()[:8]}"
         return cls(Path(data_dir) / "campaigns" / str(campaign_id) / "embeddings" / slug)
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[bool]:
+        """Hold an exclusive lock on this store for the block; yields False if it is taken.
+
+        An OS file lock: released by the kernel when its process dies, so a killed worker
+        never leaves it behind, and a live one that was presumed dead keeps others out.
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        with (self.root / ".lock").open("a") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
 
     def manifest(self) -> dict[str, object] | None:
         try:
@@ -182,10 +205,10 @@ class EmbeddingStore:
             return None
         return data if isinstance(data, dict) else None
 
-    def valid_rows(self, keys: Sequence[str]) -> int:
-        """How many leading rows of the cached matrix belong to ``keys`` (0 if none)."""
+    def valid_rows(self, keys: Sequence[str], model: str) -> int:
+        """How many leading rows of the cached matrix embed ``keys`` with ``model`` (0 if none)."""
         manifest = self.manifest()
-        if manifest is None or not self.matrix_path.exists():
+        if manifest is None or manifest.get("model") != model or not self.matrix_path.exists():
             return 0
         n = manifest.get("n")
         if (
@@ -203,7 +226,10 @@ class EmbeddingStore:
         if manifest is None:
             raise FileNotFoundError(f"no embeddings cached in {self.root}")
         rows = int(manifest["n"]) if n is None else n  # type: ignore[call-overload]
-        return np.array(np.load(self.matrix_path, mmap_mode="r")[:rows], dtype=np.float32)
+        matrix = np.load(self.matrix_path, mmap_mode="r")
+        if matrix.shape[0] < rows:
+            raise RuntimeError(f"{self.matrix_path} has {matrix.shape[0]} rows, expected {rows}")
+        return np.array(matrix[:rows], dtype=np.float32)
 
     def plan(self, keys: Sequence[str], start: int, chunk_rows: int) -> list[Chunk]:
         """The chunks covering rows ``start..len(keys)``; a chunk's file name pins its rows."""
@@ -213,6 +239,16 @@ class EmbeddingStore:
             name = f"{a:09d}-{b:09d}-{rows_digest(keys[a:b])[:16]}.npy"
             chunks.append(Chunk(a, b, self.parts / name))
         return chunks
+
+    def has_chunk(self, chunk: Chunk) -> bool:
+        """Whether a complete chunk file exists (right number of rows, float32)."""
+        try:
+            array = np.load(chunk.path, mmap_mode="r")
+        except (FileNotFoundError, ValueError, OSError):
+            return False
+        return bool(array.dtype == np.float32 and array.ndim == 2) and (
+            array.shape[0] == chunk.stop - chunk.start
+        )
 
     def write_chunk(self, chunk: Chunk, vectors: NDArray[np.float32]) -> None:
         self.parts.mkdir(parents=True, exist_ok=True)

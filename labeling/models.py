@@ -148,6 +148,8 @@ class EmbeddingJob(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # When a task message was last sent for this job (rate-limits re-sending a stuck job).
+    sent_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
@@ -159,7 +161,9 @@ class EmbeddingJob(models.Model):
 
     @property
     def percent(self) -> int:
-        return 100 if not self.n_total else int(100 * self.n_done / self.n_total)
+        if self.status == self.Status.DONE:
+            return 100
+        return int(100 * self.n_done / self.n_total) if self.n_total else 0
 
     @property
     def is_active(self) -> bool:

@@ -8,7 +8,7 @@ from typing import Any
 from celery import shared_task
 from celery.signals import worker_ready
 from django.conf import settings
-from django.db import DatabaseError
+from django.db import DatabaseError, InterfaceError, OperationalError
 from kombu.exceptions import OperationalError as BrokerError
 
 from labeling import jobs
@@ -20,8 +20,9 @@ logger = logging.getLogger(__name__)
     bind=True,
     acks_late=True,
     reject_on_worker_lost=True,
-    # Only transient database trouble (e.g. "database is locked" on SQLite) is retried.
-    autoretry_for=(DatabaseError,),
+    # Only transient database trouble (a lost connection, "database is locked") is retried;
+    # the job is handed back as QUEUED first. Anything else marks the job FAILED.
+    autoretry_for=(OperationalError, InterfaceError),
     retry_backoff=True,
     max_retries=5,
 )
@@ -43,7 +44,9 @@ def resume_pending_jobs(sender: Any = None, **kwargs: Any) -> None:
 
     A worker killed outright leaves its message unacknowledged in Redis until the visibility
     timeout (hours); the job row says the work is pending, so it is sent again now. Extra
-    messages are harmless: only one run can claim a job.
+    messages are harmless: only one run can claim a job, and a RUNNING job whose worker is
+    alive answers BUSY until it ends. (The campaign page re-sends stuck jobs too, see
+    :func:`labeling.jobs.nudge`.)
     """
     try:
         pending = jobs.pending_jobs()

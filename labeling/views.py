@@ -89,6 +89,8 @@ def _detail(
     request: HtmxHttpRequest, campaign: Campaign, upload_form: UploadForm | None, status: int = 200
 ) -> HttpResponse:
     job = jobs.latest_job(campaign)
+    if job is not None and job.is_active:
+        jobs.nudge(job)  # a stuck job (broker was down, worker killed) is sent again
     template = "labeling/campaign_detail.html"
     if request.htmx:  # the polling progress bar asks for its part only
         template += "#embedding-status"

@@ -19,22 +19,27 @@ fi
 # PostgreSQL refuses to run as root: use the postgres account the package created.
 if [ "$(id -u)" = 0 ]; then as_pg="runuser -u postgres --"; else as_pg=""; fi
 
+# The server listens only on a Unix socket in this private directory (mode 700): with trust
+# authentication, no other local user can reach it.
 dir=$(mktemp -d /tmp/carve-pg.XXXXXX)
-chmod 755 "$dir"
-[ -n "$as_pg" ] && chown postgres "$dir"
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+chmod 700 "$dir"
+if [ -n "$as_pg" ]; then chown postgres "$dir"; fi
+port=5432  # names the socket file only; nothing listens on TCP
 
 cleanup() {
     $as_pg "$pgbin/pg_ctl" -D "$dir/data" -m immediate stop >/dev/null 2>&1 || true
     rm -rf "$dir"
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 $as_pg "$pgbin/initdb" -D "$dir/data" -U carve -A trust --no-sync -E UTF8 >"$dir/initdb.log" 2>&1 \
     || { cat "$dir/initdb.log" >&2; exit 1; }
 $as_pg "$pgbin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
-    -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off" \
+    -o "-p $port -k $dir -c listen_addresses= -c fsync=off -c full_page_writes=off" \
     start >/dev/null || { cat "$dir/server.log" >&2; exit 1; }
-echo "PostgreSQL $("$pgbin/postgres" --version | awk '{print $3}') on 127.0.0.1:$port (throwaway)" >&2
+echo "PostgreSQL $("$pgbin/postgres" --version | awk '{print $3}') on socket $dir (throwaway)" >&2
 
-DATABASE_URL="postgres://carve@127.0.0.1:$port/carve" "$@"
+# The host part of the URL is the socket directory, percent-encoded.
+host=$(python3 -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.argv[1], safe=""))' "$dir")
+DATABASE_URL="postgres://carve@$host:$port/carve" "$@"

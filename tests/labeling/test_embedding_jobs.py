@@ -86,10 +86,10 @@ def test_a_retry_after_success_uses_the_cache_only(campaign: Campaign, monkeypat
     _import(campaign, ["x", "y"])
     jobs.run_embedding_job(_job(campaign).pk)
 
-    def no_model(*args: Any, **kwargs: Any) -> Any:
+    def no_encoding(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("the cache should have been used")
 
-    monkeypatch.setattr(jobs, "embedder_from_settings", no_model)
+    monkeypatch.setattr(FakeEmbedder, "encode", no_encoding)
     retry = EmbeddingJob.objects.create(campaign=campaign, model_name="fake-32")
     assert jobs.run_embedding_job(retry.pk) is jobs.Outcome.DONE
     retry.refresh_from_db()
@@ -180,6 +180,100 @@ def test_a_worker_that_lost_its_claim_stops_without_writing(
     assert not jobs.store_for(campaign.pk, job.model_name).parts.exists()
 
 
+def test_a_job_whose_worker_died_too_often_fails_instead_of_being_taken_over(
+    campaign: Campaign, settings: Any
+) -> None:
+    _import(campaign, ["x"])
+    job = _job(campaign)
+    long_ago = timezone.now() - timedelta(seconds=settings.CARVE_JOB_STALE_SECONDS + 5)
+    EmbeddingJob.objects.filter(pk=job.pk).update(
+        status=Status.RUNNING, attempt=settings.CARVE_JOB_MAX_ATTEMPTS, heartbeat_at=long_ago
+    )
+    assert jobs.run_embedding_job(job.pk) is jobs.Outcome.NOTHING
+    job.refresh_from_db()
+    assert job.status == Status.FAILED
+    assert "stopped responding 3 times" in job.error
+
+
+def test_a_new_job_supersedes_a_dead_job_of_the_same_campaign(
+    campaign: Campaign, settings: Any
+) -> None:
+    _import(campaign, ["x", "y"])
+    dead = _job(campaign)
+    long_ago = timezone.now() - timedelta(seconds=settings.CARVE_JOB_STALE_SECONDS + 5)
+    EmbeddingJob.objects.filter(pk=dead.pk).update(
+        status=Status.RUNNING, attempt=1, heartbeat_at=long_ago
+    )
+    fresh = EmbeddingJob.objects.create(campaign=campaign, model_name="fake-32")
+    assert jobs.run_embedding_job(fresh.pk) is jobs.Outcome.DONE
+    dead.refresh_from_db()
+    assert (dead.status, dead.attempt) == (Status.FAILED, 2)  # a zombie run would now stop
+    assert f"Superseded by embedding job {fresh.pk}" in dead.error
+    assert _status_of(fresh) == Status.DONE
+
+
+def _status_of(job: EmbeddingJob) -> str:
+    job.refresh_from_db()
+    return job.status
+
+
+def test_a_locked_cache_makes_the_job_wait_without_claiming(campaign: Campaign) -> None:
+    _import(campaign, ["x"])
+    job = _job(campaign)
+    with jobs.store_for(campaign.pk, "fake-32").exclusive() as held:
+        assert held
+        assert jobs.run_embedding_job(job.pk) is jobs.Outcome.BUSY
+    job.refresh_from_db()
+    assert (job.status, job.attempt) == (Status.QUEUED, 0)
+
+
+def test_a_lost_database_connection_hands_the_job_back(
+    campaign: Campaign, monkeypatch: Any
+) -> None:
+    from django.db import OperationalError
+
+    _import(campaign, ["x"])
+    job = _job(campaign)
+
+    def disconnected(*args: Any, **kwargs: Any) -> Any:
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(jobs, "_embed", disconnected)
+    with pytest.raises(OperationalError):
+        jobs.run_embedding_job(job.pk)
+    job.refresh_from_db()
+    assert (job.status, job.attempt, job.error) == (Status.QUEUED, 1, "")
+
+
+def test_a_finished_job_starts_the_campaigns_next_queued_job(
+    campaign: Campaign, django_capture_on_commit_callbacks: Any
+) -> None:
+    _import(campaign, ["x"])
+    first = _job(campaign)
+    # Queued by an import made while the first job runs.
+    following = EmbeddingJob.objects.create(campaign=campaign, model_name="fake-32")
+    with django_capture_on_commit_callbacks(execute=True):
+        jobs.run_embedding_job(first.pk)
+    following.refresh_from_db()
+    assert following.sent_at is not None  # sent now, not after a polling delay
+
+
+def test_nudge_resends_a_stuck_job_once_per_stale_period(campaign: Campaign, settings: Any) -> None:
+    job = EmbeddingJob.objects.create(campaign=campaign, model_name="fake-32")
+    assert jobs.nudge(job)  # never sent (the broker was down at import time)
+    job.refresh_from_db()
+    assert not jobs.nudge(job)  # just sent: not again
+    long_ago = timezone.now() - timedelta(seconds=settings.CARVE_JOB_STALE_SECONDS + 5)
+    EmbeddingJob.objects.filter(pk=job.pk).update(sent_at=long_ago)
+    job.refresh_from_db()
+    assert jobs.nudge(job)
+    EmbeddingJob.objects.filter(pk=job.pk).update(
+        status=Status.RUNNING, heartbeat_at=timezone.now(), sent_at=long_ago
+    )
+    job.refresh_from_db()
+    assert not jobs.nudge(job)  # a live worker has it
+
+
 def test_a_failure_is_written_on_the_row_and_raised(campaign: Campaign, monkeypatch: Any) -> None:
     _import(campaign, ["x"])
     job = _job(campaign)
@@ -214,27 +308,49 @@ def test_pending_jobs_lists_queued_and_running(campaign: Campaign) -> None:
 # --- the cache on its own ---------------------------------------------------------------------
 
 
-def test_store_rejects_a_cache_of_other_texts(tmp_path: Path) -> None:
+def test_store_rejects_a_cache_of_other_texts_or_another_model(tmp_path: Path) -> None:
     store = EmbeddingStore(tmp_path)
     keys = ["a" * 64, "b" * 64]
     chunks = store.plan(keys, 0, chunk_rows=1)
     for chunk in chunks:
         store.write_chunk(chunk, FakeEmbedder().encode(["t"]))
     store.finish(keys, 0, chunks, "fake-32")
-    assert store.valid_rows(keys) == 2
-    assert store.valid_rows([*keys, "c" * 64]) == 2  # a longer campaign reuses the prefix
-    assert store.valid_rows(["b" * 64, "a" * 64]) == 0  # other rows: nothing is reused
-    assert store.valid_rows(keys[:1]) == 0  # fewer items than cached rows: start again
+    assert store.valid_rows(keys, "fake-32") == 2
+    assert store.valid_rows([*keys, "c" * 64], "fake-32") == 2  # a longer campaign: the prefix
+    assert store.valid_rows(["b" * 64, "a" * 64], "fake-32") == 0  # other rows: nothing
+    assert store.valid_rows(keys[:1], "fake-32") == 0  # fewer items than cached rows
+    assert store.valid_rows(keys, "another-model") == 0
+
+
+def test_store_reuses_only_complete_chunks(tmp_path: Path) -> None:
+    store = EmbeddingStore(tmp_path)
+    chunk = store.plan(["a" * 64, "b" * 64], 0, chunk_rows=2)[0]
+    assert not store.has_chunk(chunk)
+    store.parts.mkdir(parents=True)
+    chunk.path.write_bytes(b"\x93NUMPY garbage")  # a torn write from outside _save_atomic
+    assert not store.has_chunk(chunk)
+    store.write_chunk(chunk, FakeEmbedder().encode(["only one row"]))
+    assert not store.has_chunk(chunk)  # wrong number of rows
+    store.write_chunk(chunk, FakeEmbedder().encode(["one", "two"]))
+    assert store.has_chunk(chunk)
+
+
+def test_store_lock_admits_one_holder_at_a_time(tmp_path: Path) -> None:
+    store = EmbeddingStore(tmp_path)
+    with store.exclusive() as first, EmbeddingStore(tmp_path).exclusive() as second:
+        assert (first, second) == (True, False)
+    with store.exclusive() as again:
+        assert again
 
 
 def test_store_paths_are_per_campaign_and_model(tmp_path: Path) -> None:
     a = EmbeddingStore.for_campaign(tmp_path, 3, "sentence-transformers/all-MiniLM-L6-v2")
-    b = EmbeddingStore.for_campaign(tmp_path, 3, "../../etc")
-    assert (
-        a.root
-        == tmp_path / "campaigns" / "3" / "embeddings" / "sentence-transformers--all-MiniLM-L6-v2"
-    )
-    assert b.root.parent == tmp_path / "campaigns" / "3" / "embeddings"
+    b = EmbeddingStore.for_campaign(tmp_path, 3, "sentence-transformers--all-MiniLM-L6-v2")
+    c = EmbeddingStore.for_campaign(tmp_path, 3, "../../etc")
+    assert a.root.parent == tmp_path / "campaigns" / "3" / "embeddings"
+    assert a.root.name.startswith("sentence-transformers-all-MiniLM-L6-v2-")
+    assert a.root != b.root  # names that slug alike still get their own directory
+    assert c.root.parent == tmp_path / "campaigns" / "3" / "embeddings"
 
 
 def test_fake_embedder_is_deterministic_and_unit_norm() -> None:

@@ -237,7 +237,7 @@ def test_upload_imports_items_queues_an_embedding_job_and_reports_counts(
     job = EmbeddingJob.objects.get()
     assert (job.campaign, job.status) == (campaign, EmbeddingJob.Status.QUEUED)
     assert 'data-status="queued"' in text
-    assert "every 1s" in text  # the progress bar polls while the job is pending
+    assert 'hx-trigger="load delay:1s"' in text  # the progress bar polls while pending
 
 
 def test_upload_with_chosen_columns(campaign: Campaign, manager: Any) -> None:
@@ -273,9 +273,13 @@ def test_a_rejected_upload_shows_its_errors_and_imports_nothing(
     assert (Item.objects.count(), Upload.objects.count(), EmbeddingJob.objects.count()) == (0, 0, 0)
 
 
-def test_an_upload_over_the_size_limit_is_refused_before_reading(
-    campaign: Campaign, manager: Any, settings: Any
+def test_an_upload_over_the_size_limit_is_refused_by_the_form_before_parsing(
+    campaign: Campaign, manager: Any, settings: Any, monkeypatch: Any
 ) -> None:
+    def must_not_run(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the file was read although it is over the limit")
+
+    monkeypatch.setattr("labeling.services.import_file", must_not_run)
     settings.CARVE_UPLOAD_MAX_BYTES = 100
     response = _client(manager).post(
         reverse("campaign-upload", args=[campaign.pk]), {"file": _csv("text\n" + "x" * 200)}
@@ -283,6 +287,27 @@ def test_an_upload_over_the_size_limit_is_refused_before_reading(
     assert response.status_code == 400
     assert "the limit is 100 bytes" in " ".join(response.context["upload_form"].errors["file"])
     assert Item.objects.count() == 0
+
+
+def test_a_request_body_far_over_the_limit_is_refused_before_csrf_reads_it(
+    campaign: Campaign, settings: Any
+) -> None:
+    settings.CARVE_UPLOAD_MAX_BYTES = 1000
+    client = Client(enforce_csrf_checks=True)  # anonymous, no token: the size check comes first
+    body = "text\n" + "x" * 100_000
+    response = client.post(reverse("campaign-upload", args=[campaign.pk]), {"file": _csv(body)})
+    assert response.status_code == 413
+    assert b"uploads are limited to 1,000 bytes" in response.content
+    assert Item.objects.count() == 0
+
+
+def test_an_htmx_poll_after_the_session_expired_redirects_the_whole_page(
+    campaign: Campaign, client: Client
+) -> None:
+    url = reverse("campaign-detail", args=[campaign.pk])
+    response = client.get(url, headers={"HX-Request": "true"})
+    assert response.status_code == 200
+    assert response["HX-Redirect"] == f"{reverse('login')}?next={url}"
 
 
 def test_upload_without_a_file_is_a_form_error(campaign: Campaign, manager: Any) -> None:
@@ -299,6 +324,16 @@ def test_upload_page_rejects_get(campaign: Campaign, manager: Any) -> None:
 # --- the progress part -----------------------------------------------------------------------
 
 
+def test_a_queued_job_shows_an_empty_bar_and_is_resent_when_stuck(
+    campaign: Campaign, annotator: Any
+) -> None:
+    job = EmbeddingJob.objects.create(campaign=campaign, model_name="fake-32")
+    text = _client(annotator).get(reverse("campaign-detail", args=[campaign.pk])).content.decode()
+    assert 'value="0"' in text and "0 / ? items" in text
+    job.refresh_from_db()
+    assert job.sent_at is not None  # never sent before (e.g. broker down): the page re-sent it
+
+
 def test_htmx_request_gets_only_the_progress_part(campaign: Campaign, annotator: Any) -> None:
     EmbeddingJob.objects.create(
         campaign=campaign, model_name="fake-32", status="running", n_total=200, n_done=50
@@ -311,7 +346,7 @@ def test_htmx_request_gets_only_the_progress_part(campaign: Campaign, annotator:
     assert text.lstrip().startswith('<div id="embedding-status"')
     assert "<html" not in text
     assert 'value="25"' in text and "50 / 200 items" in text
-    assert "every 1s" in text
+    assert 'hx-trigger="load delay:1s"' in text
 
 
 def test_a_finished_job_stops_the_polling(campaign: Campaign, annotator: Any) -> None:
@@ -323,7 +358,7 @@ def test_a_finished_job_stops_the_polling(campaign: Campaign, annotator: Any) ->
     )
     text = response.content.decode()
     assert 'data-status="done"' in text and "32 dimensions" in text
-    assert "hx-trigger" not in text
+    assert "hx-trigger" not in text and 'value="100"' in text
 
 
 def test_a_failed_job_shows_its_error_and_the_manager_can_retry(
@@ -336,6 +371,22 @@ def test_a_failed_job_shows_its_error_and_the_manager_can_retry(
     text = client.get(reverse("campaign-detail", args=[campaign.pk])).content.decode()
     assert "The embedding job failed: OSError: no model" in text
     assert "Retry embedding" in text
+    annotator_view = _client(campaign.annotators.get()).get(
+        reverse("campaign-detail", args=[campaign.pk])
+    )
+    assert "The embedding job failed. A campaign manager" in annotator_view.content.decode()
+    assert "OSError" not in annotator_view.content.decode()  # no server details
     response = client.post(reverse("campaign-embed", args=[campaign.pk]))
     assert response.status_code == 302
     assert EmbeddingJob.objects.filter(status="queued").count() == 1
+
+
+def test_staff_can_browse_the_platform_rows_in_django_admin(
+    campaign: Campaign, staff: Any, django_user_model: Any
+) -> None:
+    staff.is_superuser = True
+    staff.save()
+    EmbeddingJob.objects.create(campaign=campaign, model_name="fake-32")
+    client = _client(staff)
+    for model in ("campaign", "upload", "item", "embeddingjob"):
+        assert client.get(f"/admin/labeling/{model}/").status_code == 200, model

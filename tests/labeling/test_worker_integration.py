@@ -136,9 +136,11 @@ def test_the_real_minilm_model_embeds_through_the_worker(
 
     wait_for(lambda: _status(job).status == Status.DONE, 180, "MiniLM embeddings", worker.log)
 
-    assert (job.model_name, job.dim, job.device) == ("all-MiniLM-L6-v2", 384, "cpu")
+    assert (job.model_name, job.dim) == ("all-MiniLM-L6-v2", 384)
+    assert job.device in ("cpu", "cuda")
     matrix = _matrix(campaign, job)
     assert matrix.shape == (3, 384) and matrix.dtype == np.float32
-    np.testing.assert_allclose(np.linalg.norm(matrix, axis=1), 1.0, atol=1e-5)
+    # fp16 on a GPU rounds the norms to about 1e-3.
+    np.testing.assert_allclose(np.linalg.norm(matrix, axis=1), 1.0, atol=2e-3)
     similarity = matrix @ matrix.T
     assert similarity[0, 1] > similarity[0, 2] + 0.2  # the two film reviews are closest

@@ -89,7 +89,8 @@ def database_url(settings_dict: dict[str, Any]) -> str:
     user = quote(settings_dict.get("USER") or "", safe="")
     password = quote(settings_dict.get("PASSWORD") or "", safe="")
     auth = f"{user}:{password}@" if password else (f"{user}@" if user else "")
-    host = settings_dict.get("HOST") or "127.0.0.1"
+    # A Unix socket directory goes into the URL percent-encoded.
+    host = quote(settings_dict.get("HOST") or "127.0.0.1", safe="")
     return f"postgres://{auth}{host}:{settings_dict.get('PORT') or 5432}/{name}"
 
 
