@@ -11,7 +11,7 @@ DATA ?=
 export HF_HUB_OFFLINE ?= 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install system-deps demo test test-postgres lint fmt bench-center bench-curve bench-al bench-al-tune clean
+.PHONY: help install system-deps test-deps demo test test-postgres lint fmt bench-center bench-curve bench-al bench-al-tune clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -25,20 +25,29 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv and install Carve with its dev tools
 
-# Debian packages the platform runs on: redis-server (the Celery broker). PostgreSQL for
-# test-postgres is installed by scripts/with-postgres.sh when missing.
-system-deps: ## apt-get install redis-server when it is missing (needs root)
-	@command -v redis-server >/dev/null 2>&1 || { \
+# Debian packages: redis-server (the Celery broker) for the platform, chromium for the browser
+# tests. PostgreSQL for test-postgres is installed by scripts/with-postgres.sh when missing.
+NEED_RUN  := $(if $(shell command -v redis-server),,redis-server)
+NEED_TEST := $(NEED_RUN) $(if $(wildcard /usr/bin/chromium),,chromium)
+define apt_install
+	@if [ -n "$(strip $(1))" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
-	    echo "Installing redis-server (apt-get)..."; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
-	  else echo "redis-server is missing: sudo apt-get install -y redis-server" >&2; exit 1; fi; }
+	    echo "Installing $(strip $(1)) (apt-get)..."; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(1) >/dev/null; \
+	  else echo "Missing Debian packages: sudo apt-get install -y $(strip $(1))" >&2; exit 1; fi; fi
+endef
+
+system-deps: ## apt-get install redis-server when missing (needs root)
+	$(call apt_install,$(NEED_RUN))
+
+test-deps: ## apt-get install redis-server and chromium when missing (needs root)
+	$(call apt_install,$(NEED_TEST))
 
 $(VENV)/.demo-installed: $(STAMP)
 	$(BIN)/python -m pip install -e ".[dev,demo]"
 	touch $@
 
-demo: $(VENV)/.demo-installed system-deps ## run Carve with a demo campaign on 127.0.0.1:$(PORT) until Ctrl-C (DATA=file.csv)
+demo: $(VENV)/.demo-installed system-deps ## run Carve with a demo campaign until Ctrl-C (PORT=8000, DATA=file.csv)
 	$(BIN)/python -m labeling.demo --port $(PORT) $(if $(DATA),--data "$(abspath $(DATA))")
 
 lint: $(STAMP) ## ruff (lint + format check) and mypy --strict on learner/
@@ -50,11 +59,11 @@ fmt: $(STAMP) ## apply ruff fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-test: $(STAMP) system-deps lint ## lint, the test suite on SQLite (slow tests excluded), then test-postgres
+test: $(STAMP) test-deps lint ## lint, the test suite on SQLite (slow tests excluded), then test-postgres
 	$(BIN)/python -m pytest
 	$(MAKE) --no-print-directory test-postgres
 
-test-postgres: $(STAMP) system-deps ## the platform tests (tests/labeling) on a throwaway PostgreSQL
+test-postgres: $(STAMP) test-deps ## the platform tests (tests/labeling) on a throwaway PostgreSQL
 	scripts/with-postgres.sh $(BIN)/python -m pytest tests/labeling -p no:cacheprovider
 
 bench-center: $(STAMP) ## structured analytic centre vs cvxpy; prints speedups and objective gap
