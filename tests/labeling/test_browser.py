@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
-from typing import Any
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import pytest
 from django.conf import settings as django_settings
+from django.db import connections
 from django.test import Client
 
 from labeling.models import Campaign, EmbeddingJob
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]
+T = TypeVar("T")
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -24,11 +27,30 @@ CHROMIUM_ARGS = [
 ]
 
 
+def db(fn: Callable[[], T]) -> T:
+    """Run ORM code in a thread of its own and close its connection.
+
+    Playwright's sync API keeps an event loop running in the test's thread, where Django
+    refuses ORM calls; a connection opened there anyway would outlive the test (PostgreSQL
+    then refuses to drop the test database).
+    """
+    result: list[T] = []
+
+    def run() -> None:
+        try:
+            result.append(fn())
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    assert result, "the database call failed (see the traceback above)"
+    return result[0]
+
+
 @pytest.fixture
-def page(live_server: Any, annotator: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    # Playwright's sync API runs an event loop in this thread; the ORM calls the test makes
-    # in between are still synchronous (Django's documented switch for this case).
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+def page(live_server: Any, annotator: Any) -> Iterator[Any]:
     if shutil.which(CHROMIUM) is None:
         pytest.fail("chromium is not installed; `make test` installs it (apt-get)")
     from playwright.sync_api import sync_playwright
@@ -55,24 +77,22 @@ def page(live_server: Any, annotator: Any, monkeypatch: pytest.MonkeyPatch) -> I
 
 
 def test_the_progress_bar_follows_the_job_without_reloading_the_page(
-    page: Any, live_server: Any, campaign: Campaign
+    campaign: Campaign, live_server: Any, page: Any
 ) -> None:
-    job = EmbeddingJob.objects.create(
-        campaign=campaign,
-        model_name="fake-32",
-        status="running",
-        n_total=200,
-        n_done=20,
-        heartbeat_at=None,
+    # `campaign` comes first: its rows are made before the browser's event loop starts.
+    job = db(
+        lambda: EmbeddingJob.objects.create(
+            campaign=campaign, model_name="fake-32", status="running", n_total=200, n_done=20
+        )
     )
     page.goto(f"{live_server.url}/campaigns/{campaign.pk}/")
     bar = page.locator("#embedding-status progress")
     assert bar.get_attribute("value") == "10"
     page.evaluate("window.__sameDocument = true")  # gone if the page reloads
 
-    EmbeddingJob.objects.filter(pk=job.pk).update(n_done=150)
+    db(lambda: EmbeddingJob.objects.filter(pk=job.pk).update(n_done=150))
     page.wait_for_function("document.querySelector('#embedding-status progress').value === 75")
-    EmbeddingJob.objects.filter(pk=job.pk).update(status="done", n_done=200, dim=32)
+    db(lambda: EmbeddingJob.objects.filter(pk=job.pk).update(status="done", n_done=200, dim=32))
     page.locator("[data-status='done']").wait_for()
 
     assert page.evaluate("window.__sameDocument") is True
