@@ -294,6 +294,9 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt  # SIGTERM stops the demo like Ctrl-C, at any stage
 
     signal.signal(signal.SIGTERM, on_signal)
+    # Ctrl-C raises KeyboardInterrupt even when started from a script that ignores SIGINT
+    # (background jobs of a non-interactive shell inherit SIG_IGN).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         procs.start(
             "redis",

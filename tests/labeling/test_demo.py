@@ -91,9 +91,15 @@ def _login(base: str, username: str, password: str) -> urllib.request.OpenerDire
     return opener
 
 
+def _ignore_sigint() -> None:
+    # What a background job of a non-interactive shell inherits: Ctrl-C must still work.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 @pytest.mark.timeout(240)
-def test_make_demo_serves_a_campaign_with_finished_embeddings_and_stops_on_ctrl_c(
-    tmp_path: Path,
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
+def test_make_demo_serves_a_campaign_with_finished_embeddings_and_stops_on_a_signal(
+    tmp_path: Path, stop_signal: signal.Signals
 ) -> None:
     port = free_port()
     data = tmp_path / "reviews.csv"
@@ -123,6 +129,7 @@ def test_make_demo_serves_a_campaign_with_finished_embeddings_and_stops_on_ctrl_
             env=env,
             stdout=sink,
             stderr=subprocess.STDOUT,
+            preexec_fn=_ignore_sigint,
         )
     try:
         wait_for(lambda: "Embeddings ready" in log.read_text(), 180, "the demo", log)
@@ -141,8 +148,13 @@ def test_make_demo_serves_a_campaign_with_finished_embeddings_and_stops_on_ctrl_
         annotator = _login(base, "demo-annotator", creds["demo-annotator"])
         assert "Demo: sentiment" in annotator.open(base, timeout=10).read().decode()
     finally:
-        proc.send_signal(signal.SIGINT)
-        code = proc.wait(timeout=60)
+        proc.send_signal(stop_signal)
+        try:
+            code = proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.terminate()  # SIGTERM stops the demo and what it started
+            proc.wait(timeout=60)
+            pytest.fail(f"the demo ignored {stop_signal.name}:\n{log.read_text()[-3000:]}")
     assert code == 0
     assert log.read_text().rstrip().endswith("Stopped.")
     with pytest.raises(OSError):  # the web server is gone
