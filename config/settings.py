@@ -145,6 +145,11 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 # `collectstatic` target. The Docker image sets it outside the data volume.
 STATIC_ROOT = (BASE_DIR / envstr("STATIC_ROOT", str(CARVE_DATA_DIR / "static"))).resolve()
 
+# --- Labeling -----------------------------------------------------------------------------------
+
+# Seconds an item served to an annotator stays reserved for them; then others may get it.
+CARVE_LEASE_SECONDS = envint("LEASE_SECONDS", 600)
+
 # --- Embeddings ---------------------------------------------------------------------------------
 
 # "sentence-transformers" (real model) or "fake" (deterministic hash vectors, tests/dev only).

@@ -76,6 +76,19 @@ class Campaign(models.Model):
     )
     seed = models.PositiveIntegerField(default=0, help_text="Seed of the gates and projection.")
 
+    # Labeling.
+    overlap = models.PositiveSmallIntegerField(
+        "labels per item",
+        default=1,
+        validators=[MinValueValidator(1), MaxValueValidator(5)],
+        help_text="Independent labels each item needs, from different annotators.",
+    )
+    gold_rate = models.FloatField(
+        default=0.1,
+        validators=[MinValueValidator(0.0), MaxValueValidator(0.5)],
+        help_text="Share of served items taken from the gold items (never shown as gold).",
+    )
+
     def __str__(self) -> str:
         return self.name
 
@@ -168,3 +181,63 @@ class EmbeddingJob(models.Model):
     @property
     def is_active(self) -> bool:
         return self.status in (self.Status.QUEUED, self.Status.RUNNING)
+
+
+class Assignment(models.Model):
+    """An item handed to an annotator: LEASED until ``expires_at``, then LABELED or SKIPPED.
+
+    One row per (item, annotator), so nobody is served the same item twice. An item is
+    available while it has fewer than ``campaign.overlap`` assignments that are LABELED or
+    still-valid leases; a claim counts them under a lock on the item row.
+    """
+
+    class State(models.TextChoices):
+        LEASED = "leased"
+        LABELED = "labeled"
+        SKIPPED = "skipped"
+
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="assignments")
+    annotator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="assignments"
+    )
+    state = models.CharField(max_length=10, choices=State.choices, default=State.LEASED)
+    expires_at = models.DateTimeField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["item", "annotator"], name="assignment_once"),
+        ]
+        indexes = [models.Index(fields=["annotator", "state"])]
+
+    def __str__(self) -> str:
+        return f"{self.item_id} → {self.annotator_id} ({self.state})"
+
+
+class Label(models.Model):
+    """A label an annotator gave an item: the source of truth. Undo sets ``undone_at``;
+    rows are never deleted, so no label is ever lost."""
+
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="labels")
+    annotator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="labels"
+    )
+    value = models.CharField(max_length=200)
+    comment = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    undone_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            # A double-submitted label is stored once.
+            models.UniqueConstraint(
+                fields=["item", "annotator"],
+                condition=models.Q(undone_at__isnull=True),
+                name="label_once_per_annotator",
+            ),
+        ]
+        indexes = [models.Index(fields=["item", "undone_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.value} on {self.item_id} by {self.annotator_id}"

@@ -1,0 +1,191 @@
+"""Serving items to annotators and storing their labels (issue 5's core, DESIGN §3).
+
+- :func:`next_assignment` gives an annotator their current lease, or claims a new item: the
+  learner's ranked queue first, then the rest in pool order; a share of gold items is mixed
+  in. Claims lock the item row (``SELECT ... FOR UPDATE SKIP LOCKED`` on PostgreSQL; SQLite's
+  IMMEDIATE transactions serialise writers), count the item's live assignments, and insert a
+  lease only while fewer than ``campaign.overlap`` exist. Two annotators never hold the same
+  item unless it needs two labels; an expired lease no longer counts.
+- :func:`submit_label` stores a label once (a double submission returns the first),
+  :func:`skip` sets the item aside for this annotator, :func:`undo_last` withdraws the
+  annotator's latest label (kept, marked undone) and leases its item to them again.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Count, Q, QuerySet
+from django.utils import timezone
+
+from labeling.models import Assignment, Campaign, Item, Label
+
+State = Assignment.State
+
+
+def lease_duration() -> timedelta:
+    return timedelta(seconds=settings.CARVE_LEASE_SECONDS)
+
+
+def _live(now: Any) -> Q:
+    """Assignments that occupy a slot of their item: labeled, or leased and not expired."""
+    return Q(assignments__state=State.LABELED) | Q(
+        assignments__state=State.LEASED, assignments__expires_at__gt=now
+    )
+
+
+def available_items(campaign: Campaign, user: Any, now: Any = None) -> QuerySet[Item]:
+    """Items this annotator may be served now (a claim re-checks under a lock)."""
+    now = now or timezone.now()
+    return (
+        Item.objects.filter(campaign=campaign)
+        .exclude(assignments__annotator=user)
+        .annotate(busy=Count("assignments", filter=_live(now), distinct=True))
+        .filter(busy__lt=campaign.overlap)
+    )
+
+
+def _claim(item_id: int, user: Any, overlap: int) -> Assignment | None:
+    now = timezone.now()
+    with transaction.atomic():
+        item = Item.objects.select_for_update(skip_locked=True).filter(pk=item_id).first()
+        if item is None:  # being claimed by someone else right now (PostgreSQL), or gone
+            return None
+        mine = Assignment.objects.filter(item=item, annotator=user).first()
+        if mine is not None and mine.state != State.LEASED:
+            return None  # labeled or skipped by this annotator already
+        others = (
+            Assignment.objects.filter(item=item)
+            .exclude(annotator=user)
+            .filter(Q(state=State.LABELED) | Q(state=State.LEASED, expires_at__gt=now))
+            .count()
+        )
+        if others >= overlap:
+            return None
+        if mine is not None:  # this annotator's own expired lease: renew it
+            mine.expires_at = now + lease_duration()
+            mine.save(update_fields=["expires_at", "updated_at"])
+            return mine
+        return Assignment.objects.create(
+            item=item, annotator=user, state=State.LEASED, expires_at=now + lease_duration()
+        )
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """Item ids to try, in order."""
+
+    ids: list[int]
+    gold: bool  # whether this round tries gold items first
+
+
+def candidate_ids(
+    campaign: Campaign, user: Any, ranked: list[int], rng: random.Random, limit: int = 50
+) -> Candidates:
+    """The learner's ranked queue (still available) first, then available items in pool
+    order; with probability ``campaign.gold_rate`` available gold items come first."""
+    available = available_items(campaign, user)
+    gold_first = bool(campaign.gold_rate) and rng.random() < campaign.gold_rate
+    ids: list[int] = []
+    if gold_first:
+        gold = list(available.exclude(gold="").values_list("pk", flat=True)[:limit])
+        rng.shuffle(gold)
+        ids += gold
+    if ranked:
+        still = set(available.filter(pk__in=ranked).values_list("pk", flat=True))
+        ids += [pk for pk in ranked if pk in still]
+    ids += list(available.order_by("position").values_list("pk", flat=True)[:limit])
+    seen: set[int] = set()
+    return Candidates([pk for pk in ids if not (pk in seen or seen.add(pk))], gold_first)
+
+
+def current_assignment(campaign: Campaign, user: Any) -> Assignment | None:
+    """The annotator's oldest unexpired lease in this campaign."""
+    return (
+        Assignment.objects.filter(
+            item__campaign=campaign,
+            annotator=user,
+            state=State.LEASED,
+            expires_at__gt=timezone.now(),
+        )
+        .select_related("item")
+        .order_by("created_at", "pk")
+        .first()
+    )
+
+
+def next_assignment(
+    campaign: Campaign, user: Any, ranked: list[int] | None = None, rng: random.Random | None = None
+) -> Assignment | None:
+    """The item this annotator should label now, leased to them; None when nothing is left."""
+    current = current_assignment(campaign, user)
+    if current is not None:
+        return current
+    rng = rng or random.Random()
+    for item_id in candidate_ids(campaign, user, ranked or [], rng).ids:
+        claimed = _claim(item_id, user, campaign.overlap)
+        if claimed is not None:
+            return claimed
+    return None
+
+
+@dataclass(frozen=True)
+class Submitted:
+    label: Label
+    created: bool  # False: a double submission, the first label stands
+
+
+def submit_label(item: Item, user: Any, value: str, comment: str = "") -> Submitted:
+    """Store ``value`` as ``user``'s label of ``item`` (once) and close their assignment.
+
+    The label is accepted even when the lease has expired meanwhile: the work is done and no
+    label is lost (the item may then get one label more than ``overlap``).
+    """
+    if value not in item.campaign.labels:
+        raise ValueError(f"{value!r} is not a label of this campaign")
+    try:
+        with transaction.atomic():
+            label = Label.objects.create(item=item, annotator=user, value=value, comment=comment)
+            Assignment.objects.update_or_create(
+                item=item,
+                annotator=user,
+                defaults={"state": State.LABELED, "expires_at": timezone.now()},
+            )
+    except IntegrityError:
+        existing = Label.objects.get(item=item, annotator=user, undone_at__isnull=True)
+        return Submitted(existing, created=False)
+    return Submitted(label, created=True)
+
+
+def skip(item: Item, user: Any) -> None:
+    """Set the item aside for this annotator (others may still get it)."""
+    Assignment.objects.update_or_create(
+        item=item, annotator=user, defaults={"state": State.SKIPPED, "expires_at": timezone.now()}
+    )
+
+
+def undo_last(campaign: Campaign, user: Any) -> Label | None:
+    """Withdraw the annotator's latest label in ``campaign`` and lease its item back to them.
+
+    The label row stays (``undone_at`` set): undo never loses data. Returns it, or None.
+    """
+    with transaction.atomic():
+        label = (
+            Label.objects.select_for_update()
+            .filter(item__campaign=campaign, annotator=user, undone_at__isnull=True)
+            .order_by("-created_at", "-pk")
+            .first()
+        )
+        if label is None:
+            return None
+        label.undone_at = timezone.now()
+        label.save(update_fields=["undone_at"])
+        Assignment.objects.filter(item=label.item_id, annotator=user).update(
+            state=State.LEASED, expires_at=timezone.now() + lease_duration()
+        )
+    return label
