@@ -149,6 +149,9 @@ STATIC_ROOT = (BASE_DIR / envstr("STATIC_ROOT", str(CARVE_DATA_DIR / "static")))
 
 # Seconds an item served to an annotator stays reserved for them; then others may get it.
 CARVE_LEASE_SECONDS = envint("LEASE_SECONDS", 600)
+# Items the learner ranks ahead after each update (a diverse batch, so concurrent annotators
+# get different informative items).
+CARVE_QUEUE_LENGTH = envint("QUEUE_LENGTH", 50)
 
 # --- Embeddings ---------------------------------------------------------------------------------
 

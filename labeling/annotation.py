@@ -23,6 +23,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
+from labeling import learning
 from labeling.models import Assignment, Campaign, Item, Label
 
 State = Assignment.State
@@ -156,6 +157,7 @@ def submit_label(item: Item, user: Any, value: str, comment: str = "") -> Submit
                 annotator=user,
                 defaults={"state": State.LABELED, "expires_at": timezone.now()},
             )
+            learning.request_update(item.campaign_id)
     except IntegrityError:
         existing = Label.objects.get(item=item, annotator=user, undone_at__isnull=True)
         return Submitted(existing, created=False)
@@ -188,4 +190,5 @@ def undo_last(campaign: Campaign, user: Any) -> Label | None:
         Assignment.objects.filter(item=label.item_id, annotator=user).update(
             state=State.LEASED, expires_at=timezone.now() + lease_duration()
         )
+        learning.request_update(campaign.pk)
     return label

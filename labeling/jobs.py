@@ -226,6 +226,11 @@ def run_embedding_job(job_id: int, worker: str = "") -> Outcome:
             _send_next(campaign_id)
             raise
     _send_next(campaign_id)
+    # New embeddings: the learner (re)builds its state and queue over the full pool.
+    from labeling import learning
+
+    with transaction.atomic():
+        learning.request_update(campaign_id)
     return Outcome.DONE
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -88,9 +89,31 @@ class Campaign(models.Model):
         validators=[MinValueValidator(0.0), MaxValueValidator(0.5)],
         help_text="Share of served items taken from the gold items (never shown as gold).",
     )
+    # Bumped by every label change; a learner run records the version it saw (coalescing).
+    label_version = models.PositiveIntegerField(default=0, editable=False)
+    # A learner update is queued and has not started yet: no second one is sent.
+    learner_pending = models.BooleanField(default=False, editable=False)
+    learner_requested_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    # Written only by conditional UPDATEs (labeling.learning); a save() of a campaign loaded
+    # earlier must not put old values back.
+    COUNTERS = frozenset({"label_version", "learner_pending", "learner_requested_at"})
 
     def __str__(self) -> str:
         return self.name
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if (
+            self.pk is not None
+            and kwargs.get("update_fields") is None
+            and not kwargs.get("force_insert")
+        ):
+            kwargs["update_fields"] = [
+                f.name
+                for f in self._meta.concrete_fields
+                if not f.primary_key and f.name not in self.COUNTERS
+            ]
+        super().save(*args, **kwargs)
 
 
 class Upload(models.Model):
@@ -241,3 +264,31 @@ class Label(models.Model):
 
     def __str__(self) -> str:
         return f"{self.value} on {self.item_id} by {self.annotator_id}"
+
+
+class LearnerSnapshot(models.Model):
+    """The campaign's learner after its last update: a cache, rebuilt from the labels when
+    missing or stale (DESIGN §3), and the ranked queue of items to serve next."""
+
+    campaign = models.OneToOneField(Campaign, on_delete=models.CASCADE, related_name="learner")
+    # Campaign.label_version this snapshot reflects; an older run never overwrites a newer one.
+    version = models.PositiveIntegerField(default=0)
+    # What the state was built from: learner config and embeddings (model, rows digest).
+    fingerprint = models.CharField(max_length=64)
+    state = models.BinaryField()  # learner.LearnerState.to_bytes()
+    # Training labels in the state, in order: [label ids of the item, item id, class index].
+    training = models.JSONField(default=list)
+    queue = models.JSONField(default=list)  # item ids, most informative first
+    conflicts = models.JSONField(default=list)  # groups of item ids that cannot all be right
+    center_status = models.CharField(max_length=40, blank=True)
+    message = models.TextField(blank=True)
+    solver = models.CharField(max_length=200, blank=True)
+    n_labels = models.PositiveIntegerField(default=0)
+    round = models.PositiveIntegerField(default=0)
+    seconds = models.FloatField(default=0.0)
+    rebuilt = models.BooleanField(default=False)  # from scratch (True) or incremental
+    error = models.TextField(blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"learner of {self.campaign_id} (v{self.version}, {self.n_labels} labels)"

@@ -11,7 +11,7 @@ from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError
 from kombu.exceptions import OperationalError as BrokerError
 
-from labeling import jobs
+from labeling import jobs, learning
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +36,22 @@ def embed_campaign(self: Any, job_id: int) -> str:
     if outcome is jobs.Outcome.BUSY:
         embed_campaign.apply_async((job_id,), countdown=settings.CARVE_JOB_STALE_SECONDS + 1)
     return outcome.value
+
+
+@shared_task(
+    acks_late=True,
+    reject_on_worker_lost=True,
+    autoretry_for=(OperationalError, InterfaceError),
+    retry_backoff=True,
+    max_retries=5,
+)
+def update_learner(campaign_id: int) -> str:
+    """Bring a campaign's learner up to date (:func:`labeling.learning.update_learner`).
+
+    Idempotent: it reads the labels from the database each time, and a run that finishes after
+    a newer one does not overwrite it.
+    """
+    return learning.update_learner(campaign_id).status
 
 
 @worker_ready.connect

@@ -1,0 +1,216 @@
+"""The one bridge between the database and :mod:`learner` (DESIGN §1).
+
+:func:`update_learner` turns a campaign's rows into arrays (embeddings from the campaign's
+cache, consensus labels as class indices), brings the stored learner up to date, recentres
+it, and stores the ranked queue of items to serve next. The database is the source of truth:
+the stored state is a cache, extended with new labels when it is still valid and rebuilt from
+scratch otherwise (an undo, new items, other settings, or no snapshot at all). A run that dies
+midway changes nothing; the next run catches up.
+
+Coalescing: :func:`request_update` bumps ``Campaign.label_version`` and sends one task only if
+none is pending; the task clears the flag when it starts, so labels that arrive while it runs
+queue exactly one more.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+import learner
+from labeling import jobs
+from labeling.models import Assignment, Campaign, EmbeddingJob, Item, Label, LearnerSnapshot
+
+logger = logging.getLogger(__name__)
+
+
+def request_update(campaign_id: int) -> bool:
+    """Note a label change and queue one learner update unless one is already queued.
+
+    Call inside the transaction that changed the labels. Returns whether a task was sent.
+    """
+    Campaign.objects.filter(pk=campaign_id).update(label_version=F("label_version") + 1)
+    sent = Campaign.objects.filter(pk=campaign_id, learner_pending=False).update(
+        learner_pending=True, learner_requested_at=timezone.now()
+    )
+    if sent:
+        from labeling.tasks import update_learner as task
+
+        transaction.on_commit(lambda: task.delay(campaign_id), robust=True)
+    return bool(sent)
+
+
+def learner_config(campaign: Campaign, n_raw: int) -> learner.LearnerConfig:
+    """The campaign's learner settings for embeddings of width ``n_raw``."""
+    k = len(campaign.labels)
+    task = learner.Task.BINARY if k == 2 else learner.Task.MULTICLASS
+    projection: dict[str, Any] = {"projection": learner.Projection.NONE, "n_components": None}
+    if campaign.projection_dim and campaign.projection_dim < n_raw:
+        projection = {
+            "projection": learner.Projection.PCA,
+            "n_components": campaign.projection_dim,
+        }
+    return learner.LearnerConfig(
+        task=task,
+        n_classes=k,
+        n_gates=campaign.n_gates,
+        radius=campaign.radius,
+        seed=campaign.seed,
+        **projection,
+    )
+
+
+@dataclass(frozen=True)
+class Training:
+    """Consensus labels: one row per item whose active labels agree."""
+
+    rows: list[list[Any]]  # [sorted label ids, item id, class index], ordered by first label id
+    disagreements: list[int]  # item ids whose annotators disagree (for review)
+
+
+def consensus(campaign: Campaign) -> Training:
+    labels = Label.objects.filter(item__campaign=campaign, undone_at__isnull=True).order_by("pk")
+    by_item: dict[int, list[tuple[int, str]]] = {}
+    for label_id, item_id, value in labels.values_list("pk", "item_id", "value"):
+        by_item.setdefault(item_id, []).append((label_id, value))
+    index = {name: i for i, name in enumerate(campaign.labels)}
+    rows, disagreements = [], []
+    for item_id, given in sorted(by_item.items(), key=lambda kv: kv[1][0][0]):
+        values = {value for _, value in given}
+        if len(values) > 1:
+            disagreements.append(item_id)
+        elif next(iter(values)) in index:
+            rows.append([[i for i, _ in given], item_id, index[next(iter(values))]])
+    return Training(rows, disagreements)
+
+
+@dataclass(frozen=True)
+class UpdateOutcome:
+    status: str  # "updated", "no-embeddings", "no-items", "stale" (a newer run already wrote)
+    snapshot: LearnerSnapshot | None = None
+
+
+def _embeddings(campaign: Campaign) -> tuple[np.ndarray, dict[int, int], str] | None:
+    """(pool matrix, item id -> row, fingerprint part) once every item is embedded."""
+    done = (
+        EmbeddingJob.objects.filter(campaign=campaign, status=EmbeddingJob.Status.DONE)
+        .order_by("-pk")
+        .first()
+    )
+    if done is None:
+        return None
+    items = list(
+        Item.objects.filter(campaign=campaign).order_by("position").values_list("pk", "text_sha256")
+    )
+    store = jobs.store_for(campaign.pk, done.model_name)
+    keys = [key for _, key in items]
+    if not items or store.valid_rows(keys, done.model_name) != len(items):
+        return None  # new items are still being embedded
+    manifest = store.manifest() or {}
+    rows = {pk: row for row, (pk, _) in enumerate(items)}
+    return store.load(len(items)), rows, f"{done.model_name}:{manifest.get('rows_digest')}"
+
+
+def update_learner(campaign_id: int) -> UpdateOutcome:
+    """Bring the campaign's learner up to date with its labels; store the ranked queue."""
+    Campaign.objects.filter(pk=campaign_id).update(learner_pending=False)
+    campaign = Campaign.objects.get(pk=campaign_id)
+    version = campaign.label_version
+    started = time.perf_counter()
+    pool = _embeddings(campaign)
+    if pool is None:
+        return UpdateOutcome("no-embeddings")
+    E, row_of, pool_key = pool
+    config = learner_config(campaign, E.shape[1])
+    fingerprint = hashlib.sha256(
+        json.dumps([config.to_dict(), pool_key], sort_keys=True).encode()
+    ).hexdigest()
+    training = consensus(campaign)
+    snapshot = LearnerSnapshot.objects.filter(campaign=campaign).first()
+
+    state, rebuilt = None, True
+    if (
+        snapshot is not None
+        and snapshot.fingerprint == fingerprint
+        and snapshot.state
+        and training.rows[: len(snapshot.training)] == snapshot.training
+    ):
+        state = learner.LearnerState.from_bytes(bytes(snapshot.state))
+        new_rows = training.rows[len(snapshot.training) :]
+        rebuilt = False
+    else:
+        state = learner.init_state(config, E)
+        new_rows = training.rows
+    if new_rows:
+        rows = [row_of[item_id] for _, item_id, _ in new_rows]
+        state = learner.with_labels(state, E[rows], [cls for _, _, cls in new_rows])
+    result = None
+    if training.rows:
+        state, result = learner.recenter(state)
+
+    exclude = np.zeros(E.shape[0], dtype=bool)
+    done_items = (
+        Assignment.objects.filter(item__campaign=campaign)
+        .filter(Q(state=Assignment.State.LABELED))
+        .values_list("item_id", flat=True)
+    )
+    exclude[np.asarray([row_of[i] for i in done_items if i in row_of], dtype=np.intp)] = True
+    item_of = {row: pk for pk, row in row_of.items()}
+    queue: list[int] = []
+    if not exclude.all():
+        k = min(settings.CARVE_QUEUE_LENGTH, int((~exclude).sum()))
+        rng = np.random.default_rng([campaign.seed, state.round])
+        picked = learner.query(state, E, k=k, rng=rng, exclude=exclude)
+        queue = [item_of[int(i)] for i in picked.indices]
+    index_to_item = [item_id for _, item_id, _ in training.rows]
+    conflicts = [
+        sorted({index_to_item[i] for i in group}) for group in (result.conflicts if result else ())
+    ]
+    fields = {
+        "version": version,
+        "fingerprint": fingerprint,
+        "state": state.to_bytes(),
+        "training": training.rows,
+        "queue": queue,
+        "conflicts": conflicts,
+        "center_status": result.status.value if result else "",
+        "message": result.message if result else "No labels yet: items are served in pool order.",
+        "solver": result.solver if result else "",
+        "n_labels": len(training.rows),
+        "round": state.round,
+        "seconds": time.perf_counter() - started,
+        "rebuilt": rebuilt,
+        "error": "",
+    }
+    with transaction.atomic():
+        Campaign.objects.select_for_update().filter(pk=campaign_id).exists()
+        current = LearnerSnapshot.objects.filter(campaign=campaign).first()
+        if current is not None and current.version > version:
+            return UpdateOutcome("stale")  # a run that started later already wrote
+        saved, _ = LearnerSnapshot.objects.update_or_create(campaign=campaign, defaults=fields)
+    logger.info(
+        "learner of campaign %s: %d labels, %s, queue %d, %.2f s (%s)",
+        campaign_id,
+        len(training.rows),
+        fields["center_status"] or "no centre",
+        len(queue),
+        fields["seconds"],
+        "rebuilt" if rebuilt else "incremental",
+    )
+    return UpdateOutcome("updated", saved)
+
+
+def ranked_queue(campaign: Campaign) -> list[int]:
+    """The item ids the learner ranks first (empty before its first update)."""
+    queue = LearnerSnapshot.objects.filter(campaign=campaign).values_list("queue", flat=True)
+    return list(queue.first() or [])

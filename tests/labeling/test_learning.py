@@ -1,0 +1,176 @@
+"""The learner bridge: labels in the database -> learner state -> ranked queue."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from django.contrib.auth import get_user_model
+
+import learner
+from labeling import annotation, jobs, learning
+from labeling.embedding import FakeEmbedder
+from labeling.models import Campaign, EmbeddingJob, Item, Label, LearnerSnapshot
+from labeling.services import import_file
+
+pytestmark = pytest.mark.django_db
+
+
+def _setup(campaign: Campaign, n: int = 60) -> tuple[list[Item], np.ndarray]:
+    body = "text\n" + "\n".join(f"item {i}" for i in range(n)) + "\n"
+    import_file(campaign, campaign.created_by, body.encode(), "d.csv")
+    jobs.run_embedding_job(EmbeddingJob.objects.get(campaign=campaign).pk)
+    items = list(Item.objects.filter(campaign=campaign).order_by("position"))
+    return items, FakeEmbedder().encode([i.text for i in items])
+
+
+def _teacher(E: np.ndarray) -> np.ndarray:
+    w = np.random.default_rng(0).standard_normal(E.shape[1])
+    return (E @ w > 0).astype(int)
+
+
+def _label(items: list[Item], y: np.ndarray, who: Any, which: range) -> None:
+    for i in which:
+        annotation.submit_label(items[i], who, ["negative", "positive"][y[i]])
+
+
+def test_nothing_to_do_before_the_embeddings(campaign: Campaign) -> None:
+    assert learning.update_learner(campaign.pk).status == "no-embeddings"
+    assert not LearnerSnapshot.objects.exists()
+
+
+def test_without_labels_the_queue_holds_distinct_items(campaign: Campaign, settings: Any) -> None:
+    settings.CARVE_QUEUE_LENGTH = 10
+    items, _ = _setup(campaign)
+    out = learning.update_learner(campaign.pk)
+    assert out.status == "updated" and out.snapshot is not None
+    queue = out.snapshot.queue
+    assert len(queue) == len(set(queue)) == 10
+    assert set(queue) <= {i.pk for i in items}
+    assert out.snapshot.n_labels == 0 and out.snapshot.center_status == ""
+
+
+def test_labels_recentre_the_learner_and_the_queue_follows_its_scores(
+    campaign: Campaign, annotator: Any
+) -> None:
+    items, E = _setup(campaign)
+    y = _teacher(E)
+    _label(items, y, annotator, range(12))
+    out = learning.update_learner(campaign.pk)
+    snap = out.snapshot
+    assert snap is not None
+    assert snap.n_labels == 12 and snap.center_status == "optimal"
+    labeled = {items[i].pk for i in range(12)}
+    assert not labeled & set(snap.queue)
+    # The first queued item is the unlabeled item whose cut passes closest to the centre.
+    state = learner.LearnerState.from_bytes(bytes(snap.state))
+    scores = learner.score_pool(E, state.feature_map, state.gates, state.theta, state.config.task)
+    scores[:12] = np.inf
+    assert snap.queue[0] == items[int(np.argmin(scores))].pk
+
+
+def test_new_labels_extend_the_state_and_an_undo_rebuilds_it(
+    campaign: Campaign, annotator: Any
+) -> None:
+    items, E = _setup(campaign)
+    y = _teacher(E)
+    _label(items, y, annotator, range(8))
+    assert learning.update_learner(campaign.pk).snapshot.rebuilt  # first state: from scratch
+    _label(items, y, annotator, range(8, 12))
+    grown = learning.update_learner(campaign.pk).snapshot
+    assert (grown.rebuilt, grown.n_labels) == (False, 12)
+    annotation.undo_last(campaign, annotator)
+    shrunk = learning.update_learner(campaign.pk).snapshot
+    assert (shrunk.rebuilt, shrunk.n_labels) == (True, 11)
+    # The rebuilt state is the one the labels alone give (DESIGN §3).
+    labels = [r[1] for r in shrunk.training]
+    rows = [items.index(Item.objects.get(pk=pk)) for pk in labels]
+    fresh, _ = learner.rebuild(learning.learner_config(campaign, E.shape[1]), E, E[rows], y[rows])
+    state = learner.LearnerState.from_bytes(bytes(shrunk.state))
+    np.testing.assert_allclose(state.theta, fresh.theta, rtol=1e-6, atol=1e-9)
+
+
+def test_other_settings_rebuild_the_state(campaign: Campaign, annotator: Any) -> None:
+    items, E = _setup(campaign)
+    _label(items, _teacher(E), annotator, range(6))
+    learning.update_learner(campaign.pk)
+    campaign.n_gates = 8
+    campaign.save()
+    snap = learning.update_learner(campaign.pk).snapshot
+    assert snap.rebuilt
+    assert learner.LearnerState.from_bytes(bytes(snap.state)).config.n_gates == 8
+
+
+def test_a_run_that_finishes_after_a_newer_one_does_not_overwrite_it(
+    campaign: Campaign,
+) -> None:
+    _setup(campaign)
+    learning.update_learner(campaign.pk)
+    LearnerSnapshot.objects.filter(campaign=campaign).update(version=10**6, queue=[1, 2])
+    assert learning.update_learner(campaign.pk).status == "stale"
+    assert LearnerSnapshot.objects.get().queue == [1, 2]
+
+
+def test_requests_coalesce_into_one_task(
+    campaign: Campaign, django_capture_on_commit_callbacks: Any
+) -> None:
+    with django_capture_on_commit_callbacks() as callbacks:
+        assert learning.request_update(campaign.pk)
+        assert not learning.request_update(campaign.pk)
+    campaign.refresh_from_db()
+    assert len(callbacks) == 1
+    assert (campaign.learner_pending, campaign.label_version) == (True, 2)
+    learning.update_learner(campaign.pk)  # the task clears the flag when it starts
+    campaign.refresh_from_db()
+    assert not campaign.learner_pending
+
+
+def test_disagreeing_annotators_keep_the_item_out_of_training(campaign: Campaign) -> None:
+    campaign.overlap = 2
+    campaign.save()
+    items, _ = _setup(campaign, n=10)
+    a, b = (get_user_model().objects.create_user(n) for n in ("ann", "bob"))
+    annotation.submit_label(items[0], a, "positive")
+    annotation.submit_label(items[0], b, "negative")
+    annotation.submit_label(items[1], a, "positive")
+    annotation.submit_label(items[1], b, "positive")
+    training = learning.consensus(campaign)
+    assert [row[1] for row in training.rows] == [items[1].pk]
+    assert training.disagreements == [items[0].pk]
+    assert Label.objects.count() == 4  # nothing is dropped from the database
+
+
+def test_contradicting_labels_are_reported_as_a_conflict(
+    campaign: Campaign, annotator: Any
+) -> None:
+    items, E = _setup(campaign, n=20)
+    # Two items with the same embedding, labeled both ways: no network fits both.
+    E = E.copy()
+    E[1] = E[0]
+    job = EmbeddingJob.objects.get(campaign=campaign)
+    store = jobs.store_for(campaign.pk, job.model_name)
+    keys = [i.text_sha256 for i in items]
+    chunks = store.plan(keys, 0, chunk_rows=len(keys))
+    store.write_chunk(chunks[0], E)
+    store.finish(keys, 0, chunks, job.model_name)
+    y = _teacher(E)
+    _label(items, y, annotator, range(2, 10))
+    annotation.submit_label(items[0], annotator, "positive")
+    annotation.submit_label(items[1], annotator, "negative")
+    snap = learning.update_learner(campaign.pk).snapshot
+    assert snap.center_status != "optimal" or snap.conflicts
+    assert [items[0].pk, items[1].pk] in snap.conflicts
+
+
+def test_saving_a_campaign_loaded_earlier_keeps_the_label_version(campaign: Campaign) -> None:
+    stale_copy = Campaign.objects.get(pk=campaign.pk)
+    learning.request_update(campaign.pk)
+    stale_copy.name = "Renamed"
+    stale_copy.save()
+    campaign.refresh_from_db()
+    assert (campaign.name, campaign.label_version, campaign.learner_pending) == (
+        "Renamed",
+        1,
+        True,
+    )
