@@ -98,3 +98,27 @@ class UploadForm(forms.Form):
                 f"The file is {upload.size:,} bytes; the limit is {self.max_bytes:,} bytes."
             )
         return upload
+
+
+class LabelActionForm(forms.Form):
+    """One annotator action on the item they were served: label it, skip it, or undo."""
+
+    ACTIONS = ("label", "skip", "undo")
+
+    action = forms.ChoiceField(choices=[(a, a) for a in ACTIONS])
+    item = forms.IntegerField(required=False, min_value=1)
+    value = forms.CharField(required=False, max_length=200)
+    comment = forms.CharField(required=False, max_length=2000)
+
+    def __init__(self, *args: Any, labels: list[str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.labels = labels
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        action = data.get("action")
+        if action in ("label", "skip") and not data.get("item"):
+            raise ValidationError("Which item? The form lost its item; reload the page.")
+        if action == "label" and data.get("value") not in self.labels:
+            raise ValidationError(f"Choose one of the labels: {', '.join(self.labels)}.")
+        return data

@@ -10,17 +10,17 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.db import DatabaseError, connection, transaction
-from django.db.models import Count
+from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST, require_safe
 from django_htmx.middleware import HtmxDetails
 
-from labeling import jobs, permissions, services
-from labeling.forms import CampaignForm, UploadForm
+from labeling import annotation, jobs, learning, permissions, services
+from labeling.forms import CampaignForm, LabelActionForm, UploadForm
 from labeling.importing import UploadRejected
-from labeling.models import Campaign
+from labeling.models import Assignment, Campaign, Label
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +51,14 @@ def healthz(request: HttpRequest) -> HttpResponse:
 def campaign_list(request: HttpRequest) -> HttpResponse:
     campaigns = (
         permissions.visible_campaigns(request.user)
-        .annotate(n_items=Count("items", distinct=True))
+        .annotate(
+            n_items=Count("items", distinct=True),
+            n_labeled=Count(
+                "items",
+                filter=Q(items__labels__isnull=False, items__labels__undone_at__isnull=True),
+                distinct=True,
+            ),
+        )
         .order_by("-created_at")
     )
     return render(
@@ -151,3 +158,66 @@ def embedding_retry(request: HttpRequest, pk: int) -> HttpResponse:
         jobs.request_embedding(campaign)
     messages.info(request, "Embedding job queued.")
     return redirect("campaign-detail", pk=campaign.pk)
+
+
+def _label_page(
+    request: HtmxHttpRequest,
+    campaign: Campaign,
+    form: LabelActionForm | None = None,
+    status: int = 200,
+) -> HttpResponse:
+    served = annotation.next_assignment(campaign, request.user, learning.ranked_queue(campaign))
+    mine = Label.objects.filter(
+        item__campaign=campaign, annotator=request.user, undone_at__isnull=True
+    )
+    context = {
+        "campaign": campaign,
+        "assignment": served,
+        "buttons": [(i + 1, name) for i, name in enumerate(campaign.labels)],
+        "n_mine": mine.count(),
+        "can_undo": mine.exists(),
+        "form": form,
+    }
+    template = "labeling/label.html"
+    if request.htmx:
+        template += "#label-card"
+    return render(request, template, context, status=status)
+
+
+@never_cache
+@login_required
+def label(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    """The annotator's page: one item at a time; POST label / skip / undo, then the next item.
+
+    Without JavaScript the form posts and the page redirects to itself; with htmx the card is
+    swapped in place.
+    """
+    campaign = permissions.get_campaign(request.user, pk)
+    if request.method != "POST":
+        return _label_page(request, campaign)
+    form = LabelActionForm(request.POST, labels=campaign.labels)
+    if not form.is_valid():
+        return _label_page(request, campaign, form, status=400)
+    action = form.cleaned_data["action"]
+    if action == "undo":
+        annotation.undo_last(campaign, request.user)
+    else:
+        served = (
+            Assignment.objects.filter(
+                item_id=form.cleaned_data["item"], item__campaign=campaign, annotator=request.user
+            )
+            .select_related("item")
+            .first()
+        )
+        if served is None:  # never served to this annotator: refuse, do not guess
+            form.add_error(None, "This item was not served to you.")
+            return _label_page(request, campaign, form, status=400)
+        if action == "skip":
+            annotation.skip(served.item, request.user)
+        else:
+            annotation.submit_label(
+                served.item, request.user, form.cleaned_data["value"], form.cleaned_data["comment"]
+            )
+    if request.htmx:
+        return _label_page(request, campaign)
+    return redirect("campaign-label", pk=campaign.pk)

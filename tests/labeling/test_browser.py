@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -12,7 +13,8 @@ from django.conf import settings as django_settings
 from django.db import connections
 from django.test import Client
 
-from labeling.models import Campaign, EmbeddingJob
+from labeling.models import Campaign, EmbeddingJob, Label
+from labeling.services import import_file
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]
 T = TypeVar("T")
@@ -99,3 +101,43 @@ def test_the_progress_bar_follows_the_job_without_reloading_the_page(
     assert "200 / 200 items" in page.locator("#embedding-status").inner_text()
     # Done: the part no longer asks to be reloaded, so polling has stopped.
     assert page.locator("#embedding-status").get_attribute("hx-trigger") is None
+
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_an_annotator_labels_with_the_keyboard_without_page_reloads(
+    campaign: Campaign, live_server: Any, page: Any
+) -> None:
+    def setup() -> None:
+        Campaign.objects.filter(pk=campaign.pk).update(gold_rate=0)
+        texts = [
+            "The plot was thin but the acting carried it; I left smiling.",
+            "Cold food, slow service, and a bill that made it worse.",
+            "A charming little hotel with a view worth the stairs.",
+        ]
+        body = "text\n" + "".join(f'"{t}"\n' for t in texts)
+        import_file(campaign, campaign.created_by, body.encode(), "reviews.csv")
+
+    db(setup)
+    page.goto(f"{live_server.url}/campaigns/{campaign.pk}/label/")
+    page.locator("#item-text").wait_for()
+    page.evaluate("window.__sameDocument = true")
+    first = page.locator("#item-text").get_attribute("data-item")
+    page.screenshot(path=str(REPO_ROOT / "docs" / "img" / "labeling.png"))
+
+    page.keyboard.press("2")  # positive
+    page.wait_for_function(f"document.querySelector('#item-text').dataset.item !== '{first}'")
+    second = page.locator("#item-text").get_attribute("data-item")
+    page.keyboard.press("1")  # negative
+    page.wait_for_function(f"document.querySelector('#item-text').dataset.item !== '{second}'")
+    page.locator("#n-mine").filter(has_text="2 labeled by you").wait_for()
+    page.keyboard.press("u")  # undo: the second item comes back
+    page.wait_for_function(f"document.querySelector('#item-text').dataset.item === '{second}'")
+
+    assert page.evaluate("window.__sameDocument") is True
+    labels = db(
+        lambda: list(Label.objects.order_by("pk").values_list("item_id", "value", "undone_at"))
+    )
+    assert [(str(i), v) for i, v, _ in labels] == [(first, "positive"), (second, "negative")]
+    assert labels[0][2] is None and labels[1][2] is not None
