@@ -1,0 +1,108 @@
+"""The labeling loop through the real stack: HTTP views, redis-server, a Celery worker.
+
+Labels go in through the annotator's page; the worker updates the learner after each one;
+the next item served is the first available item of the learner's ranked queue.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from django.db import connection
+from django.test import Client
+from django.urls import reverse
+
+from config.celery_app import app
+from labeling.embedding import FakeEmbedder
+from labeling.models import Campaign, EmbeddingJob, Item, LearnerSnapshot
+from labeling.services import import_file
+from tests.support.processes import (
+    Worker,
+    database_url,
+    redis_server,
+    use_broker,
+    wait_for,
+    worker_env,
+)
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(300)]
+
+
+@pytest.fixture
+def worker(tmp_path: Path, settings: Any) -> Iterator[Worker]:
+    old = app.conf.broker_url
+    with redis_server(tmp_path) as url:
+        use_broker(app, url)
+        started = Worker(
+            "loop",
+            worker_env(
+                DATABASE_URL=database_url(connection.settings_dict),
+                REDIS_URL=url,
+                CARVE_DATA_DIR=str(settings.CARVE_DATA_DIR),
+                QUEUE_LENGTH="8",
+            ),
+            tmp_path / "worker.log",
+        )
+        try:
+            yield started
+        finally:
+            started.stop()
+            use_broker(app, old)
+
+
+def _snapshot(campaign: Campaign) -> LearnerSnapshot | None:
+    return LearnerSnapshot.objects.filter(campaign=campaign).first()
+
+
+def _caught_up(campaign: Campaign) -> bool:
+    campaign.refresh_from_db()
+    snap = _snapshot(campaign)
+    return snap is not None and snap.version == campaign.label_version
+
+
+def _served(client: Client, url: str) -> int:
+    match = re.search(r'data-item="(\d+)"', client.get(url).content.decode())
+    assert match is not None
+    return int(match.group(1))
+
+
+def test_labels_through_the_page_drive_the_learner_and_its_queue(
+    campaign: Campaign, annotator: Any, worker: Worker
+) -> None:
+    Campaign.objects.filter(pk=campaign.pk).update(gold_rate=0)
+    texts = [f"review {i}" for i in range(120)]
+    import_file(campaign, campaign.created_by, ("text\n" + "\n".join(texts)).encode(), "r.csv")
+    assert EmbeddingJob.objects.filter(campaign=campaign).exists()
+    wait_for(
+        lambda: _caught_up(campaign), 60, "embeddings and the first learner update", worker.log
+    )
+    items = {i.pk: i for i in Item.objects.filter(campaign=campaign)}
+    E = FakeEmbedder().encode([items[pk].text for pk in sorted(items)])
+    row = {pk: r for r, pk in enumerate(sorted(items))}
+    teacher = np.random.default_rng(0).standard_normal(E.shape[1])
+
+    client = Client()
+    client.force_login(annotator)
+    url = reverse("campaign-label", args=[campaign.pk])
+    for step in range(12):
+        before = _snapshot(campaign)
+        served = _served(client, url)
+        assert before is not None and served == before.queue[0], f"step {step}"
+        value = "positive" if E[row[served]] @ teacher > 0 else "negative"
+        response = client.post(url, {"action": "label", "item": served, "value": value})
+        assert response.status_code == 302
+        wait_for(lambda: _caught_up(campaign), 30, f"the learner after label {step}", worker.log)
+        after = _snapshot(campaign)
+        assert after is not None and served not in after.queue
+    snap = _snapshot(campaign)
+    assert snap is not None and (snap.n_labels, snap.center_status) == (12, "optimal")
+
+    client.post(url, {"action": "undo"})
+    wait_for(lambda: _caught_up(campaign), 30, "the learner after undo", worker.log)
+    snap = _snapshot(campaign)
+    assert snap is not None and (snap.n_labels, snap.rebuilt) == (11, True)
