@@ -122,3 +122,20 @@ class LabelActionForm(forms.Form):
         if action == "label" and data.get("value") not in self.labels:
             raise ValidationError(f"Choose one of the labels: {', '.join(self.labels)}.")
         return data
+
+
+class DecisionForm(forms.Form):
+    """A manager's verdict on an item in review."""
+
+    item = forms.IntegerField(min_value=1)
+    value = forms.CharField(max_length=200)
+
+    def __init__(self, *args: Any, labels: list[str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.labels = labels
+
+    def clean_value(self) -> str:
+        value = str(self.cleaned_data["value"])
+        if value not in self.labels:
+            raise ValidationError(f"Choose one of the labels: {', '.join(self.labels)}.")
+        return value

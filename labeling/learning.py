@@ -29,7 +29,15 @@ from django.utils import timezone
 
 import learner
 from labeling import jobs
-from labeling.models import Assignment, Campaign, EmbeddingJob, Item, Label, LearnerSnapshot
+from labeling.models import (
+    Assignment,
+    Campaign,
+    Decision,
+    EmbeddingJob,
+    Item,
+    Label,
+    LearnerSnapshot,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -72,26 +80,71 @@ def learner_config(campaign: Campaign, n_raw: int) -> learner.LearnerConfig:
 
 @dataclass(frozen=True)
 class Training:
-    """Consensus labels: one row per item whose active labels agree."""
+    """Consensus labels: one row per item whose active labels agree, or that a manager decided."""
 
-    rows: list[list[Any]]  # [sorted label ids, item id, class index], ordered by first label id
-    disagreements: list[int]  # item ids whose annotators disagree (for review)
+    # [key, item id, class index], ordered by the item's first label (or decision). key is the
+    # sorted label ids, or [-decision id] for a decided item: any change to the labels behind
+    # a row changes the row, so a stored state is only extended, never silently stale.
+    rows: list[list[Any]]
+    disagreements: list[int]  # item ids whose annotators disagree, not decided yet
 
 
 def consensus(campaign: Campaign) -> Training:
+    index = {name: i for i, name in enumerate(campaign.labels)}
+    decided: dict[int, tuple[int, str]] = {}
+    for decision_id, item_id, value in (
+        Decision.objects.filter(item__campaign=campaign)
+        .order_by("created_at", "pk")
+        .values_list("pk", "item_id", "value")
+    ):
+        decided[item_id] = (decision_id, value)  # the latest one wins
     labels = Label.objects.filter(item__campaign=campaign, undone_at__isnull=True).order_by("pk")
     by_item: dict[int, list[tuple[int, str]]] = {}
     for label_id, item_id, value in labels.values_list("pk", "item_id", "value"):
         by_item.setdefault(item_id, []).append((label_id, value))
-    index = {name: i for i, name in enumerate(campaign.labels)}
+    for item_id in decided:
+        by_item.setdefault(item_id, [])
     rows, disagreements = [], []
-    for item_id, given in sorted(by_item.items(), key=lambda kv: kv[1][0][0]):
+
+    def first_seen(kv: tuple[int, list[tuple[int, str]]]) -> int:
+        item_id, given = kv
+        return given[0][0] if given else 10**12 + decided[item_id][0]
+
+    for item_id, given in sorted(by_item.items(), key=first_seen):
+        if item_id in decided:
+            decision_id, value = decided[item_id]
+            if value in index:
+                rows.append([[-decision_id], item_id, index[value]])
+            continue
         values = {value for _, value in given}
         if len(values) > 1:
             disagreements.append(item_id)
         elif next(iter(values)) in index:
             rows.append([[i for i, _ in given], item_id, index[next(iter(values))]])
     return Training(rows, disagreements)
+
+
+def review_items(campaign: Campaign) -> list[int]:
+    """Items a manager should look at: annotators disagree, or the learner found their labels
+    contradictory (its last conflict groups), and no decision was made since."""
+    training = consensus(campaign)
+    snapshot = LearnerSnapshot.objects.filter(campaign=campaign).first()
+    conflicted = {pk for group in (snapshot.conflicts if snapshot else []) for pk in group}
+    decided = set(
+        Decision.objects.filter(item__campaign=campaign).values_list("item_id", flat=True)
+    )
+    out = list(training.disagreements) + sorted(conflicted - decided)
+    return list(dict.fromkeys(out))
+
+
+def decide(item: Item, user: Any, value: str) -> Decision:
+    """Record a manager's verdict on ``item`` and queue a learner update."""
+    if value not in item.campaign.labels:
+        raise ValueError(f"{value!r} is not a label of this campaign")
+    with transaction.atomic():
+        decision = Decision.objects.create(item=item, value=value, decided_by=user)
+        request_update(item.campaign_id)
+    return decision
 
 
 @dataclass(frozen=True)

@@ -266,6 +266,23 @@ class Label(models.Model):
         return f"{self.value} on {self.item_id} by {self.annotator_id}"
 
 
+class Decision(models.Model):
+    """A campaign manager's verdict on an item in review (disagreeing annotators, or labels
+    the learner found contradictory). The latest decision overrides the annotators' labels
+    in training; their labels stay as they were."""
+
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="decisions")
+    value = models.CharField(max_length=200)
+    decided_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"{self.value} for {self.item_id}"
+
+
 class LearnerSnapshot(models.Model):
     """The campaign's learner after its last update: a cache, rebuilt from the labels when
     missing or stale (DESIGN §3), and the ranked queue of items to serve next."""

@@ -12,4 +12,5 @@ urlpatterns = [
     path("campaigns/<int:pk>/upload/", views.campaign_upload, name="campaign-upload"),
     path("campaigns/<int:pk>/embed/", views.embedding_retry, name="campaign-embed"),
     path("campaigns/<int:pk>/label/", views.label, name="campaign-label"),
+    path("campaigns/<int:pk>/review/", views.review, name="campaign-review"),
 ]

@@ -18,9 +18,9 @@ from django.views.decorators.http import require_POST, require_safe
 from django_htmx.middleware import HtmxDetails
 
 from labeling import annotation, jobs, learning, permissions, services
-from labeling.forms import CampaignForm, LabelActionForm, UploadForm
+from labeling.forms import CampaignForm, DecisionForm, LabelActionForm, UploadForm
 from labeling.importing import UploadRejected
-from labeling.models import Assignment, Campaign, Label
+from labeling.models import Assignment, Campaign, Item, Label
 
 logger = logging.getLogger(__name__)
 
@@ -221,3 +221,31 @@ def label(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     if request.htmx:
         return _label_page(request, campaign)
     return redirect("campaign-label", pk=campaign.pk)
+
+
+@never_cache
+@login_required
+def review(request: HttpRequest, pk: int) -> HttpResponse:
+    """Items whose labels disagree or contradict each other; the manager decides each."""
+    campaign = permissions.get_campaign(request.user, pk, manage=True)
+    form = DecisionForm(request.POST or None, labels=campaign.labels)
+    if request.method == "POST":
+        if form.is_valid():
+            item = Item.objects.filter(campaign=campaign, pk=form.cleaned_data["item"]).first()
+            if item is not None:
+                learning.decide(item, request.user, form.cleaned_data["value"])
+                messages.success(request, f"Decided “{form.cleaned_data['value']}”.")
+                return redirect("campaign-review", pk=campaign.pk)
+            form.add_error("item", "No such item in this campaign.")
+        status = 400
+    else:
+        status = 200
+    ids = learning.review_items(campaign)
+    items = Item.objects.filter(pk__in=ids).prefetch_related("labels__annotator")
+    order = {pk: i for i, pk in enumerate(ids)}
+    context = {
+        "campaign": campaign,
+        "items": sorted(items, key=lambda item: order[item.pk]),
+        "form": form,
+    }
+    return render(request, "labeling/review.html", context, status=status)
