@@ -19,6 +19,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
@@ -36,6 +37,7 @@ from labeling.models import (
     EmbeddingJob,
     Item,
     Label,
+    LearnerPoint,
     LearnerSnapshot,
 )
 
@@ -245,12 +247,15 @@ def update_learner(campaign_id: int) -> UpdateOutcome:
         "rebuilt": rebuilt,
         "error": "",
     }
+    point = _measure(campaign, state, result, E, row_of, training) if result else None
     with transaction.atomic():
         Campaign.objects.select_for_update().filter(pk=campaign_id).exists()
         current = LearnerSnapshot.objects.filter(campaign=campaign).first()
         if current is not None and current.version > version:
             return UpdateOutcome("stale")  # a run that started later already wrote
         saved, _ = LearnerSnapshot.objects.update_or_create(campaign=campaign, defaults=fields)
+        if point is not None:
+            point.save()
     logger.info(
         "learner of campaign %s: %d labels, %s, queue %d, %.2f s (%s)",
         campaign_id,
@@ -263,7 +268,61 @@ def update_learner(campaign_id: int) -> UpdateOutcome:
     return UpdateOutcome("updated", saved)
 
 
+def _measure(
+    campaign: Campaign,
+    state: learner.LearnerState,
+    result: learner.CenterResult,
+    E: np.ndarray,
+    row_of: dict[int, int],
+    training: Training,
+) -> LearnerPoint:
+    """Accuracy of the centre network on held-out gold items, and the diagnostics."""
+    point = LearnerPoint(campaign=campaign, n_labels=len(training.rows))
+    if result.status is not learner.CenterStatus.OPTIMAL:
+        return point  # no centre inside the version space: nothing meaningful to measure
+    trained = {item_id for _, item_id, _ in training.rows}
+    index = {name: i for i, name in enumerate(campaign.labels)}
+    gold = [
+        (pk, index[g])
+        for pk, g in Item.objects.filter(campaign=campaign)
+        .exclude(gold="")
+        .values_list("pk", "gold")
+        if pk not in trained and g in index
+    ]
+    if gold:
+        predicted = learner.center_network(state).predict(E[[row_of[pk] for pk, _ in gold]])
+        point.gold_accuracy = float(np.mean(predicted == np.array([g for _, g in gold])))
+        point.n_gold = len(gold)
+    diag = learner.diagnostics(state, E, rng=np.random.default_rng([campaign.seed, 7, state.round]))
+    point.log_volume, point.disagreement = float(diag.log_volume), float(diag.disagreement)
+    point.threshold = float(diag.threshold)
+    return point
+
+
+def nudge(campaign: Campaign) -> bool:
+    """Send the learner update again if one has been pending for JOB_STALE_SECONDS (the
+    broker was down, or its worker was killed before starting it). Returns whether it did."""
+    stale = timezone.now() - timedelta(seconds=settings.CARVE_JOB_STALE_SECONDS)
+    if not (campaign.learner_pending and campaign.learner_requested_at):
+        return False
+    if campaign.learner_requested_at >= stale:
+        return False
+    resent = Campaign.objects.filter(
+        pk=campaign.pk, learner_pending=True, learner_requested_at=campaign.learner_requested_at
+    ).update(learner_requested_at=timezone.now())
+    if resent:
+        from labeling.tasks import update_learner as task
+
+        task.delay(campaign.pk)
+    return bool(resent)
+
+
 def ranked_queue(campaign: Campaign) -> list[int]:
     """The item ids the learner ranks first (empty before its first update)."""
     queue = LearnerSnapshot.objects.filter(campaign=campaign).values_list("queue", flat=True)
     return list(queue.first() or [])
+
+
+def pending_campaigns() -> list[int]:
+    """Campaigns whose learner update is queued but not started: what a starting worker re-sends."""
+    return list(Campaign.objects.filter(learner_pending=True).values_list("pk", flat=True))

@@ -309,3 +309,23 @@ class LearnerSnapshot(models.Model):
 
     def __str__(self) -> str:
         return f"learner of {self.campaign_id} (v{self.version}, {self.n_labels} labels)"
+
+
+class LearnerPoint(models.Model):
+    """One learner update's measurements: the learning curve and the convergence diagnostics."""
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="curve")
+    n_labels = models.PositiveIntegerField()
+    # The centre network's accuracy on gold items not used for training (None: no gold left).
+    gold_accuracy = models.FloatField(null=True, blank=True)
+    n_gold = models.PositiveIntegerField(default=0)
+    log_volume = models.FloatField(null=True, blank=True)
+    disagreement = models.FloatField(null=True, blank=True)
+    threshold = models.FloatField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["campaign", "n_labels", "pk"]
+
+    def __str__(self) -> str:
+        return f"{self.campaign_id} at {self.n_labels} labels"

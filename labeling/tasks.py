@@ -74,5 +74,14 @@ def resume_pending_jobs(sender: Any = None, **kwargs: Any) -> None:
             embed_campaign.delay(job_id)
         except BrokerError:
             logger.warning("could not re-send embedding job %s", job_id, exc_info=True)
+    try:
+        waiting = list(learning.pending_campaigns())
+    except DatabaseError:
+        waiting = []
+    for campaign_id in waiting:
+        try:
+            update_learner.delay(campaign_id)
+        except BrokerError:
+            logger.warning("could not re-send learner update %s", campaign_id, exc_info=True)
     if pending:
         logger.info("re-sent %d pending embedding job(s)", len(pending))

@@ -193,6 +193,7 @@ def label(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     swapped in place.
     """
     campaign = permissions.get_campaign(request.user, pk)
+    learning.nudge(campaign)  # a learner update lost with a dead worker is sent again
     if request.method != "POST":
         return _label_page(request, campaign)
     form = LabelActionForm(request.POST, labels=campaign.labels)

@@ -11,7 +11,7 @@ from django.contrib.auth import get_user_model
 import learner
 from labeling import annotation, jobs, learning
 from labeling.embedding import FakeEmbedder
-from labeling.models import Campaign, EmbeddingJob, Item, Label, LearnerSnapshot
+from labeling.models import Campaign, EmbeddingJob, Item, Label, LearnerPoint, LearnerSnapshot
 from labeling.services import import_file
 
 pytestmark = pytest.mark.django_db
@@ -174,3 +174,40 @@ def test_saving_a_campaign_loaded_earlier_keeps_the_label_version(campaign: Camp
         1,
         True,
     )
+
+
+def test_each_update_records_gold_accuracy_and_diagnostics(
+    campaign: Campaign, annotator: Any
+) -> None:
+    body = "text,label\n" + "\n".join(f"item {i}," for i in range(40)) + "\n"
+    import_file(campaign, campaign.created_by, body.encode(), "d.csv")
+    items = list(Item.objects.filter(campaign=campaign).order_by("position"))
+    E = FakeEmbedder().encode([i.text for i in items])
+    y = _teacher(E)
+    # The last 15 items carry gold labels from the same teacher.
+    for item, cls in zip(items[25:], y[25:], strict=True):
+        Item.objects.filter(pk=item.pk).update(gold=["negative", "positive"][cls])
+    jobs.run_embedding_job(EmbeddingJob.objects.get(campaign=campaign).pk)
+    _label(items, y, annotator, range(10))
+    learning.update_learner(campaign.pk)
+    point = LearnerPoint.objects.get(campaign=campaign)
+    assert (point.n_labels, point.n_gold) == (10, 15)
+    assert 0.0 <= point.gold_accuracy <= 1.0
+    assert np.isfinite(point.log_volume) and 0.0 <= point.disagreement <= 1.0
+
+
+def test_a_learner_update_pending_too_long_is_sent_again(campaign: Campaign, settings: Any) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    learning.request_update(campaign.pk)
+    campaign.refresh_from_db()
+    assert not learning.nudge(campaign)  # just requested
+    long_ago = timezone.now() - timedelta(seconds=settings.CARVE_JOB_STALE_SECONDS + 1)
+    Campaign.objects.filter(pk=campaign.pk).update(learner_requested_at=long_ago)
+    campaign.refresh_from_db()
+    assert learning.nudge(campaign)
+    campaign.refresh_from_db()
+    assert campaign.learner_requested_at > long_ago
+    assert learning.pending_campaigns() == [campaign.pk]
