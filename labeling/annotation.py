@@ -123,7 +123,10 @@ def current_assignment(campaign: Campaign, user: Any) -> Assignment | None:
 def next_assignment(
     campaign: Campaign, user: Any, ranked: list[int] | None = None, rng: random.Random | None = None
 ) -> Assignment | None:
-    """The item this annotator should label now, leased to them; None when nothing is left."""
+    """The item this annotator should label now, leased to them; None when nothing is left
+    (or the campaign is stopped)."""
+    if campaign.stopped_at is not None:
+        return None
     current = current_assignment(campaign, user)
     if current is not None:
         return current

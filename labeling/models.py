@@ -89,6 +89,8 @@ class Campaign(models.Model):
         validators=[MinValueValidator(0.0), MaxValueValidator(0.5)],
         help_text="Share of served items taken from the gold items (never shown as gold).",
     )
+    # Set when a manager stops the campaign: nothing more is served to annotators.
+    stopped_at = models.DateTimeField(null=True, blank=True, editable=False)
     # Bumped by every label change; a learner run records the version it saw (coalescing).
     label_version = models.PositiveIntegerField(default=0, editable=False)
     # A learner update is queued and has not started yet: no second one is sent.

@@ -13,4 +13,6 @@ urlpatterns = [
     path("campaigns/<int:pk>/embed/", views.embedding_retry, name="campaign-embed"),
     path("campaigns/<int:pk>/label/", views.label, name="campaign-label"),
     path("campaigns/<int:pk>/review/", views.review, name="campaign-review"),
+    path("campaigns/<int:pk>/dashboard/", views.campaign_dashboard, name="campaign-dashboard"),
+    path("campaigns/<int:pk>/stop/", views.campaign_stop, name="campaign-stop"),
 ]

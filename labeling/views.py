@@ -13,11 +13,12 @@ from django.db import DatabaseError, connection, transaction
 from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST, require_safe
 from django_htmx.middleware import HtmxDetails
 
-from labeling import annotation, jobs, learning, permissions, services
+from labeling import annotation, charts, dashboard, jobs, learning, permissions, services
 from labeling.forms import CampaignForm, DecisionForm, LabelActionForm, UploadForm
 from labeling.importing import UploadRejected
 from labeling.models import Assignment, Campaign, Item, Label
@@ -250,3 +251,47 @@ def review(request: HttpRequest, pk: int) -> HttpResponse:
         "form": form,
     }
     return render(request, "labeling/review.html", context, status=status)
+
+
+@never_cache
+@login_required
+def campaign_dashboard(request: HttpRequest, pk: int) -> HttpResponse:
+    """Progress, throughput, agreement, gold accuracy, the learning curve and diagnostics."""
+    campaign = permissions.get_campaign(request.user, pk, manage=True)
+    summary = dashboard.summarize(campaign)
+    xs = [p.n_labels for p in summary.curve]
+    threshold = next((p.threshold for p in reversed(summary.curve) if p.threshold), None)
+    context = {
+        "campaign": campaign,
+        "s": summary,
+        "accuracy_chart": charts.line_chart(
+            [charts.Series("centre network", xs, [p.gold_accuracy for p in summary.curve])],
+            title="Accuracy on held-out gold items",
+            x_label="labels",
+            y_range=(0.0, 1.0),
+        ),
+        "disagreement_chart": charts.line_chart(
+            [charts.Series("disagreement", xs, [p.disagreement for p in summary.curve])],
+            title="Version-space disagreement on the pool",
+            x_label="labels",
+            hline=(threshold, f"stop below {threshold:g}") if threshold else None,
+        ),
+        "volume_chart": charts.line_chart(
+            [charts.Series("log-volume proxy", xs, [p.log_volume for p in summary.curve])],
+            title="Log-volume proxy of the version space",
+            x_label="labels",
+        ),
+        "distribution_chart": charts.bar_chart(summary.distribution, title="Labels given"),
+    }
+    return render(request, "labeling/dashboard.html", context)
+
+
+@login_required
+@require_POST
+def campaign_stop(request: HttpRequest, pk: int) -> HttpResponse:
+    """Stop serving items (or resume, with ``resume=1``)."""
+    campaign = permissions.get_campaign(request.user, pk, manage=True)
+    resume = request.POST.get("resume") == "1"
+    Campaign.objects.filter(pk=campaign.pk).update(stopped_at=None if resume else timezone.now())
+    messages.success(request, "Campaign resumed." if resume else "Campaign stopped.")
+    return redirect("campaign-dashboard", pk=campaign.pk)
