@@ -33,6 +33,9 @@ class CampaignForm(forms.ModelForm):  # type: ignore[type-arg]
             "radius",
             "batch_size",
             "seed",
+            "overlap",
+            "gold_rate",
+            "retrain_every",
         ]
         widgets = {
             "instructions": forms.Textarea(attrs={"rows": 4}),

@@ -155,7 +155,17 @@ class UpdateOutcome:
     snapshot: LearnerSnapshot | None = None
 
 
-def _embeddings(campaign: Campaign) -> tuple[np.ndarray, dict[int, int], str] | None:
+def current_embedding_model(campaign: Campaign) -> str | None:
+    """The model of the campaign's latest finished embedding job."""
+    return (
+        EmbeddingJob.objects.filter(campaign=campaign, status=EmbeddingJob.Status.DONE)
+        .order_by("-pk")
+        .values_list("model_name", flat=True)
+        .first()
+    )
+
+
+def embeddings(campaign: Campaign) -> tuple[np.ndarray, dict[int, int], str] | None:
     """(pool matrix, item id -> row, fingerprint part) once every item is embedded."""
     done = (
         EmbeddingJob.objects.filter(campaign=campaign, status=EmbeddingJob.Status.DONE)
@@ -182,7 +192,7 @@ def update_learner(campaign_id: int) -> UpdateOutcome:
     campaign = Campaign.objects.get(pk=campaign_id)
     version = campaign.label_version
     started = time.perf_counter()
-    pool = _embeddings(campaign)
+    pool = embeddings(campaign)
     if pool is None:
         return UpdateOutcome("no-embeddings")
     E, row_of, pool_key = pool
@@ -256,6 +266,9 @@ def update_learner(campaign_id: int) -> UpdateOutcome:
         saved, _ = LearnerSnapshot.objects.update_or_create(campaign=campaign, defaults=fields)
         if point is not None:
             point.save()
+        from labeling import training as model_training
+
+        model_training.maybe_auto_retrain(campaign, len(training.rows))
     logger.info(
         "learner of campaign %s: %d labels, %s, queue %d, %.2f s (%s)",
         campaign_id,

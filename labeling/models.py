@@ -89,6 +89,13 @@ class Campaign(models.Model):
         validators=[MinValueValidator(0.0), MaxValueValidator(0.5)],
         help_text="Share of served items taken from the gold items (never shown as gold).",
     )
+    retrain_every = models.PositiveIntegerField(
+        "retrain every",
+        default=50,
+        validators=[MaxValueValidator(100_000)],
+        help_text="Fit a new model version automatically every this many labels; 0 = only on "
+        "demand.",
+    )
     # Set when a manager stops the campaign: nothing more is served to annotators.
     stopped_at = models.DateTimeField(null=True, blank=True, editable=False)
     # Bumped by every label change; a learner run records the version it saw (coalescing).
@@ -331,3 +338,40 @@ class LearnerPoint(models.Model):
 
     def __str__(self) -> str:
         return f"{self.campaign_id} at {self.n_labels} labels"
+
+
+class ModelVersion(models.Model):
+    """A trained model of the campaign: numbered, with its metrics and its network."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="models")
+    number = models.PositiveIntegerField()
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    trigger = models.CharField(max_length=10, default="manual")  # "auto" or "manual"
+    n_labels = models.PositiveIntegerField(default=0)
+    # "convex" (the group-lasso fit) or "centre" (the analytic centre), whichever scored better
+    # on held-out gold items (the centre when there is no gold to compare on).
+    chosen = models.CharField(max_length=10, blank=True)
+    metrics = models.JSONField(default=dict)
+    network = models.JSONField(default=dict)  # learner.ReLUNetwork.to_dict()
+    embedding_model = models.CharField(max_length=200, blank=True)
+    error = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["campaign", "-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["campaign", "number"], name="model_number_once")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.campaign_id} v{self.number} ({self.status})"

@@ -54,6 +54,20 @@ def update_learner(campaign_id: int) -> str:
     return learning.update_learner(campaign_id).status
 
 
+@shared_task(
+    acks_late=True,
+    reject_on_worker_lost=True,
+    autoretry_for=(OperationalError, InterfaceError),
+    retry_backoff=True,
+    max_retries=5,
+)
+def retrain(version_id: int) -> str:
+    """Fit model version ``version_id`` (:func:`labeling.training.retrain`)."""
+    from labeling import training
+
+    return training.retrain(version_id)
+
+
 @worker_ready.connect
 def resume_pending_jobs(sender: Any = None, **kwargs: Any) -> None:
     """Re-send every unfinished job when a worker starts.

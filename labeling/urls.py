@@ -15,4 +15,5 @@ urlpatterns = [
     path("campaigns/<int:pk>/review/", views.review, name="campaign-review"),
     path("campaigns/<int:pk>/dashboard/", views.campaign_dashboard, name="campaign-dashboard"),
     path("campaigns/<int:pk>/stop/", views.campaign_stop, name="campaign-stop"),
+    path("campaigns/<int:pk>/retrain/", views.campaign_retrain, name="campaign-retrain"),
 ]

@@ -18,7 +18,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST, require_safe
 from django_htmx.middleware import HtmxDetails
 
-from labeling import annotation, charts, dashboard, jobs, learning, permissions, services
+from labeling import annotation, charts, dashboard, jobs, learning, permissions, services, training
 from labeling.forms import CampaignForm, DecisionForm, LabelActionForm, UploadForm
 from labeling.importing import UploadRejected
 from labeling.models import Assignment, Campaign, Item, Label
@@ -282,6 +282,7 @@ def campaign_dashboard(request: HttpRequest, pk: int) -> HttpResponse:
             x_label="labels",
         ),
         "distribution_chart": charts.bar_chart(summary.distribution, title="Labels given"),
+        "versions": campaign.models.order_by("-number")[:20],
     }
     return render(request, "labeling/dashboard.html", context)
 
@@ -294,4 +295,14 @@ def campaign_stop(request: HttpRequest, pk: int) -> HttpResponse:
     resume = request.POST.get("resume") == "1"
     Campaign.objects.filter(pk=campaign.pk).update(stopped_at=None if resume else timezone.now())
     messages.success(request, "Campaign resumed." if resume else "Campaign stopped.")
+    return redirect("campaign-dashboard", pk=campaign.pk)
+
+
+@login_required
+@require_POST
+def campaign_retrain(request: HttpRequest, pk: int) -> HttpResponse:
+    """Queue a new model version now."""
+    campaign = permissions.get_campaign(request.user, pk, manage=True)
+    version = training.request_retrain(campaign, user=request.user)
+    messages.success(request, f"Model version {version.number} queued.")
     return redirect("campaign-dashboard", pk=campaign.pk)

@@ -30,6 +30,9 @@ def _campaign_post(**overrides: Any) -> dict[str, Any]:
         "radius": "1.0",
         "batch_size": "4",
         "seed": "0",
+        "overlap": "1",
+        "gold_rate": "0.1",
+        "retrain_every": "50",
     }
     data.update(overrides)
     return data

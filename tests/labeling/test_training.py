@@ -1,0 +1,107 @@
+"""Model versions: retrain on demand and every N labels, metrics on held-out gold."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from django.test import Client
+from django.urls import reverse
+
+import learner
+from labeling import annotation, jobs, learning, training
+from labeling.embedding import FakeEmbedder
+from labeling.models import Campaign, EmbeddingJob, Item, ModelVersion
+from labeling.services import import_file
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def ready(campaign: Campaign) -> tuple[list[Item], np.ndarray, np.ndarray]:
+    """60 embedded items; the last 20 carry gold labels from a linear teacher."""
+    body = "text\n" + "\n".join(f"item {i}" for i in range(60)) + "\n"
+    import_file(campaign, campaign.created_by, body.encode(), "d.csv")
+    items = list(Item.objects.filter(campaign=campaign).order_by("position"))
+    E = FakeEmbedder().encode([i.text for i in items])
+    y = (E @ np.random.default_rng(0).standard_normal(E.shape[1]) > 0).astype(int)
+    for item, cls in zip(items[40:], y[40:], strict=True):
+        Item.objects.filter(pk=item.pk).update(gold=["negative", "positive"][cls])
+    jobs.run_embedding_job(EmbeddingJob.objects.get(campaign=campaign).pk)
+    return items, E, y
+
+
+def _label(items: list[Item], y: np.ndarray, who: Any, n: int) -> None:
+    for i in range(n):
+        annotation.submit_label(items[i], who, ["negative", "positive"][y[i]])
+
+
+def test_a_version_holds_both_candidates_scores_and_the_better_network(
+    campaign: Campaign, annotator: Any, ready: Any
+) -> None:
+    items, E, y = ready
+    _label(items, y, annotator, 20)
+    version = training.request_retrain(campaign)
+    assert training.retrain(version.pk) == "done"
+    version.refresh_from_db()
+    m = version.metrics
+    assert (version.status, version.n_labels, m["n_gold"]) == ("done", 20, 20)
+    assert 0 <= m["centre"]["gold_accuracy"] <= 1 and 0 <= m["convex"]["gold_accuracy"] <= 1
+    better = "convex" if m["convex"]["gold_accuracy"] > m["centre"]["gold_accuracy"] else "centre"
+    assert version.chosen == better and m["gold_accuracy"] == m[better]["gold_accuracy"]
+    assert version.embedding_model == "fake-32"
+    # The stored network predicts what its reported accuracy says.
+    net = learner.ReLUNetwork.from_dict(version.network)
+    gold_rows = list(range(40, 60))
+    accuracy = float(np.mean(net.predict(E[gold_rows]) == y[gold_rows]))
+    assert accuracy == pytest.approx(m["gold_accuracy"])
+
+
+def test_without_labels_the_version_fails_with_a_reason(campaign: Campaign, ready: Any) -> None:
+    version = training.request_retrain(campaign)
+    assert training.retrain(version.pk) == "failed"
+    version.refresh_from_db()
+    assert version.status == "failed" and "Nothing to train on yet" in version.error
+
+
+def test_a_version_is_fitted_once(campaign: Campaign, annotator: Any, ready: Any) -> None:
+    items, _, y = ready
+    _label(items, y, annotator, 5)
+    version = training.request_retrain(campaign)
+    assert training.retrain(version.pk) == "done"
+    assert training.retrain(version.pk) == "nothing"
+
+
+def test_versions_are_numbered_per_campaign(campaign: Campaign) -> None:
+    assert [training.request_retrain(campaign).number for _ in range(3)] == [1, 2, 3]
+
+
+def test_a_version_is_queued_automatically_every_n_labels(
+    campaign: Campaign, annotator: Any, ready: Any
+) -> None:
+    items, _, y = ready
+    Campaign.objects.filter(pk=campaign.pk).update(retrain_every=5)
+    _label(items, y, annotator, 4)
+    learning.update_learner(campaign.pk)
+    assert not ModelVersion.objects.exists()
+    _label(items[4:], y[4:], annotator, 1)
+    learning.update_learner(campaign.pk)
+    learning.update_learner(campaign.pk)  # no new labels: no second version
+    auto = ModelVersion.objects.get()
+    assert (auto.trigger, auto.n_labels, auto.status) == ("auto", 5, "queued")
+
+
+def test_retrain_now_is_for_managers_and_the_dashboard_lists_versions(
+    campaign: Campaign, manager: Any, annotator: Any, ready: Any
+) -> None:
+    url = reverse("campaign-retrain", args=[campaign.pk])
+    client = Client()
+    client.force_login(annotator)
+    assert client.post(url).status_code == 403
+    client.force_login(manager)
+    assert client.post(url).status_code == 302
+    version = ModelVersion.objects.get()
+    assert (version.trigger, version.created_by) == ("manual", manager)
+    page = client.get(reverse("campaign-dashboard", args=[campaign.pk])).content.decode()
+    assert "v1" in page and "Queued" in page
