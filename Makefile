@@ -11,7 +11,7 @@ DATA ?=
 export HF_HUB_OFFLINE ?= 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install system-deps test-deps demo test test-postgres lint fmt bench-center bench-curve bench-al bench-al-tune clean
+.PHONY: help install system-deps test-deps demo test test-postgres lint fmt bench-center bench-curve bench-loop bench-al bench-al-tune clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -71,6 +71,9 @@ bench-center: $(STAMP) ## structured analytic centre vs cvxpy; prints speedups a
 
 bench-curve: $(STAMP) ## labels to 98% on two spirals: Carve queries vs random sampling
 	$(BIN)/python -m bench.curve
+
+bench-loop: $(STAMP) system-deps ## 20 simulated annotators over HTTP, 1,000 labels: latency, duplicates, lag
+	$(BIN)/python -m bench.loop
 
 bench-al: $(STAMP) ## real data (SST-2, MR, IMDB): Carve vs AL baselines; QUICK=1 for a 15-min run
 	DATA_DIR=$(DATA_DIR) CACHE_DIR=$(CACHE_DIR) $(BIN)/python -m bench.al $(if $(filter 1 yes true,$(QUICK)),--quick)

@@ -48,7 +48,7 @@ def _say(message: str) -> None:
     print(message, flush=True)
 
 
-def _port_is_free(port: int) -> bool:
+def port_is_free(port: int) -> bool:
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -58,13 +58,13 @@ def _port_is_free(port: int) -> bool:
     return True
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
-def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
@@ -72,7 +72,7 @@ def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.2)
 
 
-def _answers(url: str) -> bool:
+def answers(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=2) as response:
             return bool(response.status == 200)
@@ -269,11 +269,11 @@ def main(argv: list[str] | None = None) -> int:
     if redis_bin is None:
         _say("redis-server is not installed (make demo installs it with apt-get).")
         return 1
-    if not _port_is_free(args.port):
+    if not port_is_free(args.port):
         _say(f"Port {args.port} is in use; choose another with `make demo PORT=N`.")
         return 1
 
-    redis_port = _free_port()
+    redis_port = free_port()
     env = dict(os.environ)
     env.update(
         CARVE_DATA_DIR=str(data_dir),
@@ -318,9 +318,9 @@ def main(argv: list[str] | None = None) -> int:
 
         def redis_listens() -> bool:
             procs.check()
-            return not _port_is_free(redis_port)
+            return not port_is_free(redis_port)
 
-        _wait(redis_listens, 20, "redis-server")
+        wait_until(redis_listens, 20, "redis-server")
         import django
 
         django.setup()
@@ -337,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
                 "-l",
                 "INFO",
                 "-c",
-                "1",
+                "2",
                 "-n",
                 "demo@%h",
                 "--without-gossip",
@@ -365,9 +365,9 @@ def main(argv: list[str] | None = None) -> int:
 
         def page_answers() -> bool:
             procs.check()
-            return _answers(base + "healthz") and _answers(base + "accounts/login/")
+            return answers(base + "healthz") and answers(base + "accounts/login/")
 
-        _wait(page_answers, 90, "the web server")
+        wait_until(page_answers, 90, "the web server")
         _say("")
         _say(f"Carve is running at {base}")
         _say(f"  campaign:  {base}campaigns/{campaign.pk}/")

@@ -257,7 +257,11 @@ def update_learner(campaign_id: int) -> UpdateOutcome:
         "rebuilt": rebuilt,
         "error": "",
     }
-    point = _measure(campaign, state, result, E, row_of, training) if result else None
+    point = (
+        _measure(campaign, state, result, E, row_of, training)
+        if result and _due_for_measure(campaign, len(training.rows))
+        else None
+    )
     with transaction.atomic():
         Campaign.objects.select_for_update().filter(pk=campaign_id).exists()
         current = LearnerSnapshot.objects.filter(campaign=campaign).first()
@@ -279,6 +283,18 @@ def update_learner(campaign_id: int) -> UpdateOutcome:
         "rebuilt" if rebuilt else "incremental",
     )
     return UpdateOutcome("updated", saved)
+
+
+def _due_for_measure(campaign: Campaign, n_labels: int) -> bool:
+    """Measure at log-spaced label counts (every 5, then every 10%): the diagnostics sample
+    the version space and cost more than a warm recentre, so not after every label."""
+    last = (
+        LearnerPoint.objects.filter(campaign=campaign)
+        .order_by("-n_labels")
+        .values_list("n_labels", flat=True)
+        .first()
+    )
+    return last is None or abs(n_labels - last) >= max(5, last // 10)
 
 
 def _measure(

@@ -21,7 +21,7 @@ from django_htmx.middleware import HtmxDetails
 from labeling import annotation, charts, dashboard, jobs, learning, permissions, services, training
 from labeling.forms import CampaignForm, DecisionForm, LabelActionForm, UploadForm
 from labeling.importing import UploadRejected
-from labeling.models import Assignment, Campaign, Item, Label
+from labeling.models import Assignment, Campaign, Item, Label, LearnerSnapshot
 
 logger = logging.getLogger(__name__)
 
@@ -168,15 +168,21 @@ def _label_page(
     status: int = 200,
 ) -> HttpResponse:
     served = annotation.next_assignment(campaign, request.user, learning.ranked_queue(campaign))
-    mine = Label.objects.filter(
+    n_mine = Label.objects.filter(
         item__campaign=campaign, annotator=request.user, undone_at__isnull=True
+    ).count()
+    snapshot_version = (
+        LearnerSnapshot.objects.filter(campaign=campaign).values_list("version", flat=True).first()
     )
+    label_version = Campaign.objects.values_list("label_version", flat=True).get(pk=campaign.pk)
     context = {
         "campaign": campaign,
         "assignment": served,
+        # Label changes the learner's queue does not reflect yet (load benchmark, UI hint).
+        "learner_lag": label_version - (snapshot_version or 0),
         "buttons": [(i + 1, name) for i, name in enumerate(campaign.labels)],
-        "n_mine": mine.count(),
-        "can_undo": mine.exists(),
+        "n_mine": n_mine,
+        "can_undo": n_mine > 0,
         "form": form,
     }
     template = "labeling/label.html"

@@ -211,3 +211,18 @@ def test_a_learner_update_pending_too_long_is_sent_again(campaign: Campaign, set
     campaign.refresh_from_db()
     assert campaign.learner_requested_at > long_ago
     assert learning.pending_campaigns() == [campaign.pk]
+
+
+def test_measurements_are_log_spaced_not_after_every_label(
+    campaign: Campaign, annotator: Any
+) -> None:
+    items, E = _setup(campaign)
+    y = _teacher(E)
+    _label(items, y, annotator, range(10))
+    learning.update_learner(campaign.pk)
+    _label(items, y, annotator, range(10, 12))
+    learning.update_learner(campaign.pk)
+    assert list(LearnerPoint.objects.values_list("n_labels", flat=True)) == [10]
+    _label(items, y, annotator, range(12, 15))
+    learning.update_learner(campaign.pk)
+    assert list(LearnerPoint.objects.values_list("n_labels", flat=True)) == [10, 15]
