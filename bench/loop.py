@@ -178,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
         HF_HUB_OFFLINE="1",
         OPENBLAS_NUM_THREADS="1",
         LOG_LEVEL=os.environ.get("LOG_LEVEL", "WARNING"),
+        # Persistent connections, as a deployment would run (on PostgreSQL a new connection
+        # per request costs more than the request).
+        DB_CONN_MAX_AGE=os.environ.get("DB_CONN_MAX_AGE", "60"),
     )
     os.environ.update(env)
     db = "PostgreSQL" if env.get("DATABASE_URL", "").startswith("postgres") else "SQLite"

@@ -38,6 +38,8 @@ $as_pg "$pgbin/initdb" -D "$dir/data" -U carve -A trust --no-sync -E UTF8 >"$dir
 $as_pg "$pgbin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
     -o "-p $port -k $dir -c listen_addresses= -c fsync=off -c full_page_writes=off" \
     start >/dev/null || { cat "$dir/server.log" >&2; exit 1; }
+# The database DATABASE_URL names (tests create test_carve next to it; benchmarks use it).
+$as_pg "$pgbin/createdb" -h "$dir" -p "$port" -U carve carve
 echo "PostgreSQL $("$pgbin/postgres" --version | awk '{print $3}') on socket $dir (throwaway)" >&2
 
 # The host part of the URL is the socket directory, percent-encoded.

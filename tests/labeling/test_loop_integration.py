@@ -106,3 +106,64 @@ def test_labels_through_the_page_drive_the_learner_and_its_queue(
     wait_for(lambda: _caught_up(campaign), 30, "the learner after undo", worker.log)
     snap = _snapshot(campaign)
     assert snap is not None and (snap.n_labels, snap.rebuilt) == (11, True)
+
+
+def test_a_worker_killed_during_the_loop_loses_no_label_and_a_new_one_catches_up(
+    campaign: Campaign, annotator: Any, worker: Worker, tmp_path: Path, settings: Any
+) -> None:
+    Campaign.objects.filter(pk=campaign.pk).update(gold_rate=0, retrain_every=0)
+    texts = [f"sentence {i}" for i in range(60)]
+    import_file(campaign, campaign.created_by, ("text\n" + "\n".join(texts)).encode(), "r.csv")
+    wait_for(lambda: _caught_up(campaign), 60, "the first learner update", worker.log)
+    start = campaign.label_version  # the finished embeddings counted as one change
+    client = Client()
+    client.force_login(annotator)
+    url = reverse("campaign-label", args=[campaign.pk])
+    served = _served(client, url)
+    client.post(url, {"action": "label", "item": served, "value": "positive"})
+    worker.kill()  # SIGKILL: mid-update or with the update still queued
+    for _ in range(5):  # labeling goes on while no worker runs
+        served = _served(client, url)
+        response = client.post(url, {"action": "label", "item": served, "value": "negative"})
+        assert response.status_code == 302
+    campaign.refresh_from_db()
+    assert campaign.label_version == start + 6 and not _caught_up(campaign)
+
+    rescuer = Worker(
+        "rescuer",
+        worker_env(
+            DATABASE_URL=database_url(connection.settings_dict),
+            REDIS_URL=app.conf.broker_url,
+            CARVE_DATA_DIR=str(settings.CARVE_DATA_DIR),
+        ),
+        tmp_path / "rescuer.log",
+    )
+    try:
+        wait_for(lambda: _caught_up(campaign), 60, "the new worker to catch up", rescuer.log)
+    finally:
+        rescuer.stop()
+    snap = _snapshot(campaign)
+    assert snap is not None and snap.n_labels == 6
+
+
+def test_annotators_who_disagree_send_the_item_to_review(
+    campaign: Campaign, manager: Any, worker: Worker
+) -> None:
+    from django.contrib.auth import get_user_model
+
+    Campaign.objects.filter(pk=campaign.pk).update(gold_rate=0, overlap=2)
+    import_file(campaign, campaign.created_by, b"text\nIt was fine I guess\n", "r.csv")
+    wait_for(lambda: _caught_up(campaign), 60, "the first learner update", worker.log)
+    url = reverse("campaign-label", args=[campaign.pk])
+    for name, value in (("ann", "positive"), ("bob", "negative")):
+        user = get_user_model().objects.create_user(name)
+        campaign.annotators.add(user)
+        client = Client()
+        client.force_login(user)
+        client.post(url, {"action": "label", "item": _served(client, url), "value": value})
+    wait_for(lambda: _caught_up(campaign), 30, "the learner", worker.log)
+    review = Client()
+    review.force_login(manager)
+    page = review.get(reverse("campaign-review", args=[campaign.pk])).content.decode()
+    assert "It was fine I guess" in page
+    assert "<strong>positive</strong> by ann" in page and "<strong>negative</strong> by bob" in page
