@@ -123,3 +123,17 @@ def test_charts_escape_names_and_handle_no_data() -> None:
     assert svg.count("<circle") == 2  # the None point is skipped
     bars = charts.bar_chart([("neg", 3), ("pos", 0)], title="Labels")
     assert bars.count("<rect") == 2
+
+
+@pytest.mark.parametrize("name", ["campaign-stop", "campaign-retrain"])
+def test_stop_and_retrain_refuse_anyone_but_managers(
+    client: Client, campaign: Campaign, annotator: Any, outsider: Any, name: str
+) -> None:
+    url = reverse(name, args=[campaign.pk])
+    assert client.post(url).status_code == 302  # anonymous: to the login page
+    assert client.post(url)["Location"].startswith(reverse("login"))
+    assert _client(outsider).post(url).status_code == 404
+    assert _client(annotator).post(url).status_code == 403
+    assert _client(annotator).get(url).status_code in (403, 405)
+    campaign.refresh_from_db()
+    assert campaign.stopped_at is None and not campaign.models.exists()
