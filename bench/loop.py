@@ -359,7 +359,7 @@ def _report(
     )
     ok = p95 < 100 and duplicates == 0 and lost == 0
     print("targets (p95 < 100 ms, 0 duplicates, 0 lost):", "met" if ok else "MISSED")
-    return 0
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

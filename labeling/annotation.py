@@ -20,7 +20,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from labeling import learning
@@ -43,9 +43,13 @@ def _live(now: Any) -> Q:
 def available_items(campaign: Campaign, user: Any, now: Any = None) -> QuerySet[Item]:
     """Items this annotator may be served now (a claim re-checks under a lock)."""
     now = now or timezone.now()
+    # The annotator's own expired lease does not exclude the item: they may get it back.
+    settled_or_held = Assignment.objects.filter(item=OuterRef("pk"), annotator=user).filter(
+        Q(state__in=[State.LABELED, State.SKIPPED]) | Q(state=State.LEASED, expires_at__gt=now)
+    )
     return (
         Item.objects.filter(campaign=campaign)
-        .exclude(assignments__annotator=user)
+        .exclude(Exists(settled_or_held))
         .annotate(busy=Count("assignments", filter=_live(now), distinct=True))
         .filter(busy__lt=campaign.overlap)
     )
@@ -93,6 +97,13 @@ def candidate_ids(
     available = available_items(campaign, user)
     gold_first = bool(campaign.gold_rate) and rng.random() < campaign.gold_rate
     ids: list[int] = []
+    if campaign.overlap > 1:  # items that already have a label need their second one first
+        ids += list(
+            available.filter(assignments__state=State.LABELED)
+            .order_by("position")
+            .values_list("pk", flat=True)
+            .distinct()[:limit]
+        )
     if gold_first:
         gold = list(available.exclude(gold="").values_list("pk", flat=True)[:limit])
         rng.shuffle(gold)
@@ -167,17 +178,24 @@ def submit_label(item: Item, user: Any, value: str, comment: str = "") -> Submit
     return Submitted(label, created=True)
 
 
-def skip(item: Item, user: Any) -> None:
-    """Set the item aside for this annotator (others may still get it)."""
-    Assignment.objects.update_or_create(
-        item=item, annotator=user, defaults={"state": State.SKIPPED, "expires_at": timezone.now()}
+def skip(item: Item, user: Any) -> bool:
+    """Set a leased item aside for this annotator (others may still get it). A stale skip of
+    an item they already labeled changes nothing. Returns whether it skipped."""
+    return bool(
+        Assignment.objects.filter(item=item, annotator=user, state=State.LEASED).update(
+            state=State.SKIPPED, expires_at=timezone.now()
+        )
     )
 
 
-def undo_last(campaign: Campaign, user: Any) -> Label | None:
+def undo_last(campaign: Campaign, user: Any, item_id: int | None = None) -> Label | None:
     """Withdraw the annotator's latest label in ``campaign`` and lease its item back to them.
 
-    The label row stays (``undone_at`` set): undo never loses data. Returns it, or None.
+    With ``item_id`` (what the page showed as "last label"), only a latest label on that item
+    is withdrawn, so a double-clicked undo withdraws one label, not two. The item is leased
+    back only while it has a free slot (someone else may hold it by now); otherwise the
+    assignment becomes SKIPPED. The label row stays (``undone_at`` set): undo never loses data.
+    Returns the withdrawn label, or None.
     """
     with transaction.atomic():
         label = (
@@ -186,12 +204,22 @@ def undo_last(campaign: Campaign, user: Any) -> Label | None:
             .order_by("-created_at", "-pk")
             .first()
         )
-        if label is None:
+        if label is None or (item_id is not None and label.item_id != item_id):
             return None
-        label.undone_at = timezone.now()
+        Item.objects.select_for_update().filter(pk=label.item_id).exists()
+        now = timezone.now()
+        label.undone_at = now
         label.save(update_fields=["undone_at"])
+        others = (
+            Assignment.objects.filter(item_id=label.item_id)
+            .exclude(annotator=user)
+            .filter(Q(state=State.LABELED) | Q(state=State.LEASED, expires_at__gt=now))
+            .count()
+        )
+        free = others < campaign.overlap
         Assignment.objects.filter(item=label.item_id, annotator=user).update(
-            state=State.LEASED, expires_at=timezone.now() + lease_duration()
+            state=State.LEASED if free else State.SKIPPED,
+            expires_at=now + lease_duration() if free else now,
         )
         learning.request_update(campaign.pk)
     return label

@@ -55,16 +55,26 @@ class CampaignForm(forms.ModelForm):  # type: ignore[type-arg]
         labels = [part.strip() for part in re.split(r"[\n,]", raw) if part.strip()]
         validate_label_set(labels)
         if self.instance.pk:
-            used = set(
-                self.instance.items.exclude(gold="").values_list("gold", flat=True).distinct()
-            )
-            missing = sorted(used - set(labels))
-            if missing:
-                raise ValidationError(
-                    "Gold labels of imported items must stay in the label set: "
-                    + ", ".join(repr(m) for m in missing)
-                    + "."
+            from labeling.models import Decision, Label
+
+            gold = set(self.instance.items.exclude(gold="").values_list("gold", flat=True))
+            given = set(
+                Label.objects.filter(item__campaign=self.instance, undone_at__isnull=True)
+                .values_list("value", flat=True)
+                .distinct()
+            ) | set(
+                Decision.objects.filter(item__campaign=self.instance).values_list(
+                    "value", flat=True
                 )
+            )
+            for used, what in ((gold, "Gold labels of imported items"), (given, "Labels given")):
+                missing = sorted(used - set(labels))
+                if missing:
+                    raise ValidationError(
+                        f"{what} must stay in the label set: "
+                        + ", ".join(repr(m) for m in missing)
+                        + "."
+                    )
         return labels
 
     def save(self, commit: bool = True) -> Campaign:

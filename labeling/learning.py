@@ -84,9 +84,9 @@ def learner_config(campaign: Campaign, n_raw: int) -> learner.LearnerConfig:
 class Training:
     """Consensus labels: one row per item whose active labels agree, or that a manager decided."""
 
-    # [key, item id, class index], ordered by the item's first label (or decision). key is the
-    # sorted label ids, or [-decision id] for a decided item: any change to the labels behind
-    # a row changes the row, so a stored state is only extended, never silently stale.
+    # [item id, class index], ordered by the item's first label (or decision). The learner
+    # state depends only on the item's embedding and class, so a second agreeing label (or
+    # its undo) leaves the rows as they are and the stored state is extended, not rebuilt.
     rows: list[list[Any]]
     disagreements: list[int]  # item ids whose annotators disagree, not decided yet
 
@@ -116,13 +116,13 @@ def consensus(campaign: Campaign) -> Training:
         if item_id in decided:
             decision_id, value = decided[item_id]
             if value in index:
-                rows.append([[-decision_id], item_id, index[value]])
+                rows.append([item_id, index[value]])
             continue
         values = {value for _, value in given}
         if len(values) > 1:
             disagreements.append(item_id)
         elif next(iter(values)) in index:
-            rows.append([[i for i, _ in given], item_id, index[next(iter(values))]])
+            rows.append([item_id, index[next(iter(values))]])
     return Training(rows, disagreements)
 
 
@@ -217,8 +217,8 @@ def update_learner(campaign_id: int) -> UpdateOutcome:
         state = learner.init_state(config, E)
         new_rows = training.rows
     if new_rows:
-        rows = [row_of[item_id] for _, item_id, _ in new_rows]
-        state = learner.with_labels(state, E[rows], [cls for _, _, cls in new_rows])
+        rows = [row_of[item_id] for item_id, _ in new_rows]
+        state = learner.with_labels(state, E[rows], [cls for _, cls in new_rows])
     result = None
     if training.rows:
         state, result = learner.recenter(state)
@@ -237,7 +237,7 @@ def update_learner(campaign_id: int) -> UpdateOutcome:
         rng = np.random.default_rng([campaign.seed, state.round])
         picked = learner.query(state, E, k=k, rng=rng, exclude=exclude)
         queue = [item_of[int(i)] for i in picked.indices]
-    index_to_item = [item_id for _, item_id, _ in training.rows]
+    index_to_item = [item_id for item_id, _ in training.rows]
     conflicts = [
         sorted({index_to_item[i] for i in group}) for group in (result.conflicts if result else ())
     ]
@@ -257,9 +257,14 @@ def update_learner(campaign_id: int) -> UpdateOutcome:
         "rebuilt": rebuilt,
         "error": "",
     }
+    usable = result is not None and result.status in (
+        learner.CenterStatus.OPTIMAL,
+        learner.CenterStatus.CONFLICTS_EXCLUDED,
+        learner.CenterStatus.MAX_ITER,
+    )
     point = (
         _measure(campaign, state, result, E, row_of, training)
-        if result and _due_for_measure(campaign, len(training.rows))
+        if usable and result and _due_for_measure(campaign, len(training.rows))
         else None
     )
     with transaction.atomic():
@@ -307,9 +312,7 @@ def _measure(
 ) -> LearnerPoint:
     """Accuracy of the centre network on held-out gold items, and the diagnostics."""
     point = LearnerPoint(campaign=campaign, n_labels=len(training.rows))
-    if result.status is not learner.CenterStatus.OPTIMAL:
-        return point  # no centre inside the version space: nothing meaningful to measure
-    trained = {item_id for _, item_id, _ in training.rows}
+    trained = {item_id for item_id, _ in training.rows}
     index = {name: i for i, name in enumerate(campaign.labels)}
     gold = [
         (pk, index[g])
@@ -328,22 +331,47 @@ def _measure(
     return point
 
 
-def nudge(campaign: Campaign) -> bool:
-    """Send the learner update again if one has been pending for JOB_STALE_SECONDS (the
-    broker was down, or its worker was killed before starting it). Returns whether it did."""
-    stale = timezone.now() - timedelta(seconds=settings.CARVE_JOB_STALE_SECONDS)
-    if not (campaign.learner_pending and campaign.learner_requested_at):
-        return False
-    if campaign.learner_requested_at >= stale:
-        return False
-    resent = Campaign.objects.filter(
-        pk=campaign.pk, learner_pending=True, learner_requested_at=campaign.learner_requested_at
-    ).update(learner_requested_at=timezone.now())
-    if resent:
-        from labeling.tasks import update_learner as task
+def _behind() -> Q:
+    """Campaigns whose learner has not seen their latest label change."""
+    return (
+        Q(learner_pending=True)
+        | Q(learner__version__lt=F("label_version"))
+        | Q(learner__isnull=True, label_version__gt=0)
+    )
 
+
+def nudge(campaign: Campaign) -> bool:
+    """Send the learner update again if the learner has been behind the labels for
+    JOB_STALE_SECONDS: the broker was down, or a worker died before or during the update.
+    At most once per period; a broker error is logged, never raised. Returns whether sent."""
+    stale = timezone.now() - timedelta(seconds=settings.CARVE_JOB_STALE_SECONDS)
+    requested = campaign.learner_requested_at
+    if requested is None or requested >= stale:
+        return False
+    if not Campaign.objects.filter(_behind(), pk=campaign.pk).exists():
+        return False
+    resent = Campaign.objects.filter(pk=campaign.pk, learner_requested_at=requested).update(
+        learner_requested_at=timezone.now()
+    )
+    if not resent:
+        return False
+    from kombu.exceptions import OperationalError as BrokerError
+
+    from labeling.tasks import update_learner as task
+
+    try:
         task.delay(campaign.pk)
-    return bool(resent)
+    except BrokerError:
+        logger.warning("could not re-send the learner update of %s", campaign.pk, exc_info=True)
+        return False
+    return True
+
+
+def record_failure(campaign_id: int, exc: BaseException) -> None:
+    """Show a failed update on the dashboard (the stored state stays as it was)."""
+    message = f"{type(exc).__name__}: {exc}"[:2000]
+    if not LearnerSnapshot.objects.filter(campaign_id=campaign_id).update(error=message):
+        LearnerSnapshot.objects.create(campaign_id=campaign_id, state=b"", error=message)
 
 
 def ranked_queue(campaign: Campaign) -> list[int]:
@@ -353,5 +381,5 @@ def ranked_queue(campaign: Campaign) -> list[int]:
 
 
 def pending_campaigns() -> list[int]:
-    """Campaigns whose learner update is queued but not started: what a starting worker re-sends."""
-    return list(Campaign.objects.filter(learner_pending=True).values_list("pk", flat=True))
+    """Campaigns whose learner is behind their labels: what a starting worker re-sends."""
+    return list(Campaign.objects.filter(_behind()).values_list("pk", flat=True).distinct())

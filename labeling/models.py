@@ -106,14 +106,14 @@ class Campaign(models.Model):
 
     # Written only by conditional UPDATEs (labeling.learning); a save() of a campaign loaded
     # earlier must not put old values back.
-    COUNTERS = frozenset({"label_version", "learner_pending", "learner_requested_at"})
+    COUNTERS = frozenset({"label_version", "learner_pending", "learner_requested_at", "stopped_at"})
 
     def __str__(self) -> str:
         return self.name
 
     def save(self, *args: Any, **kwargs: Any) -> None:
         if (
-            self.pk is not None
+            not self._state.adding
             and kwargs.get("update_fields") is None
             and not kwargs.get("force_insert")
         ):
@@ -365,6 +365,8 @@ class ModelVersion(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
     )
     created_at = models.DateTimeField(auto_now_add=True)
+    sent_at = models.DateTimeField(null=True, blank=True)  # last task message sent
+    started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

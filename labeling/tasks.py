@@ -51,7 +51,13 @@ def update_learner(campaign_id: int) -> str:
     Idempotent: it reads the labels from the database each time, and a run that finishes after
     a newer one does not overwrite it.
     """
-    return learning.update_learner(campaign_id).status
+    try:
+        return learning.update_learner(campaign_id).status
+    except (OperationalError, InterfaceError):
+        raise  # retried
+    except Exception as exc:
+        learning.record_failure(campaign_id, exc)
+        raise
 
 
 @shared_task(
@@ -90,8 +96,16 @@ def resume_pending_jobs(sender: Any = None, **kwargs: Any) -> None:
             logger.warning("could not re-send embedding job %s", job_id, exc_info=True)
     try:
         waiting = list(learning.pending_campaigns())
+        from labeling import training
+
+        versions = training.pending_versions()
     except DatabaseError:
-        waiting = []
+        waiting, versions = [], []
+    for version_id in versions:
+        try:
+            retrain.delay(version_id)
+        except BrokerError:
+            logger.warning("could not re-send model version %s", version_id, exc_info=True)
     for campaign_id in waiting:
         try:
             update_learner.delay(campaign_id)

@@ -9,13 +9,17 @@ compare on, the centre is kept (as accurate as the convex fit on the real-data b
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
-from django.db import IntegrityError, transaction
-from django.db.models import Max
+from django.conf import settings
+from django.db import DatabaseError, IntegrityError, InterfaceError, OperationalError, transaction
+from django.db.models import Max, Q
 from django.utils import timezone
+from kombu.exceptions import OperationalError as BrokerError
 
 import learner
 from labeling import learning
@@ -41,7 +45,12 @@ def request_retrain(
         except IntegrityError:
             continue
         version_id = version.pk
-        transaction.on_commit(lambda: task.delay(version_id), robust=True)  # noqa: B023
+
+        def send(version_id: int = version_id) -> None:
+            ModelVersion.objects.filter(pk=version_id).update(sent_at=timezone.now())
+            task.delay(version_id)
+
+        transaction.on_commit(send, robust=True)
         return version
     raise RuntimeError("could not allocate a model version number")
 
@@ -64,16 +73,29 @@ def _gold_accuracy(net: learner.ReLUNetwork, E: np.ndarray, gold: list[tuple[int
     return float(np.mean(predicted == np.array([cls for _, cls in gold])))
 
 
+def _dead_before() -> Any:
+    """A RUNNING version started before this has outlived the task's hard time limit: its
+    worker is gone (killed, or the process hit the limit)."""
+    return timezone.now() - timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + 60)
+
+
 def retrain(version_id: int) -> str:
-    """Fit version ``version_id`` (claimed with a conditional UPDATE; idempotent)."""
-    claimed = ModelVersion.objects.filter(pk=version_id, status=Status.QUEUED).update(
-        status=Status.RUNNING
+    """Fit version ``version_id``: claimed with a conditional UPDATE (QUEUED, or RUNNING past
+    the hard time limit), so duplicate deliveries do nothing and a dead run is redone."""
+    claimable = Q(status=Status.QUEUED) | Q(status=Status.RUNNING, started_at__lt=_dead_before())
+    claimed = ModelVersion.objects.filter(claimable, pk=version_id).update(
+        status=Status.RUNNING, started_at=timezone.now()
     )
     if not claimed:
         return "nothing"
     version = ModelVersion.objects.select_related("campaign").get(pk=version_id)
     try:
         return _fit(version)
+    except (OperationalError, InterfaceError):
+        # Transient: hand the version back for the task's retry.
+        with contextlib.suppress(DatabaseError):
+            ModelVersion.objects.filter(pk=version_id).update(status=Status.QUEUED)
+        raise
     except Exception as exc:
         ModelVersion.objects.filter(pk=version_id).update(
             status=Status.FAILED,
@@ -81,6 +103,37 @@ def retrain(version_id: int) -> str:
             finished_at=timezone.now(),
         )
         raise
+
+
+def pending_versions() -> list[int]:
+    """Versions to (re)send: QUEUED ones, and RUNNING ones whose worker is gone."""
+    return list(
+        ModelVersion.objects.filter(
+            Q(status=Status.QUEUED) | Q(status=Status.RUNNING, started_at__lt=_dead_before())
+        ).values_list("pk", flat=True)
+    )
+
+
+def nudge(campaign: Campaign) -> int:
+    """Re-send the campaign's versions that have waited JOB_STALE_SECONDS since their last
+    message (the broker was down, or the worker died). Returns how many were sent."""
+    from labeling.tasks import retrain as task
+
+    stale = timezone.now() - timedelta(seconds=settings.CARVE_JOB_STALE_SECONDS)
+    sent = 0
+    for version in campaign.models.filter(pk__in=pending_versions()):
+        if version.sent_at is not None and version.sent_at >= stale:
+            continue
+        last = Q(sent_at__isnull=True) if version.sent_at is None else Q(sent_at=version.sent_at)
+        if not ModelVersion.objects.filter(last, pk=version.pk).update(sent_at=timezone.now()):
+            continue
+        try:
+            task.delay(version.pk)
+        except BrokerError:
+            logger.warning("could not re-send model version %s", version.pk, exc_info=True)
+            continue
+        sent += 1
+    return sent
 
 
 def _fit(version: ModelVersion) -> str:
@@ -97,7 +150,7 @@ def _fit(version: ModelVersion) -> str:
         return "failed"
     E, row_of, _ = pool
     state = learner.LearnerState.from_bytes(bytes(snapshot.state))
-    trained = {item_id for _, item_id, _ in snapshot.training}
+    trained = {item_id for item_id, _ in snapshot.training}
     index = {name: i for i, name in enumerate(campaign.labels)}
     gold = [
         (row_of[pk], index[g])

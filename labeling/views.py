@@ -17,6 +17,7 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST, require_safe
 from django_htmx.middleware import HtmxDetails
+from kombu.exceptions import OperationalError as BrokerError
 
 from labeling import annotation, charts, dashboard, jobs, learning, permissions, services, training
 from labeling.forms import CampaignForm, DecisionForm, LabelActionForm, UploadForm
@@ -87,7 +88,9 @@ def campaign_edit(request: HttpRequest, pk: int) -> HttpResponse:
     campaign = permissions.get_campaign(request.user, pk, manage=True)
     form = CampaignForm(request.POST or None, instance=campaign)
     if request.method == "POST" and form.is_valid():
-        form.save()
+        with transaction.atomic():
+            form.save()
+            learning.request_update(campaign.pk)  # new settings: rebuild the learner
         messages.success(request, "Campaign saved.")
         return redirect("campaign-detail", pk=campaign.pk)
     return render(request, "labeling/campaign_form.html", {"form": form, "campaign": campaign})
@@ -98,7 +101,10 @@ def _detail(
 ) -> HttpResponse:
     job = jobs.latest_job(campaign)
     if job is not None and job.is_active:
-        jobs.nudge(job)  # a stuck job (broker was down, worker killed) is sent again
+        try:
+            jobs.nudge(job)  # a stuck job (broker was down, worker killed) is sent again
+        except BrokerError:
+            logger.warning("could not re-send embedding job %s", job.pk, exc_info=True)
     template = "labeling/campaign_detail.html"
     if request.htmx:  # the polling progress bar asks for its part only
         template += "#embedding-status"
@@ -168,9 +174,11 @@ def _label_page(
     status: int = 200,
 ) -> HttpResponse:
     served = annotation.next_assignment(campaign, request.user, learning.ranked_queue(campaign))
-    n_mine = Label.objects.filter(
+    mine = Label.objects.filter(
         item__campaign=campaign, annotator=request.user, undone_at__isnull=True
-    ).count()
+    )
+    n_mine = mine.count()
+    last = mine.order_by("-created_at", "-pk").values_list("item_id", flat=True).first()
     snapshot_version = (
         LearnerSnapshot.objects.filter(campaign=campaign).values_list("version", flat=True).first()
     )
@@ -183,6 +191,7 @@ def _label_page(
         "buttons": [(i + 1, name) for i, name in enumerate(campaign.labels)],
         "n_mine": n_mine,
         "can_undo": n_mine > 0,
+        "last_item": last,
         "form": form,
     }
     template = "labeling/label.html"
@@ -200,15 +209,15 @@ def label(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     swapped in place.
     """
     campaign = permissions.get_campaign(request.user, pk)
-    learning.nudge(campaign)  # a learner update lost with a dead worker is sent again
     if request.method != "POST":
+        learning.nudge(campaign)  # a learner update lost with a dead worker is sent again
         return _label_page(request, campaign)
     form = LabelActionForm(request.POST, labels=campaign.labels)
     if not form.is_valid():
         return _label_page(request, campaign, form, status=400)
     action = form.cleaned_data["action"]
     if action == "undo":
-        annotation.undo_last(campaign, request.user)
+        annotation.undo_last(campaign, request.user, form.cleaned_data["item"])
     else:
         served = (
             Assignment.objects.filter(
@@ -219,6 +228,9 @@ def label(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         )
         if served is None:  # never served to this annotator: refuse, do not guess
             form.add_error(None, "This item was not served to you.")
+            return _label_page(request, campaign, form, status=400)
+        if action == "label" and served.state == Assignment.State.SKIPPED:
+            form.add_error(None, "You skipped this item; it may have gone to someone else.")
             return _label_page(request, campaign, form, status=400)
         if action == "skip":
             annotation.skip(served.item, request.user)
@@ -264,6 +276,7 @@ def review(request: HttpRequest, pk: int) -> HttpResponse:
 def campaign_dashboard(request: HttpRequest, pk: int) -> HttpResponse:
     """Progress, throughput, agreement, gold accuracy, the learning curve and diagnostics."""
     campaign = permissions.get_campaign(request.user, pk, manage=True)
+    training.nudge(campaign)  # versions stuck behind a dead worker or broker are sent again
     summary = dashboard.summarize(campaign)
     xs = [p.n_labels for p in summary.curve]
     threshold = next((p.threshold for p in reversed(summary.curve) if p.threshold), None)

@@ -212,3 +212,50 @@ def test_concurrent_claims_never_exceed_the_overlap(campaign: Campaign, overlap:
     counts = {item: got.count(item) for item in set(got)}
     assert max(counts.values()) <= overlap
     assert len(got) == min(len(users), 12 * overlap)  # everyone who could be served was
+
+
+@pytest.mark.django_db
+class TestStaleActions:
+    def test_a_stale_skip_of_a_labeled_item_changes_nothing(
+        self, campaign: Campaign, annotator: Any
+    ) -> None:
+        (item,) = _items(campaign, 1)
+        annotation.submit_label(item, annotator, "positive")
+        assert not annotation.skip(item, annotator)
+        assert Assignment.objects.get().state == State.LABELED
+        (b,) = _users(1)
+        assert annotation.next_assignment(campaign, b, rng=random.Random(0)) is None
+
+    def test_an_annotator_gets_their_own_expired_lease_back(
+        self, campaign: Campaign, annotator: Any
+    ) -> None:
+        (item,) = _items(campaign, 1)
+        lease = annotator_next(campaign, annotator)
+        Assignment.objects.filter(pk=lease.pk).update(
+            expires_at=timezone.now() - timedelta(seconds=1)
+        )
+        again = annotator_next(campaign, annotator)
+        assert again.pk == lease.pk and again.expires_at > timezone.now()
+
+    def test_undo_names_its_label_so_a_double_click_withdraws_one(
+        self, campaign: Campaign, annotator: Any
+    ) -> None:
+        first, second = _items(campaign, 2)
+        annotation.submit_label(first, annotator, "positive")
+        annotation.submit_label(second, annotator, "negative")
+        assert annotation.undo_last(campaign, annotator, second.pk) is not None
+        assert annotation.undo_last(campaign, annotator, second.pk) is None  # the double click
+        assert Label.objects.filter(undone_at__isnull=True).count() == 1
+
+    def test_undo_does_not_lease_an_item_someone_else_holds_now(self, campaign: Campaign) -> None:
+        (item,) = _items(campaign, 1)
+        a, b = _users(2)
+        lease = annotator_next(campaign, a)
+        Assignment.objects.filter(pk=lease.pk).update(
+            expires_at=timezone.now() - timedelta(seconds=1)
+        )
+        annotator_next(campaign, b)  # b holds the item now
+        annotation.submit_label(item, a, "positive")  # a's late label is kept
+        annotation.undo_last(campaign, a)
+        assert Assignment.objects.get(annotator=a).state == State.SKIPPED
+        assert annotation.current_assignment(campaign, a) is None

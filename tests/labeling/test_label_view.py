@@ -159,3 +159,17 @@ def test_the_campaign_list_shows_progress_and_a_label_link(
     text = client.get(reverse("campaign-list")).content.decode()
     assert _url(campaign) in text
     assert re.search(r'<td class="num">1</td>\s*<td class="num">2</td>', text)
+
+
+def test_a_label_for_a_skipped_item_is_refused(
+    campaign: Campaign, annotator: Any, items: list[Item]
+) -> None:
+    client = _client(annotator)
+    client.get(_url(campaign))
+    client.post(_url(campaign), {"action": "skip", "item": items[0].pk})
+    response = client.post(
+        _url(campaign), {"action": "label", "item": items[0].pk, "value": "positive"}
+    )
+    assert response.status_code == 400
+    assert "You skipped this item" in response.content.decode()
+    assert Label.objects.count() == 0

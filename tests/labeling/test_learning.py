@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 from django.contrib.auth import get_user_model
+from django.db.models import F
 
 import learner
 from labeling import annotation, jobs, learning
@@ -84,7 +85,7 @@ def test_new_labels_extend_the_state_and_an_undo_rebuilds_it(
     shrunk = learning.update_learner(campaign.pk).snapshot
     assert (shrunk.rebuilt, shrunk.n_labels) == (True, 11)
     # The rebuilt state is the one the labels alone give (DESIGN §3).
-    labels = [r[1] for r in shrunk.training]
+    labels = [r[0] for r in shrunk.training]
     rows = [items.index(Item.objects.get(pk=pk)) for pk in labels]
     fresh, _ = learner.rebuild(learning.learner_config(campaign, E.shape[1]), E, E[rows], y[rows])
     state = learner.LearnerState.from_bytes(bytes(shrunk.state))
@@ -136,7 +137,7 @@ def test_disagreeing_annotators_keep_the_item_out_of_training(campaign: Campaign
     annotation.submit_label(items[1], a, "positive")
     annotation.submit_label(items[1], b, "positive")
     training = learning.consensus(campaign)
-    assert [row[1] for row in training.rows] == [items[1].pk]
+    assert [row[0] for row in training.rows] == [items[1].pk]
     assert training.disagreements == [items[0].pk]
     assert Label.objects.count() == 4  # nothing is dropped from the database
 
@@ -226,3 +227,74 @@ def test_measurements_are_log_spaced_not_after_every_label(
     _label(items, y, annotator, range(12, 15))
     learning.update_learner(campaign.pk)
     assert list(LearnerPoint.objects.values_list("n_labels", flat=True)) == [10, 15]
+
+
+def test_a_second_agreeing_label_extends_the_state_instead_of_rebuilding(
+    campaign: Campaign,
+) -> None:
+    campaign.overlap = 2
+    campaign.save()
+    items, E = _setup(campaign, n=20)
+    a, b = (get_user_model().objects.create_user(n) for n in ("ann", "bob"))
+    annotation.submit_label(items[0], a, "positive")
+    annotation.submit_label(items[1], a, "negative")
+    learning.update_learner(campaign.pk)
+    annotation.submit_label(items[0], b, "positive")  # agrees
+    annotation.submit_label(items[2], a, "positive")
+    snap = learning.update_learner(campaign.pk).snapshot
+    assert (snap.rebuilt, snap.n_labels) == (False, 3)
+
+
+def test_a_learner_left_behind_by_a_killed_worker_is_sent_again(
+    campaign: Campaign, settings: Any
+) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    _setup(campaign, n=10)
+    learning.update_learner(campaign.pk)
+    # A label change whose update started (flag cleared) and died with its worker.
+    long_ago = timezone.now() - timedelta(seconds=settings.CARVE_JOB_STALE_SECONDS + 1)
+    Campaign.objects.filter(pk=campaign.pk).update(
+        label_version=F("label_version") + 1, learner_pending=False, learner_requested_at=long_ago
+    )
+    campaign.refresh_from_db()
+    assert learning.pending_campaigns() == [campaign.pk]
+    assert learning.nudge(campaign)
+    learning.update_learner(campaign.pk)
+    assert learning.pending_campaigns() == []
+
+
+def test_a_campaign_edit_cannot_drop_a_label_in_use_and_keeps_a_concurrent_stop(
+    campaign: Campaign, annotator: Any
+) -> None:
+    from django.utils import timezone
+
+    from labeling.forms import CampaignForm
+
+    import_file(campaign, campaign.created_by, b"text\nsomething\n", "d.csv")
+    annotation.submit_label(Item.objects.get(), annotator, "negative")
+    loaded = Campaign.objects.get(pk=campaign.pk)
+    Campaign.objects.filter(pk=campaign.pk).update(stopped_at=timezone.now())
+    data = {
+        "name": "x",
+        "labels_text": "bad\npositive",
+        "n_gates": 32,
+        "projection_dim": 64,
+        "radius": 1,
+        "batch_size": 4,
+        "seed": 0,
+        "overlap": 1,
+        "gold_rate": 0.1,
+        "retrain_every": 50,
+    }
+    form = CampaignForm(data, instance=loaded)
+    assert not form.is_valid()
+    assert "Labels given must stay in the label set: 'negative'." in form.errors["labels_text"]
+    form = CampaignForm({**data, "labels_text": "negative\npositive\nmixed"}, instance=loaded)
+    assert form.is_valid(), form.errors
+    form.save()
+    campaign.refresh_from_db()
+    assert campaign.labels == ["negative", "positive", "mixed"]
+    assert campaign.stopped_at is not None  # the stale copy did not resume the campaign

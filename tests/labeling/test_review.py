@@ -66,7 +66,7 @@ def test_a_decision_settles_the_item_for_the_learner(
     assert (decision.item, decision.value, decision.decided_by) == (disputed, "negative", manager)
     assert learning.review_items(campaign) == []
     rows = learning.consensus(campaign).rows
-    assert rows == [[[-decision.pk], disputed.pk, 0]]
+    assert rows == [[disputed.pk, 0]]
     assert Label.objects.filter(item=disputed).count() == 2  # the annotators' labels stay
     campaign.refresh_from_db()
     assert campaign.learner_pending  # the learner will pick the decision up

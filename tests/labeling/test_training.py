@@ -105,3 +105,48 @@ def test_retrain_now_is_for_managers_and_the_dashboard_lists_versions(
     assert (version.trigger, version.created_by) == ("manual", manager)
     page = client.get(reverse("campaign-dashboard", args=[campaign.pk])).content.decode()
     assert "v1" in page and "Queued" in page
+
+
+def test_a_version_whose_worker_died_is_redone_and_resent(
+    campaign: Campaign, annotator: Any, ready: Any, settings: Any
+) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    items, _, y = ready
+    _label(items, y, annotator, 5)
+    version = training.request_retrain(campaign)
+    dead = timezone.now() - timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + 120)
+    ModelVersion.objects.filter(pk=version.pk).update(status="running", started_at=dead)
+    assert training.pending_versions() == [version.pk]
+    assert training.nudge(campaign) == 1  # never sent: sent now
+    assert training.nudge(campaign) == 0  # just sent
+    assert training.retrain(version.pk) == "done"
+    assert training.pending_versions() == []
+
+
+def test_a_running_version_is_not_taken_twice(campaign: Campaign, ready: Any) -> None:
+    from django.utils import timezone
+
+    version = training.request_retrain(campaign)
+    ModelVersion.objects.filter(pk=version.pk).update(status="running", started_at=timezone.now())
+    assert training.retrain(version.pk) == "nothing"
+    assert training.pending_versions() == []
+
+
+def test_a_lost_database_connection_hands_the_version_back(
+    campaign: Campaign, ready: Any, monkeypatch: Any
+) -> None:
+    from django.db import OperationalError
+
+    version = training.request_retrain(campaign)
+
+    def disconnected(*args: Any, **kwargs: Any) -> Any:
+        raise OperationalError("connection lost")
+
+    monkeypatch.setattr(training, "_fit", disconnected)
+    with pytest.raises(OperationalError):
+        training.retrain(version.pk)
+    version.refresh_from_db()
+    assert version.status == "queued"
