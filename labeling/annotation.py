@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -81,39 +82,28 @@ def _claim(item_id: int, user: Any, overlap: int) -> Assignment | None:
         )
 
 
-@dataclass(frozen=True)
-class Candidates:
-    """Item ids to try, in order."""
-
-    ids: list[int]
-    gold: bool  # whether this round tries gold items first
-
-
-def candidate_ids(
+def candidate_stages(
     campaign: Campaign, user: Any, ranked: list[int], rng: random.Random, limit: int = 50
-) -> Candidates:
-    """The learner's ranked queue (still available) first, then available items in pool
-    order; with probability ``campaign.gold_rate`` available gold items come first."""
+) -> Iterator[list[int]]:
+    """Item ids to try, stage by stage, each computed only if the earlier ones gave nothing:
+    items still missing labels (overlap >= 2), gold items (with probability ``gold_rate``),
+    the learner's ranked queue, then the rest in pool order."""
     available = available_items(campaign, user)
-    gold_first = bool(campaign.gold_rate) and rng.random() < campaign.gold_rate
-    ids: list[int] = []
     if campaign.overlap > 1:  # items that already have a label need their second one first
-        ids += list(
+        yield list(
             available.filter(assignments__state=State.LABELED)
             .order_by("position")
             .values_list("pk", flat=True)
             .distinct()[:limit]
         )
-    if gold_first:
+    if campaign.gold_rate and rng.random() < campaign.gold_rate:
         gold = list(available.exclude(gold="").values_list("pk", flat=True)[:limit])
         rng.shuffle(gold)
-        ids += gold
+        yield gold
     if ranked:
         still = set(available.filter(pk__in=ranked).values_list("pk", flat=True))
-        ids += [pk for pk in ranked if pk in still]
-    ids += list(available.order_by("position").values_list("pk", flat=True)[:limit])
-    seen: set[int] = set()
-    return Candidates([pk for pk in ids if not (pk in seen or seen.add(pk))], gold_first)
+        yield [pk for pk in ranked if pk in still]
+    yield list(available.order_by("position").values_list("pk", flat=True)[:limit])
 
 
 def current_assignment(campaign: Campaign, user: Any) -> Assignment | None:
@@ -142,10 +132,15 @@ def next_assignment(
     if current is not None:
         return current
     rng = rng or random.Random()
-    for item_id in candidate_ids(campaign, user, ranked or [], rng).ids:
-        claimed = _claim(item_id, user, campaign.overlap)
-        if claimed is not None:
-            return claimed
+    tried: set[int] = set()
+    for stage in candidate_stages(campaign, user, ranked or [], rng):
+        for item_id in stage:
+            if item_id in tried:
+                continue
+            tried.add(item_id)
+            claimed = _claim(item_id, user, campaign.overlap)
+            if claimed is not None:
+                return claimed
     return None
 
 
