@@ -67,7 +67,10 @@ def line_chart(
             f'<line x1="{LEFT}" x2="{W - RIGHT}" y1="{sy(t):.1f}" y2="{sy(t):.1f}" class="grid"/>'
             f'<text x="{LEFT - 6}" y="{sy(t) + 4:.1f}" text-anchor="end">{_fmt(t)}</text>'
         )
-    for t in _ticks(x0, x1):
+    x_ticks = _ticks(x0, x1)
+    if all(float(x).is_integer() for x in xs):  # counts (labels): whole-number ticks only
+        x_ticks = sorted({round(t) for t in x_ticks if x0 <= round(t) <= x1})
+    for t in x_ticks:
         parts.append(
             f'<text x="{sx(t):.1f}" y="{H - BOTTOM + 16}" text-anchor="middle">{_fmt(t)}</text>'
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 from typing import Any
 
 import pytest
@@ -137,3 +138,11 @@ def test_stop_and_retrain_refuse_anyone_but_managers(
     assert _client(annotator).get(url).status_code in (403, 405)
     campaign.refresh_from_db()
     assert campaign.stopped_at is None and not campaign.models.exists()
+
+
+def test_label_count_axes_get_whole_number_ticks() -> None:
+    svg = charts.line_chart(
+        [charts.Series("acc", [1, 6, 11, 16, 21, 26], [0.5] * 6)], title="T", x_label="labels"
+    )
+    ticks = re.findall(r'text-anchor="middle">([^<]+)</text>', svg)
+    assert ticks[:-1] == ["1", "7", "14", "20", "26"] and ticks[-1] == "labels"
