@@ -163,7 +163,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    from labeling.demo import Processes, answers, free_port, port_is_free, wait_until
+    from labeling.demo import (
+        Processes,
+        answers,
+        celery_worker_argv,
+        free_port,
+        gunicorn_argv,
+        port_is_free,
+        wait_until,
+    )
 
     tmp = Path(tempfile.mkdtemp(prefix="carve-bench-loop-"))
     port, redis_port = free_port(), free_port()
@@ -208,38 +216,8 @@ def main(argv: list[str] | None = None) -> int:
 
         django.setup()
         campaign_id, annotators, label_of = _setup(args.items, args.annotators)
-        procs.start(
-            "worker",
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "config",
-                "worker",
-                "-l",
-                "WARNING",
-                "-c",
-                "1",
-                "--without-gossip",
-                "--without-mingle",
-            ],
-            env,
-        )
-        procs.start(
-            "web",
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "config.wsgi",
-                "--bind",
-                f"127.0.0.1:{port}",
-                "--workers",
-                str(args.web_workers),
-            ],
-            env,
-        )
+        procs.start("worker", celery_worker_argv("bench", 1, env["LOG_LEVEL"]), env)
+        procs.start("web", gunicorn_argv(port, args.web_workers), env)
         base = f"http://127.0.0.1:{port}/"
         wait_until(lambda: answers(base + "healthz"), 60, "gunicorn")
         wait_until(lambda: _learner_ready(campaign_id), 300, "embeddings and the first queue")

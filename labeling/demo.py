@@ -127,6 +127,23 @@ def _write_private(path: Path, text: str) -> None:
         fh.write(text)
 
 
+def celery_worker_argv(name: str, concurrency: int, loglevel: str = "INFO") -> list[str]:
+    """``celery worker`` for this project (the demo, bench-loop and the integration tests)."""
+    return [
+        sys.executable, "-m", "celery", "-A", "config", "worker", "-l", loglevel,
+        "-c", str(concurrency), "-n", f"{name}@%h", "--without-gossip", "--without-mingle",
+    ]  # fmt: skip
+
+
+def gunicorn_argv(port: int, workers: int, *, access_log: bool = False) -> list[str]:
+    """gunicorn serving Carve on 127.0.0.1:``port``."""
+    argv = [
+        sys.executable, "-m", "gunicorn", "config.wsgi",
+        "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
+    ]  # fmt: skip
+    return argv + (["--access-logfile", "-"] if access_log else [])
+
+
 def _secret(path: Path, nbytes: int = 32) -> str:
     """A random secret kept in ``path`` (mode 600), created on first use."""
     if not path.exists():
@@ -325,42 +342,8 @@ def main(argv: list[str] | None = None) -> int:
 
         django.setup()
         campaign, creds = _setup_database(args.data)
-        procs.start(
-            "worker",
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "config",
-                "worker",
-                "-l",
-                "INFO",
-                "-c",
-                "2",
-                "-n",
-                "demo@%h",
-                "--without-gossip",
-                "--without-mingle",
-            ],
-            env,
-        )
-        procs.start(
-            "web",
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "config.wsgi",
-                "--bind",
-                f"127.0.0.1:{args.port}",
-                "--workers",
-                "2",
-                "--access-logfile",
-                "-",
-            ],
-            env,
-        )
+        procs.start("worker", celery_worker_argv("demo", concurrency=2), env)
+        procs.start("web", gunicorn_argv(args.port, workers=2, access_log=True), env)
         base = f"http://127.0.0.1:{args.port}/"
 
         def page_answers() -> bool:

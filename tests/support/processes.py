@@ -7,7 +7,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -16,6 +15,8 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
+
+from labeling.demo import celery_worker_argv
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -101,23 +102,7 @@ class Worker:
         self.name, self.log = name, log
         with log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "config",
-                    "worker",
-                    "-l",
-                    "INFO",
-                    "-c",
-                    "1",
-                    "-n",
-                    f"{name}@%h",
-                    "--without-gossip",
-                    "--without-mingle",
-                    "--without-heartbeat",
-                ],
+                [*celery_worker_argv(name, concurrency=1), "--without-heartbeat"],
                 cwd=REPO_ROOT,
                 env=env,
                 stdout=out,
