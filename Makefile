@@ -11,7 +11,7 @@ DATA ?=
 export HF_HUB_OFFLINE ?= 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install system-deps test-deps demo test test-postgres lint fmt bench-center bench-curve bench-loop bench-al bench-al-tune clean
+.PHONY: help install system-deps test-deps demo schema test test-postgres lint fmt bench-center bench-curve bench-loop bench-al bench-al-tune clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -59,7 +59,10 @@ fmt: $(STAMP) ## apply ruff fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-test: $(STAMP) test-deps lint ## lint, the test suite on SQLite (slow tests excluded), then test-postgres
+schema: $(STAMP) ## validate the OpenAPI schema of the REST API (fails on any warning)
+	DJANGO_SETTINGS_MODULE=config.settings_test $(BIN)/python manage.py spectacular --validate --fail-on-warn --file /dev/null
+
+test: $(STAMP) test-deps lint schema ## lint, schema, the test suite on SQLite (slow tests excluded), then test-postgres
 	$(BIN)/python -m pytest
 	$(MAKE) --no-print-directory test-postgres
 

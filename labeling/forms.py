@@ -13,6 +13,24 @@ from django.template.defaultfilters import filesizeformat
 from labeling.models import DEFAULT_LABELS, Campaign, validate_label_set
 
 
+def check_labels_in_use(campaign: Campaign, labels: list[str]) -> None:
+    """Refuse a new label set that drops a value gold items, labels or decisions still use."""
+    from labeling.models import Decision, Label
+
+    gold = set(campaign.items.exclude(gold="").values_list("gold", flat=True))
+    given = set(
+        Label.objects.filter(item__campaign=campaign, undone_at__isnull=True)
+        .values_list("value", flat=True)
+        .distinct()
+    ) | set(Decision.objects.filter(item__campaign=campaign).values_list("value", flat=True))
+    for used, what in ((gold, "Gold labels of imported items"), (given, "Labels given")):
+        missing = sorted(used - set(labels))
+        if missing:
+            raise ValidationError(
+                f"{what} must stay in the label set: " + ", ".join(repr(m) for m in missing) + "."
+            )
+
+
 class CampaignForm(forms.ModelForm):  # type: ignore[type-arg]
     labels_text = forms.CharField(
         label="Labels",
@@ -55,26 +73,7 @@ class CampaignForm(forms.ModelForm):  # type: ignore[type-arg]
         labels = [part.strip() for part in re.split(r"[\n,]", raw) if part.strip()]
         validate_label_set(labels)
         if self.instance.pk:
-            from labeling.models import Decision, Label
-
-            gold = set(self.instance.items.exclude(gold="").values_list("gold", flat=True))
-            given = set(
-                Label.objects.filter(item__campaign=self.instance, undone_at__isnull=True)
-                .values_list("value", flat=True)
-                .distinct()
-            ) | set(
-                Decision.objects.filter(item__campaign=self.instance).values_list(
-                    "value", flat=True
-                )
-            )
-            for used, what in ((gold, "Gold labels of imported items"), (given, "Labels given")):
-                missing = sorted(used - set(labels))
-                if missing:
-                    raise ValidationError(
-                        f"{what} must stay in the label set: "
-                        + ", ".join(repr(m) for m in missing)
-                        + "."
-                    )
+            check_labels_in_use(self.instance, labels)
         return labels
 
     def save(self, commit: bool = True) -> Campaign:
@@ -152,3 +151,16 @@ class DecisionForm(forms.Form):
         if value not in self.labels:
             raise ValidationError(f"Choose one of the labels: {', '.join(self.labels)}.")
         return value
+
+
+class TokenForm(forms.Form):
+    """Create (``name``) or revoke (``revoke`` = token id) a personal API token."""
+
+    name = forms.CharField(required=False, max_length=100)
+    revoke = forms.IntegerField(required=False, min_value=1)
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if not data.get("revoke") and not (data.get("name") or "").strip():
+            raise ValidationError("Give the new token a name (what will use it?).")
+        return data

@@ -16,4 +16,5 @@ urlpatterns = [
     path("campaigns/<int:pk>/dashboard/", views.campaign_dashboard, name="campaign-dashboard"),
     path("campaigns/<int:pk>/stop/", views.campaign_stop, name="campaign-stop"),
     path("campaigns/<int:pk>/retrain/", views.campaign_retrain, name="campaign-retrain"),
+    path("account/tokens/", views.api_tokens, name="api-tokens"),
 ]

@@ -19,8 +19,18 @@ from django.views.decorators.http import require_POST, require_safe
 from django_htmx.middleware import HtmxDetails
 from kombu.exceptions import OperationalError as BrokerError
 
-from labeling import annotation, charts, dashboard, jobs, learning, permissions, services, training
-from labeling.forms import CampaignForm, DecisionForm, LabelActionForm, UploadForm
+from labeling import (
+    annotation,
+    charts,
+    dashboard,
+    jobs,
+    learning,
+    permissions,
+    services,
+    tokens,
+    training,
+)
+from labeling.forms import CampaignForm, DecisionForm, LabelActionForm, TokenForm, UploadForm
 from labeling.importing import UploadRejected
 from labeling.models import Assignment, Campaign, Item, Label, LearnerSnapshot
 
@@ -325,3 +335,29 @@ def campaign_retrain(request: HttpRequest, pk: int) -> HttpResponse:
     version = training.request_retrain(campaign, user=request.user)
     messages.success(request, f"Model version {version.number} queued.")
     return redirect("campaign-dashboard", pk=campaign.pk)
+
+
+@never_cache
+@login_required
+def api_tokens(request: HttpRequest) -> HttpResponse:
+    """The user's API tokens: create one (shown once, stored hashed) or revoke one."""
+    form = TokenForm(request.POST or None)
+    created = None
+    status = 200
+    if request.method == "POST":
+        if form.is_valid() and form.cleaned_data.get("revoke"):
+            if tokens.revoke(request.user, form.cleaned_data["revoke"]):
+                messages.success(request, "Token revoked.")
+            return redirect("api-tokens")
+        if form.is_valid():
+            _row, created = tokens.create_token(request.user, form.cleaned_data["name"].strip())
+            form = TokenForm()
+        else:
+            status = 400
+    rows = request.user.api_tokens.all()
+    return render(
+        request,
+        "labeling/tokens.html",
+        {"form": form, "tokens": rows, "created": created},
+        status=status,
+    )

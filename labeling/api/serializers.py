@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError as DjangoValidationError
+from rest_framework import serializers
+
+from labeling.forms import check_labels_in_use
+from labeling.models import Campaign, validate_label_set
+
+
+class CampaignSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
+    labels = serializers.ListField(
+        child=serializers.CharField(max_length=200), min_length=2, max_length=20, required=False
+    )
+    annotators = serializers.SlugRelatedField(
+        many=True,
+        slug_field="username",
+        queryset=get_user_model().objects.filter(is_active=True),
+        required=False,
+    )
+    created_by = serializers.CharField(source="created_by.username", read_only=True)
+    n_items = serializers.IntegerField(read_only=True)
+
+    class Meta:
+        model = Campaign
+        fields = [
+            "id",
+            "name",
+            "instructions",
+            "labels",
+            "annotators",
+            "n_gates",
+            "projection_dim",
+            "radius",
+            "batch_size",
+            "seed",
+            "overlap",
+            "gold_rate",
+            "retrain_every",
+            "created_by",
+            "created_at",
+            "n_items",
+        ]
+        read_only_fields = ["id", "created_by", "created_at", "n_items"]
+
+    def validate_labels(self, value: list[str]) -> list[str]:
+        labels = [v.strip() for v in value]
+        try:
+            validate_label_set(labels)
+            if self.instance is not None:
+                check_labels_in_use(self.instance, labels)
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(exc.messages) from None
+        return labels
+
+    def to_representation(self, instance: Campaign) -> dict[str, Any]:
+        data = super().to_representation(instance)
+        if data.get("n_items") is None:
+            data["n_items"] = instance.items.count()
+        return data
