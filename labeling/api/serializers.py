@@ -60,3 +60,32 @@ class CampaignSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
         if data.get("n_items") is None:
             data["n_items"] = instance.items.count()
         return data
+
+
+class ItemSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    id = serializers.IntegerField()
+    position = serializers.IntegerField()
+    text = serializers.CharField()
+    metadata = serializers.DictField()
+    labels = serializers.ListField(child=serializers.CharField(), help_text="Active labels.")
+    gold = serializers.CharField(required=False, help_text="Managers only.")
+
+
+class NextItemSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    id = serializers.IntegerField()
+    text = serializers.CharField()
+    lease_expires_at = serializers.DateTimeField()
+
+
+class LabelInSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    item = serializers.IntegerField(min_value=1)
+    value = serializers.CharField(max_length=200)
+    comment = serializers.CharField(max_length=2000, required=False, allow_blank=True)
+
+
+class LabelOutSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    id = serializers.IntegerField()
+    item = serializers.IntegerField()
+    value = serializers.CharField()
+    comment = serializers.CharField()
+    created = serializers.BooleanField(help_text="False: a repeated submission; the first stands.")

@@ -2,17 +2,40 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+from collections.abc import Iterator
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Count, QuerySet
-from rest_framework import mixins, viewsets
-from rest_framework.exceptions import PermissionDenied
+from django.db.models import Count, Prefetch, QuerySet
+from django.http import StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.request import Request
+from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
 
-from labeling import learning, permissions
-from labeling.api.serializers import CampaignSerializer
-from labeling.models import Campaign
+from labeling import annotation, learning, permissions
+from labeling.api.serializers import (
+    CampaignSerializer,
+    ItemSerializer,
+    LabelInSerializer,
+    LabelOutSerializer,
+    NextItemSerializer,
+)
+from labeling.models import Assignment, Campaign, Label
+
+# A spreadsheet runs a cell starting with one of these as a formula (CSV injection).
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: str) -> str:
+    return "'" + value if value.startswith(FORMULA_START) else value
 
 
 class CampaignViewSet(
@@ -46,3 +69,156 @@ class CampaignViewSet(
         with transaction.atomic():
             serializer.save()
             learning.request_update(campaign.pk)  # new settings: rebuild the learner
+
+    # ---- items, serving and labels -------------------------------------------------------
+
+    def _campaign(self, pk: Any, *, manage: bool = False) -> Campaign:
+        campaign = permissions.get_campaign(self.request.user, int(pk), manage=manage)
+        return campaign
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("state", str, enum=["labeled", "unlabeled", "review"], required=False)
+        ],
+        responses=ItemSerializer(many=True),
+    )
+    @action(detail=True, methods=["get"])
+    def items(self, request: Request, pk: Any = None) -> Response:
+        """The campaign's items; ``state`` filters labeled, unlabeled or in-review items.
+        Gold labels are shown to managers only."""
+        campaign = self._campaign(pk)
+        manager = permissions.can_manage(request.user, campaign)
+        active = Label.objects.filter(undone_at__isnull=True)
+        items = campaign.items.order_by("position").prefetch_related(
+            Prefetch("labels", queryset=active, to_attr="active_labels")
+        )
+        state = request.query_params.get("state")
+        if state == "labeled":
+            items = items.filter(labels__in=active).distinct()
+        elif state == "unlabeled":
+            items = items.exclude(labels__in=active)
+        elif state == "review":
+            items = items.filter(pk__in=learning.review_items(campaign))
+        elif state is not None:
+            raise ValidationError({"state": "Use labeled, unlabeled or review."})
+        page = self.paginate_queryset(items)
+        rows = [
+            {
+                "id": item.pk,
+                "position": item.position,
+                "text": item.text,
+                "metadata": item.metadata,
+                "labels": [label.value for label in item.active_labels],
+                **({"gold": item.gold} if manager else {}),
+            }
+            for item in (page if page is not None else items)
+        ]
+        return self.get_paginated_response(rows) if page is not None else Response(rows)
+
+    @extend_schema(
+        request=None,
+        responses={
+            200: NextItemSerializer,
+            204: OpenApiResponse(description="Nothing to label right now."),
+        },
+    )
+    @action(detail=True, methods=["post"])
+    def next(self, request: Request, pk: Any = None) -> Response:
+        """Lease the caller's next item (the same leasing as the labeling page)."""
+        campaign = self._campaign(pk)
+        served = annotation.next_assignment(campaign, request.user, learning.ranked_queue(campaign))
+        if served is None:
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        return Response(
+            {"id": served.item_id, "text": served.item.text, "lease_expires_at": served.expires_at}
+        )
+
+    @extend_schema(
+        request=LabelInSerializer, responses={201: LabelOutSerializer, 200: LabelOutSerializer}
+    )
+    @action(detail=True, methods=["post"])
+    def labels(self, request: Request, pk: Any = None) -> Response:
+        """Label an item the caller was served. Repeating a submission returns the first label
+        (200); a label outside the label set, or for an item not served to the caller or
+        skipped by them, is a 400."""
+        campaign = self._campaign(pk)
+        data = LabelInSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        served = (
+            Assignment.objects.filter(
+                item_id=data.validated_data["item"], item__campaign=campaign, annotator=request.user
+            )
+            .select_related("item")
+            .first()
+        )
+        if served is None:
+            raise ValidationError({"item": "This item was not served to you."})
+        if served.state == Assignment.State.SKIPPED:
+            raise ValidationError({"item": "You skipped this item."})
+        if data.validated_data["value"] not in campaign.labels:
+            raise ValidationError({"value": f"Choose one of: {', '.join(campaign.labels)}."})
+        out = annotation.submit_label(
+            served.item,
+            request.user,
+            data.validated_data["value"],
+            data.validated_data.get("comment", ""),
+        )
+        body = {
+            "id": out.label.pk,
+            "item": out.label.item_id,
+            "value": out.label.value,
+            "comment": out.label.comment,
+            "created": out.created,
+        }
+        return Response(body, status=status.HTTP_201_CREATED if out.created else status.HTTP_200_OK)
+
+    @extend_schema(
+        parameters=[OpenApiParameter("as", str, enum=["csv", "jsonl"], required=False)],
+        responses={
+            (200, "text/csv"): OpenApiTypes.STR,
+            (200, "application/x-ndjson"): OpenApiTypes.STR,
+        },
+    )
+    @action(detail=True, methods=["get"])
+    def export(self, request: Request, pk: Any = None) -> StreamingHttpResponse:
+        """All active labels, streamed as CSV (default; cells that a spreadsheet would run as
+        formulas are prefixed with ') or JSON Lines (``?as=jsonl``). Managers only."""
+        campaign = self._campaign(pk, manage=True)
+        kind = request.query_params.get("as", "csv")
+        if kind not in ("csv", "jsonl"):
+            raise ValidationError({"as": "Use csv or jsonl."})
+        rows = (
+            Label.objects.filter(item__campaign=campaign, undone_at__isnull=True)
+            .order_by("pk")
+            .values_list(
+                "item_id", "item__text", "value", "annotator__username", "comment", "created_at"
+            )
+        )
+        fields = ["item", "text", "label", "annotator", "comment", "created_at"]
+
+        def as_csv() -> Iterator[str]:
+            buffer = io.StringIO()
+            writer = csv.writer(buffer)
+            writer.writerow(fields)
+            for row in rows.iterator(chunk_size=1000):
+                writer.writerow(
+                    [row[0], *(spreadsheet_safe(str(v)) for v in row[1:5]), row[5].isoformat()]
+                )
+                yield buffer.getvalue()
+                buffer.seek(0)
+                buffer.truncate()
+            yield buffer.getvalue()
+
+        def as_jsonl() -> Iterator[str]:
+            for row in rows.iterator(chunk_size=1000):
+                record = dict(zip(fields, (*row[:5], row[5].isoformat()), strict=True))
+                yield json.dumps(record, ensure_ascii=False) + "\n"
+
+        content_type = "text/csv" if kind == "csv" else "application/x-ndjson"
+        response = StreamingHttpResponse(
+            as_csv() if kind == "csv" else as_jsonl(), content_type=f"{content_type}; charset=utf-8"
+        )
+        response["Content-Disposition"] = (
+            f'attachment; filename="campaign-{campaign.pk}-labels.{kind}"'
+        )
+        return response

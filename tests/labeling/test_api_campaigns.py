@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
+import json
 from typing import Any
 
 import pytest
@@ -158,3 +160,114 @@ def test_the_schema_is_served_and_validates() -> None:
 def test_swagger_ui_is_served_offline() -> None:
     page = APIClient().get("/api/docs/").content.decode()
     assert "swagger-ui" in page and "cdn." not in page and "unpkg" not in page
+
+
+# --- items, next item, labels, export -----------------------------------------------------------
+
+
+@pytest.fixture
+def imported(campaign: Campaign, manager: Any) -> Campaign:
+    from labeling.services import import_file
+
+    Campaign.objects.filter(pk=campaign.pk).update(gold_rate=0)
+    campaign.refresh_from_db()
+    body = 'text,label\n"=HYPERLINK(""http://x"")",positive\nplain text,\nthird,negative\n'
+    import_file(campaign, manager, body.encode(), "d.csv")
+    return campaign
+
+
+def test_an_annotator_is_served_labels_and_a_repeat_is_stored_once(
+    imported: Campaign, annotator: Any
+) -> None:
+    api = _api(annotator)
+    base = f"/api/v1/campaigns/{imported.pk}"
+    served = api.post(f"{base}/next/").json()
+    assert set(served) == {"id", "text", "lease_expires_at"}
+    assert api.post(f"{base}/next/").json()["id"] == served["id"]  # the same lease
+    label = {"item": served["id"], "value": "negative", "comment": "meh"}
+    first = api.post(f"{base}/labels/", label, format="json")
+    again = api.post(f"{base}/labels/", label, format="json")
+    assert (first.status_code, first.json()["created"]) == (201, True)
+    assert (again.status_code, again.json()["created"], again.json()["id"]) == (
+        200,
+        False,
+        first.json()["id"],
+    )
+
+
+@pytest.mark.parametrize(
+    ("label", "field"),
+    [({"value": "great"}, "value"), ({"item": 999_999}, "item"), ({"value": ""}, "value")],
+)
+def test_bad_labels_are_400_with_the_field(
+    imported: Campaign, annotator: Any, label: dict[str, Any], field: str
+) -> None:
+    api = _api(annotator)
+    served = api.post(f"/api/v1/campaigns/{imported.pk}/next/").json()
+    body = {"item": served["id"], "value": "positive", **label}
+    response = api.post(f"/api/v1/campaigns/{imported.pk}/labels/", body, format="json")
+    assert response.status_code == 400 and field in response.json()
+
+
+def test_nothing_left_is_204(imported: Campaign, annotator: Any) -> None:
+    api = _api(annotator)
+    for _ in range(3):
+        served = api.post(f"/api/v1/campaigns/{imported.pk}/next/").json()
+        api.post(
+            f"/api/v1/campaigns/{imported.pk}/labels/",
+            {"item": served["id"], "value": "positive"},
+            format="json",
+        )
+    assert api.post(f"/api/v1/campaigns/{imported.pk}/next/").status_code == 204
+
+
+def test_items_filter_and_gold_only_for_managers(
+    imported: Campaign, annotator: Any, manager: Any
+) -> None:
+    api = _api(annotator)
+    served = api.post(f"/api/v1/campaigns/{imported.pk}/next/").json()
+    api.post(
+        f"/api/v1/campaigns/{imported.pk}/labels/",
+        {"item": served["id"], "value": "positive"},
+        format="json",
+    )
+    base = f"/api/v1/campaigns/{imported.pk}/items/"
+    labeled = api.get(base, {"state": "labeled"}).json()["results"]
+    assert [i["id"] for i in labeled] == [served["id"]] and labeled[0]["labels"] == ["positive"]
+    assert len(api.get(base, {"state": "unlabeled"}).json()["results"]) == 2
+    assert "gold" not in labeled[0]  # gold is never shown to annotators
+    assert "gold" in _api(manager).get(base).json()["results"][0]
+    assert api.get(base, {"state": "bogus"}).status_code == 400
+
+
+def test_export_streams_csv_safe_from_formulas_and_jsonl(
+    imported: Campaign, annotator: Any, manager: Any
+) -> None:
+    api = _api(annotator)
+    for _ in range(2):
+        served = api.post(f"/api/v1/campaigns/{imported.pk}/next/").json()
+        api.post(
+            f"/api/v1/campaigns/{imported.pk}/labels/",
+            {"item": served["id"], "value": "positive", "comment": "@risky"},
+            format="json",
+        )
+    url = f"/api/v1/campaigns/{imported.pk}/export/"
+    assert api.get(url).status_code == 403  # managers only
+    response = _api(manager).get(url)
+    text = b"".join(response.streaming_content).decode()
+    rows = list(csv.reader(io.StringIO(text)))
+    assert rows[0] == ["item", "text", "label", "annotator", "comment", "created_at"]
+    assert rows[1][1] == '\'=HYPERLINK("http://x")' and rows[1][4] == "'@risky"
+    lines = b"".join(_api(manager).get(url, {"as": "jsonl"}).streaming_content).splitlines()
+    first = json.loads(lines[0])
+    assert first["text"] == '=HYPERLINK("http://x")' and len(lines) == 2
+    assert _api(manager).get(url, {"as": "xml"}).status_code == 400
+
+
+def test_outsiders_get_404_on_every_campaign_action(imported: Campaign, outsider: Any) -> None:
+    api = _api(outsider)
+    base = f"/api/v1/campaigns/{imported.pk}"
+    assert api.post(f"{base}/next/").status_code == 404
+    assert api.get(f"{base}/items/").status_code == 404
+    assert api.post(f"{base}/labels/", {"item": 1, "value": "positive"}).status_code == 404
+    assert api.get(f"{base}/export/").status_code == 404
