@@ -171,6 +171,9 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
 }
 
+# Most texts one predict request may carry.
+CARVE_PREDICT_MAX_TEXTS = envint("PREDICT_MAX_TEXTS", 256)
+
 # --- Labeling -----------------------------------------------------------------------------------
 
 # Seconds an item served to an annotator stays reserved for them; then others may get it.

@@ -89,3 +89,30 @@ class LabelOutSerializer(serializers.Serializer):  # type: ignore[type-arg]
     value = serializers.CharField()
     comment = serializers.CharField()
     created = serializers.BooleanField(help_text="False: a repeated submission; the first stands.")
+
+
+class ModelVersionSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    number = serializers.IntegerField()
+    status = serializers.CharField()
+    trigger = serializers.CharField()
+    n_labels = serializers.IntegerField()
+    chosen = serializers.CharField()
+    metrics = serializers.DictField()
+    embedding_model = serializers.CharField()
+    error = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    finished_at = serializers.DateTimeField(allow_null=True)
+
+
+class PredictInSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    texts = serializers.ListField(child=serializers.JSONField(), allow_empty=True)
+
+
+class PredictionSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    label = serializers.CharField()
+    scores = serializers.DictField(child=serializers.FloatField())
+
+
+class PredictOutSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    model_version = serializers.IntegerField()
+    predictions = PredictionSerializer(many=True)

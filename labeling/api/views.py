@@ -8,25 +8,30 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Count, Prefetch, QuerySet
-from django.http import StreamingHttpResponse
+from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
 
-from labeling import annotation, learning, permissions
+import learner
+from labeling import annotation, jobs, learning, permissions
 from labeling.api.serializers import (
     CampaignSerializer,
     ItemSerializer,
     LabelInSerializer,
     LabelOutSerializer,
+    ModelVersionSerializer,
     NextItemSerializer,
+    PredictInSerializer,
+    PredictOutSerializer,
 )
 from labeling.models import Assignment, Campaign, Label
 
@@ -222,3 +227,100 @@ class CampaignViewSet(
             f'attachment; filename="campaign-{campaign.pk}-labels.{kind}"'
         )
         return response
+
+    # ---- model versions and predictions ---------------------------------------------------
+
+    @extend_schema(responses=ModelVersionSerializer(many=True))
+    @action(detail=True, methods=["get"])
+    def models(self, request: Request, pk: Any = None) -> Response:
+        """The campaign's model versions with their metrics, newest first."""
+        campaign = self._campaign(pk)
+        rows = campaign.models.order_by("-number")
+        return Response(ModelVersionSerializer(rows, many=True).data)
+
+    @extend_schema(
+        parameters=[OpenApiParameter("as", str, enum=["json", "npz"], required=False)],
+        responses={
+            (200, "application/json"): OpenApiTypes.OBJECT,
+            (200, "application/octet-stream"): OpenApiTypes.BINARY,
+        },
+    )
+    @action(detail=True, methods=["get"], url_path=r"models/(?P<number>\d+)/export")
+    def export_model(self, request: Request, pk: Any = None, number: str = "") -> HttpResponse:
+        """A finished model version as JSON (weights, gates, preprocessing, classes) or
+        ``.npz``. Both load with ``learner.ReLUNetwork.from_dict`` / ``from_npz``."""
+        campaign = self._campaign(pk)
+        version = campaign.models.filter(number=int(number), status="done").first()
+        if version is None:
+            raise NotFound("No finished model version with that number.")
+        kind = request.query_params.get("as", "json")
+        if kind not in ("json", "npz"):
+            raise ValidationError({"as": "Use json or npz."})
+        document = {
+            "campaign": campaign.pk,
+            "model_version": version.number,
+            "classes": campaign.labels,
+            "embedding_model": version.embedding_model,
+            "chosen": version.chosen,
+            "network": version.network,
+        }
+        if kind == "json":
+            return JsonResponse(document)
+        data = learner.ReLUNetwork.from_dict(version.network).to_npz()
+        response = HttpResponse(data, content_type="application/octet-stream")
+        response["Content-Disposition"] = (
+            f'attachment; filename="campaign-{campaign.pk}-v{version.number}.npz"'
+        )
+        return response
+
+    @extend_schema(
+        request=PredictInSerializer,
+        responses={200: PredictOutSerializer, 409: OpenApiResponse(description="No model yet.")},
+    )
+    @action(detail=True, methods=["post"])
+    def predict(self, request: Request, pk: Any = None) -> Response:
+        """Labels and per-class scores for ``texts`` from the newest finished model version,
+        embedded server-side with the campaign's embedding model."""
+        campaign = self._campaign(pk)
+        body = PredictInSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        texts = body.validated_data["texts"]
+        limit = settings.CARVE_PREDICT_MAX_TEXTS
+        if not texts:
+            raise ValidationError({"texts": "Send at least one text."})
+        if len(texts) > limit:
+            raise ValidationError(
+                {"texts": f"At most {limit} texts per request, got {len(texts)}."}
+            )
+        bad = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
+        if bad:
+            raise ValidationError(
+                {"texts": f"Entries must be non-empty strings; not so at index {bad[:10]}."}
+            )
+        version = campaign.models.filter(status="done").order_by("-number").first()
+        if version is None:
+            return Response(
+                {"detail": "This campaign has no trained model yet: retrain first."},
+                status=status.HTTP_409_CONFLICT,
+            )
+        serving = jobs.model_name_from_settings()
+        if version.embedding_model and version.embedding_model != serving:
+            return Response(
+                {
+                    "detail": f"Model version {version.number} was trained on "
+                    f"{version.embedding_model} embeddings; this server embeds with {serving}."
+                },
+                status=status.HTTP_409_CONFLICT,
+            )
+        net = learner.ReLUNetwork.from_dict(version.network)
+        E = jobs.embedder_from_settings().encode(texts)
+        scores, predicted = net.scores(E), net.predict(E)
+        names = campaign.labels
+        rows = []
+        for row, cls in zip(scores, predicted, strict=True):
+            if len(names) == 2:  # binary: one score, > 0 means the second label
+                per_class = {names[0]: float(-row[0]), names[1]: float(row[0])}
+            else:
+                per_class = {name: float(v) for name, v in zip(names, row, strict=True)}
+            rows.append({"label": names[int(cls)], "scores": per_class})
+        return Response({"model_version": version.number, "predictions": rows})

@@ -1,0 +1,120 @@
+"""REST API: model versions, their JSON/npz export, and predictions with their errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from rest_framework.test import APIClient
+
+import learner
+from labeling import annotation, jobs, tokens, training
+from labeling.embedding import FakeEmbedder
+from labeling.models import Campaign, EmbeddingJob, Item
+from labeling.services import import_file
+
+pytestmark = pytest.mark.django_db
+
+
+def _api(user: Any) -> APIClient:
+    _, token = tokens.create_token(user, "test")
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    return client
+
+
+@pytest.fixture
+def trained(campaign: Campaign, annotator: Any) -> Campaign:
+    body = "text\n" + "\n".join(f"review {i}" for i in range(30)) + "\n"
+    import_file(campaign, campaign.created_by, body.encode(), "d.csv")
+    jobs.run_embedding_job(EmbeddingJob.objects.get(campaign=campaign).pk)
+    items = list(Item.objects.filter(campaign=campaign).order_by("position"))
+    E = FakeEmbedder().encode([i.text for i in items])
+    y = E @ np.random.default_rng(0).standard_normal(E.shape[1]) > 0
+    for item, positive in zip(items[:12], y[:12], strict=True):
+        annotation.submit_label(item, annotator, "positive" if positive else "negative")
+    version = training.request_retrain(campaign)
+    assert training.retrain(version.pk) == "done"
+    return campaign
+
+
+def test_versions_are_listed_with_metrics(trained: Campaign, annotator: Any) -> None:
+    rows = _api(annotator).get(f"/api/v1/campaigns/{trained.pk}/models/").json()
+    assert [r["number"] for r in rows] == [1]
+    assert rows[0]["status"] == "done" and rows[0]["n_labels"] == 12
+    assert rows[0]["embedding_model"] == "fake-32"
+
+
+def test_json_and_npz_exports_predict_like_carve(trained: Campaign, annotator: Any) -> None:
+    api = _api(annotator)
+    url = f"/api/v1/campaigns/{trained.pk}/models/1/export/"
+    doc = api.get(url).json()
+    assert (doc["model_version"], doc["classes"]) == (1, ["negative", "positive"])
+    from_json = learner.ReLUNetwork.from_dict(doc["network"])
+    npz = api.get(url, {"as": "npz"})
+    assert npz["Content-Type"] == "application/octet-stream"
+    from_npz = learner.ReLUNetwork.from_npz(b"".join([npz.content]))
+    E = FakeEmbedder().encode([f"new text {i}" for i in range(20)])
+    np.testing.assert_allclose(from_json.scores(E), from_npz.scores(E), rtol=1e-12)
+    assert api.get(url, {"as": "onnx"}).status_code == 400
+    assert api.get(f"/api/v1/campaigns/{trained.pk}/models/9/export/").status_code == 404
+
+
+def test_predict_returns_labels_scores_and_the_version(trained: Campaign, annotator: Any) -> None:
+    texts = ["a brand new review", "another one"]
+    response = _api(annotator).post(
+        f"/api/v1/campaigns/{trained.pk}/predict/", {"texts": texts}, format="json"
+    )
+    assert response.status_code == 200, response.json()
+    body = response.json()
+    assert body["model_version"] == 1 and len(body["predictions"]) == 2
+    net = learner.ReLUNetwork.from_dict(trained.models.get().network)
+    expected = net.predict(FakeEmbedder().encode(texts))
+    for row, cls in zip(body["predictions"], expected, strict=True):
+        assert row["label"] == ["negative", "positive"][cls]
+        assert (row["scores"]["positive"] > 0) == bool(cls)
+
+
+@pytest.mark.parametrize(
+    ("texts", "message"),
+    [
+        ([], "at least one text"),
+        (["ok", 3], "non-empty strings"),
+        (["ok", "  "], "non-empty strings"),
+        (["t"] * 5, "At most 4 texts"),
+    ],
+)
+def test_predict_refuses_bad_input(
+    trained: Campaign, annotator: Any, settings: Any, texts: list[Any], message: str
+) -> None:
+    settings.CARVE_PREDICT_MAX_TEXTS = 4
+    response = _api(annotator).post(
+        f"/api/v1/campaigns/{trained.pk}/predict/", {"texts": texts}, format="json"
+    )
+    assert response.status_code == 400 and message in str(response.json()["texts"])
+
+
+def test_predict_without_a_model_is_409(campaign: Campaign, annotator: Any) -> None:
+    response = _api(annotator).post(
+        f"/api/v1/campaigns/{campaign.pk}/predict/", {"texts": ["x"]}, format="json"
+    )
+    assert response.status_code == 409 and "no trained model yet" in response.json()["detail"]
+
+
+def test_predict_on_another_embedding_model_is_409(
+    trained: Campaign, annotator: Any, settings: Any
+) -> None:
+    settings.CARVE_EMBEDDER = "sentence-transformers"  # this server now embeds with MiniLM
+    response = _api(annotator).post(
+        f"/api/v1/campaigns/{trained.pk}/predict/", {"texts": ["x"]}, format="json"
+    )
+    assert response.status_code == 409 and "fake-32" in response.json()["detail"]
+
+
+def test_model_endpoints_are_404_for_outsiders(trained: Campaign, outsider: Any) -> None:
+    api = _api(outsider)
+    base = f"/api/v1/campaigns/{trained.pk}"
+    assert api.get(f"{base}/models/").status_code == 404
+    assert api.get(f"{base}/models/1/export/").status_code == 404
+    assert api.post(f"{base}/predict/", {"texts": ["x"]}, format="json").status_code == 404
