@@ -22,7 +22,7 @@ from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
 
 import learner
-from labeling import annotation, jobs, learning, permissions
+from labeling import annotation, jobs, learning, onnx_export, permissions
 from labeling.api.serializers import (
     CampaignSerializer,
     ItemSerializer,
@@ -239,7 +239,7 @@ class CampaignViewSet(
         return Response(ModelVersionSerializer(rows, many=True).data)
 
     @extend_schema(
-        parameters=[OpenApiParameter("as", str, enum=["json", "npz"], required=False)],
+        parameters=[OpenApiParameter("as", str, enum=["json", "npz", "onnx"], required=False)],
         responses={
             (200, "application/json"): OpenApiTypes.OBJECT,
             (200, "application/octet-stream"): OpenApiTypes.BINARY,
@@ -247,15 +247,16 @@ class CampaignViewSet(
     )
     @action(detail=True, methods=["get"], url_path=r"models/(?P<number>\d+)/export")
     def export_model(self, request: Request, pk: Any = None, number: str = "") -> HttpResponse:
-        """A finished model version as JSON (weights, gates, preprocessing, classes) or
-        ``.npz``. Both load with ``learner.ReLUNetwork.from_dict`` / ``from_npz``."""
+        """A finished model version as JSON (weights, gates, preprocessing, classes), ``.npz``
+        (both load with ``learner.ReLUNetwork.from_dict`` / ``from_npz``) or ONNX (input
+        ``embedding`` float32 [N, d], output ``scores`` [N, 1] binary or [N, K])."""
         campaign = self._campaign(pk)
         version = campaign.models.filter(number=int(number), status="done").first()
         if version is None:
             raise NotFound("No finished model version with that number.")
         kind = request.query_params.get("as", "json")
-        if kind not in ("json", "npz"):
-            raise ValidationError({"as": "Use json or npz."})
+        if kind not in ("json", "npz", "onnx"):
+            raise ValidationError({"as": "Use json, npz or onnx."})
         document = {
             "campaign": campaign.pk,
             "model_version": version.number,
@@ -266,10 +267,16 @@ class CampaignViewSet(
         }
         if kind == "json":
             return JsonResponse(document)
-        data = learner.ReLUNetwork.from_dict(version.network).to_npz()
+        net = learner.ReLUNetwork.from_dict(version.network)
+        if kind == "npz":
+            data = net.to_npz()
+        else:
+            data = onnx_export.to_onnx(
+                net, campaign.labels, doc=f"Carve campaign {campaign.pk}, model v{version.number}"
+            )
         response = HttpResponse(data, content_type="application/octet-stream")
         response["Content-Disposition"] = (
-            f'attachment; filename="campaign-{campaign.pk}-v{version.number}.npz"'
+            f'attachment; filename="campaign-{campaign.pk}-v{version.number}.{kind}"'
         )
         return response
 

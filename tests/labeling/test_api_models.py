@@ -57,7 +57,7 @@ def test_json_and_npz_exports_predict_like_carve(trained: Campaign, annotator: A
     from_npz = learner.ReLUNetwork.from_npz(b"".join([npz.content]))
     E = FakeEmbedder().encode([f"new text {i}" for i in range(20)])
     np.testing.assert_allclose(from_json.scores(E), from_npz.scores(E), rtol=1e-12)
-    assert api.get(url, {"as": "onnx"}).status_code == 400
+    assert api.get(url, {"as": "xml"}).status_code == 400
     assert api.get(f"/api/v1/campaigns/{trained.pk}/models/9/export/").status_code == 404
 
 
@@ -118,3 +118,46 @@ def test_model_endpoints_are_404_for_outsiders(trained: Campaign, outsider: Any)
     assert api.get(f"{base}/models/").status_code == 404
     assert api.get(f"{base}/models/1/export/").status_code == 404
     assert api.post(f"{base}/predict/", {"texts": ["x"]}, format="json").status_code == 404
+
+
+def _run_onnx(data: bytes, E: np.ndarray) -> np.ndarray:
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
+    return session.run(["scores"], {"embedding": E.astype(np.float32)})[0]
+
+
+def test_the_onnx_export_runs_in_onnxruntime_and_matches_carve(
+    trained: Campaign, annotator: Any
+) -> None:
+    response = _api(annotator).get(
+        f"/api/v1/campaigns/{trained.pk}/models/1/export/", {"as": "onnx"}
+    )
+    assert response.status_code == 200
+    net = learner.ReLUNetwork.from_dict(trained.models.get().network)
+    E = FakeEmbedder().encode([f"unseen {i}" for i in range(50)])
+    np.testing.assert_allclose(_run_onnx(response.content, E), net.scores(E), rtol=1e-5, atol=1e-9)
+
+
+@pytest.mark.parametrize(("n_classes", "components"), [(2, 16), (3, None), (4, 8)])
+def test_onnx_matches_projected_and_multiclass_networks(
+    n_classes: int, components: int | None
+) -> None:
+    from labeling.onnx_export import to_onnx
+
+    rng = np.random.default_rng(n_classes)
+    pool = rng.standard_normal((200, 32))
+    config = learner.LearnerConfig(
+        task=learner.Task.BINARY if n_classes == 2 else learner.Task.MULTICLASS,
+        n_classes=n_classes,
+        n_gates=8,
+        projection=learner.Projection.PCA if components else learner.Projection.NONE,
+        n_components=components,
+    )
+    state = learner.init_state(config, pool)
+    state = learner.with_labels(state, pool[:12], np.arange(12) % n_classes)
+    state, _ = learner.recenter(state)
+    net = learner.center_network(state)
+    data = to_onnx(net, [f"c{i}" for i in range(n_classes)])
+    E = rng.standard_normal((40, 32)).astype(np.float32)
+    np.testing.assert_allclose(_run_onnx(data, E), net.scores(E), rtol=1e-5, atol=1e-9)

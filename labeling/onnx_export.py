@@ -1,0 +1,66 @@
+"""A trained Carve network as an ONNX graph: embedding vector in, class scores out.
+
+The graph repeats :meth:`learner.ReLUNetwork.scores` in float64 (the input is cast from
+float32), so it matches Carve's own scores to rounding:
+
+    Z = (E - mean) @ components          (when the campaign projects its embeddings)
+    H = relu(Z @ W1[:, :-1].T + W1[:, -1])   (the bias feature folded into an offset)
+    scores = H @ W2                      (N, 1) binary: > 0 means the second class; (N, K)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+import learner
+
+OPSET = 17
+
+
+def to_onnx(net: learner.ReLUNetwork, classes: list[str], doc: str = "") -> bytes:
+    """Serialized ONNX model with input ``embedding`` (float32, [N, n_raw]) and output
+    ``scores`` (float64, [N, n_outputs]); class names are in the model's metadata."""
+    fm = net.feature_map
+    W1 = np.asarray(net.W1, dtype=np.float64)
+    W2 = np.asarray(net.W2, dtype=np.float64)
+    weights = W1[:, :-1] if fm.bias else W1
+    offset = W1[:, -1] if fm.bias else np.zeros(W1.shape[0])
+    inits = [
+        numpy_helper.from_array(np.ascontiguousarray(weights.T), "W1"),
+        numpy_helper.from_array(offset, "b1"),
+        numpy_helper.from_array(np.ascontiguousarray(W2), "W2"),
+    ]
+    nodes = [helper.make_node("Cast", ["embedding"], ["E64"], to=TensorProto.DOUBLE)]
+    z = "E64"
+    if fm.components is not None:
+        inits += [
+            numpy_helper.from_array(np.asarray(fm.mean, dtype=np.float64), "mean"),
+            numpy_helper.from_array(np.asarray(fm.components, dtype=np.float64), "components"),
+        ]
+        nodes += [
+            helper.make_node("Sub", ["E64", "mean"], ["centred"]),
+            helper.make_node("MatMul", ["centred", "components"], ["Z"]),
+        ]
+        z = "Z"
+    nodes += [
+        helper.make_node("MatMul", [z, "W1"], ["pre"]),
+        helper.make_node("Add", ["pre", "b1"], ["pre_b"]),
+        helper.make_node("Relu", ["pre_b"], ["H"]),
+        helper.make_node("MatMul", ["H", "W2"], ["scores"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "carve_relu_network",
+        [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["N", fm.n_raw])],
+        [helper.make_tensor_value_info("scores", TensorProto.DOUBLE, ["N", W2.shape[1]])],
+        initializer=inits,
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="carve", doc_string=doc
+    )
+    model.ir_version = 8  # readable by onnxruntime releases from 1.13 on
+    helper.set_model_props(model, {"classes": ",".join(classes), "task": net.task.value})
+    onnx.checker.check_model(model)
+    return bytes(model.SerializeToString())
