@@ -170,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         free_port,
         gunicorn_argv,
         port_is_free,
+        redis_argv,
         wait_until,
     )
 
@@ -194,23 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     db = "PostgreSQL" if env.get("DATABASE_URL", "").startswith("postgres") else "SQLite"
     procs = Processes(tmp)
     try:
-        procs.start(
-            "redis",
-            [
-                "redis-server",
-                "--port",
-                str(redis_port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(tmp),
-            ],
-            env,
-        )
+        procs.start("redis", redis_argv(redis_port, tmp), env)
         wait_until(lambda: not port_is_free(redis_port), 20, "redis-server")
         import django
 

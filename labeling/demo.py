@@ -127,6 +127,15 @@ def _write_private(path: Path, text: str) -> None:
         fh.write(text)
 
 
+def redis_argv(port: int, workdir: Path, binary: str = "redis-server") -> list[str]:
+    """A throwaway redis-server on 127.0.0.1:``port`` that persists nothing (jobs live in the
+    database; a lost message is re-sent from there)."""
+    return [
+        binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+        "--appendonly", "no", "--dir", str(workdir),
+    ]  # fmt: skip
+
+
 def celery_worker_argv(name: str, concurrency: int, loglevel: str = "INFO") -> list[str]:
     """``celery worker`` for this project (the demo, bench-loop and the integration tests)."""
     return [
@@ -315,23 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     # (background jobs of a non-interactive shell inherit SIG_IGN).
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        procs.start(
-            "redis",
-            [
-                redis_bin,
-                "--port",
-                str(redis_port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(data_dir),
-            ],
-            env,
-        )
+        procs.start("redis", redis_argv(redis_port, data_dir, redis_bin), env)
 
         def redis_listens() -> bool:
             procs.check()

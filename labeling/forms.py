@@ -10,7 +10,7 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.template.defaultfilters import filesizeformat
 
-from labeling.models import DEFAULT_LABELS, Campaign, validate_label_set
+from labeling.models import CAMPAIGN_SETTINGS, DEFAULT_LABELS, Campaign, validate_label_set
 
 
 def check_labels_in_use(campaign: Campaign, labels: list[str]) -> None:
@@ -42,19 +42,7 @@ class CampaignForm(forms.ModelForm):  # type: ignore[type-arg]
 
     class Meta:
         model = Campaign
-        fields = [
-            "name",
-            "instructions",
-            "annotators",
-            "n_gates",
-            "projection_dim",
-            "radius",
-            "batch_size",
-            "seed",
-            "overlap",
-            "gold_rate",
-            "retrain_every",
-        ]
+        fields = list(CAMPAIGN_SETTINGS)
         widgets = {
             "instructions": forms.Textarea(attrs={"rows": 4}),
             "annotators": forms.CheckboxSelectMultiple,

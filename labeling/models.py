@@ -125,6 +125,23 @@ class Campaign(models.Model):
         super().save(*args, **kwargs)
 
 
+# What a campaign manager sets on a campaign besides its labels: the edit page and the API
+# offer exactly these.
+CAMPAIGN_SETTINGS = (
+    "name",
+    "instructions",
+    "annotators",
+    "n_gates",
+    "projection_dim",
+    "radius",
+    "batch_size",
+    "seed",
+    "overlap",
+    "gold_rate",
+    "retrain_every",
+)
+
+
 class Upload(models.Model):
     """One accepted dataset file and what the import made of it."""
 

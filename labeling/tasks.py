@@ -15,17 +15,19 @@ from labeling import jobs, learning
 
 logger = logging.getLogger(__name__)
 
+# Every task here is idempotent, so it is acknowledged only when done and redelivered if its
+# worker dies. Only transient database trouble (a lost connection, "database is locked") is
+# retried, after the task hands its row back; anything else marks the row FAILED.
+IDEMPOTENT: dict[str, Any] = {
+    "acks_late": True,
+    "reject_on_worker_lost": True,
+    "autoretry_for": (OperationalError, InterfaceError),
+    "retry_backoff": True,
+    "max_retries": 5,
+}
 
-@shared_task(
-    bind=True,
-    acks_late=True,
-    reject_on_worker_lost=True,
-    # Only transient database trouble (a lost connection, "database is locked") is retried;
-    # the job is handed back as QUEUED first. Anything else marks the job FAILED.
-    autoretry_for=(OperationalError, InterfaceError),
-    retry_backoff=True,
-    max_retries=5,
-)
+
+@shared_task(bind=True, **IDEMPOTENT)
 def embed_campaign(self: Any, job_id: int) -> str:
     """Run embedding job ``job_id`` (see :func:`labeling.jobs.run_embedding_job`).
 
@@ -38,13 +40,7 @@ def embed_campaign(self: Any, job_id: int) -> str:
     return outcome.value
 
 
-@shared_task(
-    acks_late=True,
-    reject_on_worker_lost=True,
-    autoretry_for=(OperationalError, InterfaceError),
-    retry_backoff=True,
-    max_retries=5,
-)
+@shared_task(**IDEMPOTENT)
 def update_learner(campaign_id: int) -> str:
     """Bring a campaign's learner up to date (:func:`labeling.learning.update_learner`).
 
@@ -60,13 +56,7 @@ def update_learner(campaign_id: int) -> str:
         raise
 
 
-@shared_task(
-    acks_late=True,
-    reject_on_worker_lost=True,
-    autoretry_for=(OperationalError, InterfaceError),
-    retry_backoff=True,
-    max_retries=5,
-)
+@shared_task(**IDEMPOTENT)
 def retrain(version_id: int) -> str:
     """Fit model version ``version_id`` (:func:`labeling.training.retrain`)."""
     from labeling import training

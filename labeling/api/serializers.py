@@ -7,7 +7,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import serializers
 
 from labeling.forms import check_labels_in_use
-from labeling.models import Campaign, validate_label_set
+from labeling.models import CAMPAIGN_SETTINGS, Campaign, validate_label_set
 
 
 class CampaignSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
@@ -25,24 +25,7 @@ class CampaignSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
 
     class Meta:
         model = Campaign
-        fields = [
-            "id",
-            "name",
-            "instructions",
-            "labels",
-            "annotators",
-            "n_gates",
-            "projection_dim",
-            "radius",
-            "batch_size",
-            "seed",
-            "overlap",
-            "gold_rate",
-            "retrain_every",
-            "created_by",
-            "created_at",
-            "n_items",
-        ]
+        fields = ["id", "labels", *CAMPAIGN_SETTINGS, "created_by", "created_at", "n_items"]
         read_only_fields = ["id", "created_by", "created_at", "n_items"]
 
     def validate_labels(self, value: list[str]) -> list[str]:

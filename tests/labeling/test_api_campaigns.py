@@ -16,15 +16,9 @@ from rest_framework.test import APIClient
 
 from labeling import tokens
 from labeling.models import ApiToken, Campaign
+from tests.support.clients import api_as as _api
 
 pytestmark = pytest.mark.django_db
-
-
-def _api(user: Any) -> APIClient:
-    _, token = tokens.create_token(user, "test")
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
-    return client
 
 
 def _payload(**overrides: Any) -> dict[str, Any]:

@@ -6,22 +6,15 @@ from typing import Any
 
 import numpy as np
 import pytest
-from rest_framework.test import APIClient
 
 import learner
-from labeling import annotation, jobs, tokens, training
+from labeling import annotation, jobs, training
 from labeling.embedding import FakeEmbedder
 from labeling.models import Campaign, EmbeddingJob, Item
 from labeling.services import import_file
+from tests.support.clients import api_as as _api
 
 pytestmark = pytest.mark.django_db
-
-
-def _api(user: Any) -> APIClient:
-    _, token = tokens.create_token(user, "test")
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
-    return client
 
 
 @pytest.fixture

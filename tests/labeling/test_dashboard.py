@@ -14,14 +14,9 @@ from django.urls import reverse
 from labeling import annotation, charts, dashboard, jobs, learning
 from labeling.models import Campaign, EmbeddingJob, Item
 from labeling.services import import_file
+from tests.support.clients import logged_in as _client
 
 pytestmark = pytest.mark.django_db
-
-
-def _client(user: Any) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 def _url(campaign: Campaign) -> str:

@@ -11,14 +11,9 @@ from django.urls import reverse
 
 from labeling.models import Assignment, Campaign, Item, Label
 from labeling.services import import_file
+from tests.support.clients import logged_in as _client
 
 pytestmark = pytest.mark.django_db
-
-
-def _client(user: Any) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 @pytest.fixture

@@ -10,14 +10,9 @@ from django.test import Client
 from django.urls import reverse
 
 from labeling.models import Campaign, EmbeddingJob, Item, Upload
+from tests.support.clients import logged_in as _client
 
 pytestmark = pytest.mark.django_db
-
-
-def _client(user: Any) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 def _campaign_post(**overrides: Any) -> dict[str, Any]:

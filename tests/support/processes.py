@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 import pytest
 
-from labeling.demo import celery_worker_argv
+from labeling.demo import celery_worker_argv, redis_argv
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -48,19 +48,7 @@ def redis_server(workdir: Path) -> Iterator[str]:
     log = workdir / f"redis-{port}.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(workdir),
-            ],
+            redis_argv(port, workdir, binary),
             stdout=out,
             stderr=subprocess.STDOUT,
         )
