@@ -159,6 +159,7 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 100,
+    "EXCEPTION_HANDLER": "labeling.api.parsing.handle_exception",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Carve API",
@@ -208,6 +209,9 @@ CARVE_FAKE_EMBED_DELAY = envint("FAKE_EMBED_DELAY_MS", 0) / 1000
 CARVE_UPLOAD_MAX_BYTES = envint("CARVE_UPLOAD_MAX_BYTES", 50 * 1024 * 1024)
 CARVE_UPLOAD_MAX_ROWS = envint("CARVE_UPLOAD_MAX_ROWS", 200_000)
 CARVE_UPLOAD_MAX_TEXT_CHARS = envint("CARVE_UPLOAD_MAX_TEXT_CHARS", 20_000)
+# An API import of a file up to this many bytes runs during the request (201); a larger one
+# runs on a worker and answers 202 with a job to poll.
+CARVE_IMPORT_INLINE_BYTES = envint("IMPORT_INLINE_BYTES", 1024 * 1024)
 
 # --- Celery -------------------------------------------------------------------------------------
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import resolve_url
 from django_htmx.http import HttpResponseClientRedirect
 
@@ -30,12 +30,13 @@ class RequestSizeLimitMiddleware:
         except ValueError:
             return HttpResponse("Bad Content-Length.", status=400, content_type="text/plain")
         if length > limit:
-            return HttpResponse(
+            message = (
                 f"The request is {length:,} bytes; uploads are limited to "
-                f"{settings.CARVE_UPLOAD_MAX_BYTES:,} bytes.",
-                status=413,
-                content_type="text/plain",
+                f"{settings.CARVE_UPLOAD_MAX_BYTES:,} bytes."
             )
+            if request.path.startswith("/api/"):  # API clients get JSON errors throughout
+                return JsonResponse({"detail": message}, status=413)
+            return HttpResponse(message, status=413, content_type="text/plain")
         return self.get_response(request)
 
 

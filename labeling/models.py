@@ -232,6 +232,52 @@ class EmbeddingJob(models.Model):
         return self.status in (self.Status.QUEUED, self.Status.RUNNING)
 
 
+class ImportJob(models.Model):
+    """A bulk item import requested through the API: the file waits here until it is imported.
+
+    Small files are imported during the request; larger ones by the ``import_items`` task,
+    which claims the row like an embedding job (a conditional UPDATE bumping ``attempt``).
+    The items and the DONE status are written in one transaction that first locks this row
+    and checks the attempt, so an import happens completely, once, or not at all.
+    """
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="import_jobs")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
+    filename = models.CharField(max_length=255)
+    text_column = models.CharField(max_length=200, blank=True)  # chosen; blank: detected
+    gold_column = models.CharField(max_length=200, blank=True)
+    # The file, until it is imported or refused (then emptied).
+    data = models.BinaryField(null=True, blank=True)
+    size_bytes = models.PositiveBigIntegerField(default=0)
+    background = models.BooleanField(default=False)  # run by a worker (True) or the request
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    attempt = models.PositiveIntegerField(default=0)
+    upload = models.ForeignKey(
+        Upload, null=True, blank=True, on_delete=models.SET_NULL, related_name="import_jobs"
+    )
+    # Counts of a finished import: rows, created, existing, blank, duplicates, gold.
+    result = models.JSONField(default=dict, blank=True)
+    errors = models.JSONField(default=list, blank=True)  # why the file was refused
+    error = models.TextField(blank=True)  # an unexpected failure (worker log has the trace)
+    created_at = models.DateTimeField(auto_now_add=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        indexes = [models.Index(fields=["status"])]
+
+    def __str__(self) -> str:
+        return f"import job {self.pk} ({self.status})"
+
+
 class Assignment(models.Model):
     """An item handed to an annotator: LEASED until ``expires_at``, then LABELED or SKIPPED.
 

@@ -31,6 +31,26 @@ class ImportOutcome:
     n_existing: int  # distinct texts of the file already in the campaign (merged)
 
 
+def parse_file(
+    campaign: Campaign,
+    data: bytes,
+    filename: str,
+    *,
+    text_column: str | None = None,
+    gold_column: str | None = None,
+) -> ParsedUpload:
+    """Check a file against the campaign's label set and the upload limits (no database
+    writes); raises :class:`labeling.importing.UploadRejected` listing every problem."""
+    return parse_upload(
+        data,
+        filename,
+        campaign.labels,
+        import_limits(),
+        text_column=text_column,
+        gold_column=gold_column,
+    )
+
+
 def import_file(
     campaign: Campaign,
     user: Any,
@@ -45,14 +65,16 @@ def import_file(
     Raises :class:`labeling.importing.UploadRejected` (nothing written) for a bad file. Texts
     already in the campaign (from an earlier upload) are merged into the existing items.
     """
-    parsed = parse_upload(
-        data,
-        filename,
-        campaign.labels,
-        import_limits(),
-        text_column=text_column,
-        gold_column=gold_column,
-    )
+    parsed = parse_file(campaign, data, filename, text_column=text_column, gold_column=gold_column)
+    return write_items(campaign, user, parsed, filename)
+
+
+def write_items(
+    campaign: Campaign, user: Any, parsed: ParsedUpload, filename: str
+) -> ImportOutcome:
+    """Create the items of a parsed file in one transaction (or a savepoint of the caller's),
+    or raise :class:`UploadRejected` writing nothing when a text already in the campaign has
+    a different gold label."""
     keys = [text_key(item.text) for item in parsed.items]
     with transaction.atomic():
         # Lock the campaign row so two concurrent uploads number their items in turn.

@@ -40,6 +40,18 @@ def embed_campaign(self: Any, job_id: int) -> str:
     return outcome.value
 
 
+@shared_task(bind=True, **IDEMPOTENT)
+def import_items(self: Any, job_id: int) -> str:
+    """Run bulk import job ``job_id`` (see :func:`labeling.imports.run_import_job`); a job
+    another run holds is looked at again once that run would count as dead."""
+    from labeling import imports
+
+    outcome = imports.run_import_job(job_id, worker=self.request.hostname or "")
+    if outcome is jobs.Outcome.BUSY:
+        import_items.apply_async((job_id,), countdown=settings.CARVE_JOB_STALE_SECONDS + 1)
+    return outcome.value
+
+
 @shared_task(**IDEMPOTENT)
 def update_learner(campaign_id: int) -> str:
     """Bring a campaign's learner up to date (:func:`labeling.learning.update_learner`).
@@ -86,11 +98,17 @@ def resume_pending_jobs(sender: Any = None, **kwargs: Any) -> None:
             logger.warning("could not re-send embedding job %s", job_id, exc_info=True)
     try:
         waiting = list(learning.pending_campaigns())
-        from labeling import training
+        from labeling import imports, training
 
         versions = training.pending_versions()
+        waiting_imports = imports.pending_imports()
     except DatabaseError:
-        waiting, versions = [], []
+        waiting, versions, waiting_imports = [], [], []
+    for job_id in waiting_imports:
+        try:
+            import_items.delay(job_id)
+        except BrokerError:
+            logger.warning("could not re-send import job %s", job_id, exc_info=True)
     for version_id in versions:
         try:
             retrain.delay(version_id)

@@ -4,10 +4,13 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.urls import reverse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from labeling.forms import check_labels_in_use
-from labeling.models import CAMPAIGN_SETTINGS, Campaign, validate_label_set
+from labeling.models import CAMPAIGN_SETTINGS, Campaign, ImportJob, validate_label_set
 
 
 class CampaignSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
@@ -99,3 +102,165 @@ class PredictionSerializer(serializers.Serializer):  # type: ignore[type-arg]
 class PredictOutSerializer(serializers.Serializer):  # type: ignore[type-arg]
     model_version = serializers.IntegerField()
     predictions = PredictionSerializer(many=True)
+
+
+class ImportOptionsSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    text_column = serializers.CharField(
+        max_length=200, required=False, allow_blank=True, default="", help_text="Detected if blank."
+    )
+    gold_column = serializers.CharField(
+        max_length=200, required=False, allow_blank=True, default="", help_text="Detected if blank."
+    )
+    background = serializers.BooleanField(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="Run on a worker and answer 202 with a job to poll. Default: files over "
+        "IMPORT_INLINE_BYTES run on a worker, smaller ones during the request.",
+    )
+
+
+class ImportFileSerializer(ImportOptionsSerializer):
+    # An empty file reaches the upload checks, which say so in their words.
+    file = serializers.FileField(
+        allow_empty_file=True, help_text="CSV or JSON Lines, as on the upload page."
+    )
+
+
+class ImportItemsSerializer(ImportOptionsSerializer):
+    items = serializers.ListField(
+        child=serializers.DictField(),
+        min_length=1,
+        help_text='Objects such as {"text": "...", "gold": "positive"}; other keys are kept '
+        "as metadata. Checked like the lines of a JSON Lines upload.",
+    )
+
+
+class ImportResultSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    n_rows = serializers.IntegerField()
+    n_created = serializers.IntegerField()
+    n_existing = serializers.IntegerField(help_text="Texts already in the campaign (merged).")
+    n_blank = serializers.IntegerField(help_text="Rows with an empty text (skipped).")
+    n_duplicates = serializers.IntegerField()
+    n_gold = serializers.IntegerField()
+    text_column = serializers.CharField()
+    gold_column = serializers.CharField()
+    message = serializers.CharField()
+
+
+class ImportJobSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
+    result = serializers.SerializerMethodField(help_text="Counts, once the job is done.")
+    errors = serializers.ListField(
+        child=serializers.CharField(),
+        read_only=True,
+        help_text="Why the file was refused (status failed; nothing was imported).",
+    )
+
+    url = serializers.SerializerMethodField(help_text="Poll this for the job's progress.")
+
+    class Meta:
+        model = ImportJob
+        fields = [
+            "id",
+            "url",
+            "status",
+            "filename",
+            "size_bytes",
+            "background",
+            "text_column",
+            "gold_column",
+            "upload",
+            "result",
+            "errors",
+            "error",
+            "created_at",
+            "started_at",
+            "finished_at",
+        ]
+        read_only_fields = fields
+
+    @extend_schema_field(OpenApiTypes.URI)
+    def get_url(self, job: ImportJob) -> str:
+        path = reverse("api-campaign-import-job", kwargs={"pk": job.campaign_id, "job_id": job.pk})
+        request = self.context.get("request")
+        return request.build_absolute_uri(path) if request is not None else path
+
+    @extend_schema_field(ImportResultSerializer(allow_null=True))
+    def get_result(self, job: ImportJob) -> dict[str, Any] | None:
+        return job.result or None
+
+
+class AnnotatorMetricsSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    username = serializers.CharField()
+    n_labels = serializers.IntegerField()
+    last_hour = serializers.IntegerField()
+    per_hour = serializers.FloatField()
+    gold_accuracy = serializers.FloatField(allow_null=True)
+    n_gold = serializers.IntegerField(help_text="Their labels on gold items.")
+
+
+class AgreementSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    statistic = serializers.CharField(help_text="Cohen's kappa, Fleiss' kappa, or empty.")
+    value = serializers.FloatField(allow_null=True)
+    n_items = serializers.IntegerField()
+
+
+class EmbeddingStatusSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    status = serializers.CharField()
+    model_name = serializers.CharField()
+    n_done = serializers.IntegerField()
+    n_total = serializers.IntegerField()
+    dim = serializers.IntegerField(allow_null=True)
+    device = serializers.CharField()
+    error = serializers.CharField()
+
+
+class CurvePointSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    n_labels = serializers.IntegerField()
+    gold_accuracy = serializers.FloatField(
+        allow_null=True, help_text="Centre network on gold items not used for training."
+    )
+    n_gold = serializers.IntegerField()
+    log_volume = serializers.FloatField(allow_null=True)
+    disagreement = serializers.FloatField(allow_null=True)
+    threshold = serializers.FloatField(allow_null=True)
+
+
+class LearnerDiagnosticsSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    version = serializers.IntegerField(help_text="Label changes the learner reflects.")
+    lag = serializers.IntegerField(help_text="Label changes it does not reflect yet.")
+    n_labels = serializers.IntegerField()
+    round = serializers.IntegerField()
+    center_status = serializers.CharField()
+    solver = serializers.CharField()
+    seconds = serializers.FloatField(help_text="Time of the last update.")
+    rebuilt = serializers.BooleanField()
+    message = serializers.CharField()
+    error = serializers.CharField()
+    queue = serializers.ListField(
+        child=serializers.IntegerField(), help_text="Item ids to serve next."
+    )
+    conflicts = serializers.ListField(
+        child=serializers.ListField(child=serializers.IntegerField()),
+        help_text="Groups of labeled item ids that no network can all fit.",
+    )
+    updated_at = serializers.DateTimeField()
+
+
+class MetricsSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    n_items = serializers.IntegerField()
+    n_done = serializers.IntegerField(help_text="Items with a label or a manager's decision.")
+    n_labels = serializers.IntegerField()
+    n_review = serializers.IntegerField()
+    n_gold = serializers.IntegerField()
+    stopped = serializers.BooleanField()
+    stop_suggested = serializers.BooleanField(
+        help_text="The version space's disagreement fell below its threshold."
+    )
+    distribution = serializers.DictField(child=serializers.IntegerField())
+    annotators = AnnotatorMetricsSerializer(many=True)
+    agreement = AgreementSerializer()
+    embedding = EmbeddingStatusSerializer(allow_null=True)
+    learner = LearnerDiagnosticsSerializer(allow_null=True)
+    curve = CurvePointSerializer(many=True)
+    latest_model = serializers.IntegerField(allow_null=True, help_text="Newest finished version.")

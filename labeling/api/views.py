@@ -12,28 +12,44 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Count, Prefetch, QuerySet
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
+from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
+from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
 
 import learner
-from labeling import annotation, jobs, learning, onnx_export, permissions
+from labeling import (
+    annotation,
+    dashboard,
+    imports,
+    jobs,
+    learning,
+    onnx_export,
+    permissions,
+    training,
+)
+from labeling.api.parsing import ImportJSONParser
 from labeling.api.serializers import (
     CampaignSerializer,
+    ImportFileSerializer,
+    ImportItemsSerializer,
+    ImportJobSerializer,
     ItemSerializer,
     LabelInSerializer,
     LabelOutSerializer,
+    MetricsSerializer,
     ModelVersionSerializer,
     NextItemSerializer,
     PredictInSerializer,
     PredictOutSerializer,
 )
-from labeling.models import Assignment, Campaign, Label
+from labeling.models import Assignment, Campaign, ImportJob, Label
 
 # A spreadsheet runs a cell starting with one of these as a formula (CSV injection).
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -75,11 +91,172 @@ class CampaignViewSet(
             serializer.save()
             learning.request_update(campaign.pk)  # new settings: rebuild the learner
 
-    # ---- items, serving and labels -------------------------------------------------------
-
     def _campaign(self, pk: Any, *, manage: bool = False) -> Campaign:
-        campaign = permissions.get_campaign(self.request.user, int(pk), manage=manage)
-        return campaign
+        return permissions.get_campaign(self.request.user, int(pk), manage=manage)
+
+    # ---- bulk import ------------------------------------------------------------------------
+
+    def _job_body(self, job: ImportJob) -> dict[str, Any]:
+        return dict(ImportJobSerializer(job, context={"request": self.request}).data)
+
+    @extend_schema(methods=["GET"], responses=ImportJobSerializer(many=True))
+    @extend_schema(
+        methods=["POST"],
+        request={
+            "multipart/form-data": ImportFileSerializer,
+            "application/json": ImportItemsSerializer,
+        },
+        responses={
+            201: OpenApiResponse(ImportJobSerializer, description="Imported during the request."),
+            202: OpenApiResponse(ImportJobSerializer, description="Queued: poll its url."),
+            400: OpenApiResponse(ImportJobSerializer, description="Refused; nothing imported."),
+        },
+    )
+    @action(
+        detail=True, methods=["get", "post"], parser_classes=[MultiPartParser, ImportJSONParser]
+    )
+    def imports(self, request: Request, pk: Any = None) -> Response:
+        """Import items (managers): a CSV or JSON Lines ``file`` (multipart), or a JSON list
+        of ``items``, checked like an upload on the campaign page and imported all or nothing.
+        Files up to IMPORT_INLINE_BYTES are imported during the request (201, or 400 with
+        ``errors``); larger ones, or any with ``background=true``, answer 202 with a job whose
+        ``url`` reports its progress. GET lists the campaign's import jobs, newest first."""
+        campaign = self._campaign(pk, manage=True)
+        if request.method == "GET":
+            rows = campaign.import_jobs.defer("data").order_by("-pk")
+            page = self.paginate_queryset(rows)
+            bodies = [self._job_body(job) for job in (page if page is not None else rows)]
+            return self.get_paginated_response(bodies) if page is not None else Response(bodies)
+        as_json = (request.content_type or "").startswith("application/json")
+        body = (ImportItemsSerializer if as_json else ImportFileSerializer)(data=request.data)
+        body.is_valid(raise_exception=True)
+        options = body.validated_data
+        if as_json:
+            data, filename = imports.items_as_jsonl(options["items"]), imports.ITEMS_FILENAME
+        else:
+            upload = options["file"]
+            if upload.size > settings.CARVE_UPLOAD_MAX_BYTES:
+                raise ValidationError(
+                    {
+                        "file": f"The file is {upload.size:,} bytes; the limit is "
+                        f"{settings.CARVE_UPLOAD_MAX_BYTES:,} bytes."
+                    }
+                )
+            data, filename = upload.read(), upload.name or "upload"
+        job = imports.start_import(
+            campaign,
+            request.user,
+            data,
+            filename,
+            text_column=options["text_column"].strip(),
+            gold_column=options["gold_column"].strip(),
+            background=options["background"],
+        )
+        answer = self._job_body(job)
+        if job.status == ImportJob.Status.FAILED:
+            answer["detail"] = "The file was refused; nothing was imported. See errors."
+            return Response(answer, status=status.HTTP_400_BAD_REQUEST)
+        if job.status == ImportJob.Status.DONE:
+            return Response(answer, status=status.HTTP_201_CREATED)
+        return Response(
+            answer, status=status.HTTP_202_ACCEPTED, headers={"Location": answer["url"]}
+        )
+
+    @extend_schema(responses=ImportJobSerializer)
+    @action(detail=True, methods=["get"], url_path=r"imports/(?P<job_id>\d+)")
+    def import_job(self, request: Request, pk: Any = None, job_id: str = "") -> Response:
+        """One import job: ``queued``, ``running``, ``done`` (with ``result``) or ``failed``
+        (with ``errors`` for a refused file, ``error`` otherwise; nothing was imported)."""
+        campaign = self._campaign(pk, manage=True)
+        job = campaign.import_jobs.defer("data").filter(pk=int(job_id)).first()
+        if job is None:
+            raise NotFound("No import job with that id in this campaign.")
+        imports.nudge(job)  # stuck behind a broker outage or a dead worker: send it again
+        return Response(self._job_body(job))
+
+    # ---- metrics and diagnostics --------------------------------------------------------------
+
+    @extend_schema(responses=MetricsSerializer)
+    @action(detail=True, methods=["get"])
+    def metrics(self, request: Request, pk: Any = None) -> Response:
+        """What the dashboard shows (managers): progress, labels per annotator, agreement,
+        gold accuracy, the label distribution, the embedding job, the learner's diagnostics
+        and learning curve, and the newest finished model version."""
+        campaign = self._campaign(pk, manage=True)
+        learning.nudge(campaign)
+        s = dashboard.summarize(campaign)
+        job = jobs.latest_job(campaign)
+        snap = s.snapshot
+        last = s.curve[-1] if s.curve else None
+        latest = campaign.models.filter(status="done").order_by("-number").first()
+        body = {
+            "n_items": s.n_items,
+            "n_done": s.n_done,
+            "n_labels": s.n_labels,
+            "n_review": s.n_review,
+            "n_gold": s.n_gold,
+            "stopped": campaign.stopped_at is not None,
+            "stop_suggested": bool(
+                last
+                and last.disagreement is not None
+                and last.threshold is not None
+                and last.disagreement < last.threshold
+            ),
+            "distribution": dict(s.distribution),
+            "annotators": [vars(a) for a in s.annotators],
+            "agreement": vars(s.agreement),
+            "embedding": None
+            if job is None
+            else {
+                "status": job.status,
+                "model_name": job.model_name,
+                "n_done": job.n_done,
+                "n_total": job.n_total,
+                "dim": job.dim,
+                "device": job.device,
+                "error": job.error,
+            },
+            "learner": None
+            if snap is None
+            else {
+                "version": snap.version,
+                "lag": s.lag,
+                **{
+                    f: getattr(snap, f)
+                    for f in (
+                        "n_labels",
+                        "round",
+                        "center_status",
+                        "solver",
+                        "seconds",
+                        "rebuilt",
+                        "message",
+                        "error",
+                        "queue",
+                        "conflicts",
+                        "updated_at",
+                    )
+                },
+            },
+            "curve": [
+                {
+                    f: getattr(p, f)
+                    for f in (
+                        "n_labels",
+                        "gold_accuracy",
+                        "n_gold",
+                        "log_volume",
+                        "disagreement",
+                        "threshold",
+                    )
+                }
+                for p in s.curve
+            ],
+            "latest_model": latest.number if latest else None,
+        }
+        return Response(MetricsSerializer(body).data)
+
+    # ---- items, serving and labels -------------------------------------------------------
 
     @extend_schema(
         parameters=[
@@ -237,6 +414,32 @@ class CampaignViewSet(
         campaign = self._campaign(pk)
         rows = campaign.models.order_by("-number")
         return Response(ModelVersionSerializer(rows, many=True).data)
+
+    @extend_schema(responses=ModelVersionSerializer)
+    @action(detail=True, methods=["get"], url_path=r"models/(?P<number>\d+)")
+    def model(self, request: Request, pk: Any = None, number: str = "") -> Response:
+        """One model version: ``queued``, ``running``, ``done`` (with metrics) or ``failed``."""
+        campaign = self._campaign(pk)
+        version = campaign.models.filter(number=int(number)).first()
+        if version is None:
+            raise NotFound("No model version with that number.")
+        training.nudge(campaign)  # a version stuck behind a dead worker is sent again
+        return Response(ModelVersionSerializer(version).data)
+
+    @extend_schema(request=None, responses={202: ModelVersionSerializer})
+    @action(detail=True, methods=["post"])
+    def retrain(self, request: Request, pk: Any = None) -> Response:
+        """Queue a new model version fitted on all labels so far (managers); poll
+        ``models/{number}/`` until it is done."""
+        campaign = self._campaign(pk, manage=True)
+        with transaction.atomic():
+            version = training.request_retrain(campaign, user=request.user)
+        url = reverse("api-campaign-model", kwargs={"pk": campaign.pk, "number": version.number})
+        return Response(
+            ModelVersionSerializer(version).data,
+            status=status.HTTP_202_ACCEPTED,
+            headers={"Location": request.build_absolute_uri(url)},
+        )
 
     @extend_schema(
         parameters=[OpenApiParameter("as", str, enum=["json", "npz", "onnx"], required=False)],

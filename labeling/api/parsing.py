@@ -1,0 +1,52 @@
+"""Request parsing and errors of the API beyond DRF's defaults."""
+
+from __future__ import annotations
+
+import json
+from typing import IO, Any
+
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+from rest_framework import status
+from rest_framework.exceptions import ParseError
+from rest_framework.parsers import BaseParser
+from rest_framework.response import Response
+from rest_framework.views import exception_handler
+
+
+class ImportJSONParser(BaseParser):
+    """JSON bodies as large as an upload may be (CARVE_UPLOAD_MAX_BYTES).
+
+    DRF's JSONParser goes through ``request.body``, which Django caps at
+    DATA_UPLOAD_MAX_MEMORY_SIZE (2.5 MB) to protect every form; a JSON list of items for the
+    import endpoint may be as large as a file upload, so it reads the stream itself.
+    """
+
+    media_type = "application/json"
+
+    def parse(
+        self, stream: IO[bytes] | None, media_type: str | None = None, parser_context: Any = None
+    ) -> Any:
+        if stream is None:
+            return {}
+        limit = settings.CARVE_UPLOAD_MAX_BYTES
+        data = stream.read(limit + 1)
+        if len(data) > limit:
+            raise RequestDataTooBig(f"The JSON body is over {limit:,} bytes.")
+        try:
+            return json.loads(data)
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise ParseError(f"JSON parse error - {exc}") from None
+
+
+def handle_exception(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """DRF's handler, and a JSON 413 (not Django's HTML 400) for a body over the limits."""
+    if isinstance(exc, RequestDataTooBig):
+        return Response(
+            {
+                "detail": f"{exc} Send large imports as a multipart file (up to "
+                f"{settings.CARVE_UPLOAD_MAX_BYTES:,} bytes) to the imports endpoint."
+            },
+            status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+        )
+    return exception_handler(exc, context)

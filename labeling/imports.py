@@ -1,0 +1,226 @@
+"""Bulk item imports through the API: small files during the request, large ones on a worker.
+
+The file is stored on an :class:`~labeling.models.ImportJob` row, so any worker can import it
+(the web and worker machines share only the database). The same checks as the upload page
+run (:func:`labeling.services.parse_file`), and the import is all-or-nothing.
+
+Exactly once (STYLE 14): a run claims the row with one conditional UPDATE that bumps
+``attempt`` (QUEUED, or RUNNING for longer than CARVE_JOB_STALE_SECONDS: its worker died).
+The items and the DONE status are then written in one transaction that first locks the row
+and checks that the attempt is still this run's. A run that was taken over finds another
+attempt and writes nothing; a takeover that arrives while the first run is writing waits for
+the lock, then finds the job DONE.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import DatabaseError, InterfaceError, OperationalError, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from labeling import services
+from labeling.importing import UploadRejected
+from labeling.jobs import LostClaim, Outcome
+from labeling.models import Campaign, ImportJob
+
+logger = logging.getLogger(__name__)
+Status = ImportJob.Status
+ITEMS_FILENAME = "items.jsonl"  # the name given to a JSON ``items`` list
+
+
+def items_as_jsonl(items: Sequence[Any]) -> bytes:
+    """A JSON list of items as the JSON Lines file the upload parser reads (one per line)."""
+    return "".join(json.dumps(item, ensure_ascii=False) + "\n" for item in items).encode()
+
+
+def start_import(
+    campaign: Campaign,
+    user: Any,
+    data: bytes,
+    filename: str,
+    *,
+    text_column: str = "",
+    gold_column: str = "",
+    background: bool | None = None,
+) -> ImportJob:
+    """Record an import of ``data`` and run it: now when the file is at most
+    CARVE_IMPORT_INLINE_BYTES (or ``background`` is False), else on a worker.
+
+    Returns the job row, DONE or FAILED when it ran here, QUEUED when it was sent.
+    """
+    if background is None:
+        background = len(data) > settings.CARVE_IMPORT_INLINE_BYTES
+    job = ImportJob.objects.create(
+        campaign=campaign,
+        created_by=user,
+        filename=filename[:255],
+        text_column=text_column,
+        gold_column=gold_column,
+        data=data,
+        size_bytes=len(data),
+        background=background,
+    )
+    if background:
+        _send_on_commit(job.pk)
+    else:
+        run_import_job(job.pk, worker="web")
+        job.refresh_from_db()
+    return job
+
+
+def _send_on_commit(job_id: int) -> None:
+    from labeling.tasks import import_items
+
+    def send() -> None:
+        ImportJob.objects.filter(pk=job_id).update(sent_at=timezone.now())
+        import_items.delay(job_id)
+
+    # A broker that is down leaves the job QUEUED; polling it (nudge) or a worker starting
+    # sends it again.
+    transaction.on_commit(send, robust=True)
+
+
+def _stale_before() -> datetime:
+    return timezone.now() - timedelta(seconds=settings.CARVE_JOB_STALE_SECONDS)
+
+
+def claim(job_id: int, worker: str = "") -> ImportJob | Outcome:
+    """Take the job with a conditional UPDATE; returns the claimed row or why not.
+
+    A RUNNING job that started more than CARVE_JOB_STALE_SECONDS ago is taken over (its
+    worker died), unless it has used CARVE_JOB_MAX_ATTEMPTS: then it becomes FAILED.
+    """
+    stale, now = _stale_before(), timezone.now()
+    max_attempts = settings.CARVE_JOB_MAX_ATTEMPTS
+    with transaction.atomic():
+        ImportJob.objects.filter(
+            pk=job_id, status=Status.RUNNING, started_at__lt=stale, attempt__gte=max_attempts
+        ).update(
+            status=Status.FAILED,
+            data=None,
+            finished_at=now,
+            error=f"The worker importing this file stopped {max_attempts} times (killed, out "
+            "of memory?). Nothing was imported; see the worker log, then send the file again.",
+        )
+        claimable = Q(status=Status.QUEUED) | Q(status=Status.RUNNING, started_at__lt=stale)
+        n = ImportJob.objects.filter(claimable, pk=job_id).update(
+            status=Status.RUNNING, attempt=F("attempt") + 1, started_at=now, error=""
+        )
+    if n == 1:
+        return ImportJob.objects.select_related("campaign", "created_by").get(pk=job_id)
+    status = ImportJob.objects.filter(pk=job_id).values_list("status", flat=True).first()
+    if worker:
+        logger.debug("import job %s not claimed by %s (%s)", job_id, worker, status)
+    return Outcome.BUSY if status == Status.RUNNING else Outcome.NOTHING
+
+
+def _finish(job: ImportJob, **fields: Any) -> None:
+    """Close the claimed row (FAILED), only while this run still owns it."""
+    ImportJob.objects.filter(pk=job.pk, status=Status.RUNNING, attempt=job.attempt).update(
+        data=None, finished_at=timezone.now(), **fields
+    )
+
+
+def run_import_job(job_id: int, worker: str = "") -> Outcome:
+    """Claim import job ``job_id`` and import its file completely or not at all.
+
+    A refused file ends FAILED with ``errors`` (one message per problem, as on the upload
+    page). A lost database connection hands the job back (QUEUED) and re-raises for the
+    task's retry; any other exception ends FAILED with ``error`` and is re-raised.
+    """
+    claimed = claim(job_id, worker)
+    if isinstance(claimed, Outcome):
+        return claimed
+    return execute(claimed)
+
+
+def execute(job: ImportJob) -> Outcome:
+    """Import the file of ``job``, claimed by this run (:func:`claim`); see
+    :func:`run_import_job`. Returns LOST, writing nothing, when another run took it over."""
+    try:
+        parsed = services.parse_file(
+            job.campaign,
+            bytes(job.data or b""),
+            job.filename,
+            text_column=job.text_column or None,
+            gold_column=job.gold_column or None,
+        )
+        with transaction.atomic():
+            owned = ImportJob.objects.select_for_update().filter(
+                pk=job.pk, status=Status.RUNNING, attempt=job.attempt
+            )
+            if not owned.exists():
+                raise LostClaim(f"import job {job.pk} attempt {job.attempt} was taken over")
+            outcome = services.write_items(job.campaign, job.created_by, parsed, job.filename)
+            owned.update(
+                status=Status.DONE,
+                data=None,
+                upload=outcome.upload,
+                finished_at=timezone.now(),
+                result={
+                    "n_rows": parsed.n_rows,
+                    "n_created": outcome.n_created,
+                    "n_existing": outcome.n_existing,
+                    "n_blank": parsed.n_blank,
+                    "n_duplicates": outcome.upload.n_duplicates,
+                    "n_gold": sum(1 for item in parsed.items if item.gold),
+                    "text_column": parsed.text_column,
+                    "gold_column": parsed.gold_column or "",
+                    "message": services.describe(outcome),
+                },
+            )
+    except UploadRejected as exc:
+        _finish(job, status=Status.FAILED, errors=exc.errors)
+        return Outcome.FAILED
+    except LostClaim:
+        logger.warning("import job %s: claim lost to another run; stopping", job.pk)
+        return Outcome.LOST
+    except (OperationalError, InterfaceError):
+        with contextlib.suppress(DatabaseError):
+            ImportJob.objects.filter(pk=job.pk, status=Status.RUNNING, attempt=job.attempt).update(
+                status=Status.QUEUED
+            )
+        raise
+    except Exception as exc:
+        _finish(job, status=Status.FAILED, error=f"{type(exc).__name__}: {exc}"[:2000])
+        raise
+    logger.info("import job %s: %s", job.pk, job.filename)
+    return Outcome.DONE
+
+
+def nudge(job: ImportJob) -> bool:
+    """Send a background job again if it looks stuck: QUEUED with no message sent for
+    CARVE_JOB_STALE_SECONDS, or RUNNING for that long. At most once per that period, however
+    often it is polled. Returns whether a message was sent."""
+    stale = _stale_before()
+    stuck = job.background and (
+        (job.status == Status.QUEUED and (job.sent_at is None or job.sent_at < stale))
+        or (job.status == Status.RUNNING and job.started_at is not None and job.started_at < stale)
+    )
+    if not stuck:
+        return False
+    last = Q(sent_at__isnull=True) if job.sent_at is None else Q(sent_at=job.sent_at)
+    if ImportJob.objects.filter(last, pk=job.pk).update(sent_at=timezone.now()) != 1:
+        return False
+    from labeling.tasks import import_items
+
+    import_items.delay(job.pk)
+    logger.info("import job %s looked stuck (%s); sent again", job.pk, job.status)
+    return True
+
+
+def pending_imports() -> list[int]:
+    """Ids of the background imports not finished: what a starting worker re-sends."""
+    return list(
+        ImportJob.objects.filter(
+            background=True, status__in=[Status.QUEUED, Status.RUNNING]
+        ).values_list("pk", flat=True)
+    )
