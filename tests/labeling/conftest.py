@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import Group
+from django.db import connection
 
 from labeling.models import Campaign
 from labeling.permissions import MANAGER_GROUP
+from tests.support.processes import Worker, database_url, redis_server, use_broker, worker_env
 
 
 @pytest.fixture(autouse=True)
@@ -57,3 +60,46 @@ def campaign(manager: Any, annotator: Any) -> Campaign:
     )
     campaign.annotators.add(annotator)
     return campaign
+
+
+# --- the real stack: redis-server and Celery worker processes (integration tests) -----------
+
+
+@pytest.fixture
+def redis_url(tmp_path: Path) -> Iterator[str]:
+    """A throwaway redis-server, used as this process's broker while the test runs."""
+    from config.celery_app import app
+
+    old = app.conf.broker_url
+    with redis_server(tmp_path) as url:
+        use_broker(app, url)
+        try:
+            yield url
+        finally:
+            use_broker(app, old)
+
+
+@pytest.fixture
+def start_worker(redis_url: str, tmp_path: Path, settings: Any) -> Iterator[Callable[..., Worker]]:
+    """``start_worker(name, **env)``: a Celery worker on the test database and broker (its
+    log in tmp_path/<name>.log), stopped at the end of the test. Needs a transactional test
+    (``django_db(transaction=True)``) so the worker sees what the test writes."""
+    started: list[Worker] = []
+
+    def start(name: str, **env: str) -> Worker:
+        worker = Worker(
+            name,
+            worker_env(
+                DATABASE_URL=database_url(connection.settings_dict),
+                REDIS_URL=redis_url,
+                CARVE_DATA_DIR=str(settings.CARVE_DATA_DIR),
+                **env,
+            ),
+            tmp_path / f"{name}.log",
+        )
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()

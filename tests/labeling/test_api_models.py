@@ -154,3 +154,83 @@ def test_onnx_matches_projected_and_multiclass_networks(
     data = to_onnx(net, [f"c{i}" for i in range(n_classes)])
     E = rng.standard_normal((40, 32)).astype(np.float32)
     np.testing.assert_allclose(_run_onnx(data, E), net.scores(E), rtol=1e-5, atol=1e-9)
+
+
+# --- retrain and one version -----------------------------------------------------------------
+
+
+def test_retrain_queues_the_next_version_for_managers_only(
+    trained: Campaign, manager: Any, annotator: Any, outsider: Any
+) -> None:
+    url = f"/api/v1/campaigns/{trained.pk}/retrain/"
+    assert _api(annotator).post(url).status_code == 403
+    assert _api(outsider).post(url).status_code == 404
+    response = _api(manager).post(url)
+    assert response.status_code == 202
+    body = response.json()
+    assert (body["number"], body["status"], body["trigger"]) == (2, "queued", "manual")
+    assert response["Location"].endswith(f"/api/v1/campaigns/{trained.pk}/models/2/")
+    version = trained.models.get(number=2)
+    assert version.created_by == manager
+    assert training.retrain(version.pk) == "done"
+    polled = _api(annotator).get(f"/api/v1/campaigns/{trained.pk}/models/2/").json()
+    assert polled["status"] == "done" and polled["n_labels"] == 12
+    assert polled["metrics"] == version.__class__.objects.get(pk=version.pk).metrics != {}
+    assert _api(annotator).get(f"/api/v1/campaigns/{trained.pk}/models/7/").status_code == 404
+
+
+# --- metrics and diagnostics -----------------------------------------------------------------
+
+
+def test_metrics_report_progress_agreement_learner_and_model(
+    trained: Campaign, manager: Any, annotator: Any, django_user_model: Any
+) -> None:
+    from labeling import dashboard, learning
+
+    learning.update_learner(trained.pk)
+    second = django_user_model.objects.create_user("second")
+    trained.annotators.add(second)
+    first_item = Item.objects.filter(campaign=trained).order_by("position").first()
+    assert first_item is not None
+    theirs = first_item.labels.get().value
+    other = "negative" if theirs == "positive" else "positive"
+    annotation.submit_label(first_item, second, other)  # a disagreement: in review
+
+    response = _api(manager).get(f"/api/v1/campaigns/{trained.pk}/metrics/")
+    assert response.status_code == 200, response.content
+    body = response.json()
+    trained.refresh_from_db()  # label_version moved on
+    summary = dashboard.summarize(trained)
+    assert (body["n_items"], body["n_labels"], body["n_done"]) == (30, 13, 12)
+    assert body["n_review"] == summary.n_review >= 1
+    assert sum(body["distribution"].values()) == 13
+    assert {a["username"]: a["n_labels"] for a in body["annotators"]} == {
+        "annotator": 12,
+        "second": 1,
+    }
+    assert body["agreement"]["statistic"] == "Cohen's kappa"
+    assert body["agreement"]["n_items"] == 1
+    assert body["embedding"]["status"] == "done" and body["embedding"]["n_total"] == 30
+    learner_state = body["learner"]
+    assert learner_state["n_labels"] == 12 and learner_state["center_status"] == "optimal"
+    assert learner_state["lag"] == summary.lag >= 1  # the new label is not reflected yet
+    assert all(isinstance(i, int) for i in learner_state["queue"])
+    assert [p["n_labels"] for p in body["curve"]] == [p.n_labels for p in summary.curve]
+    assert body["latest_model"] == 1 and body["stopped"] is False
+
+
+def test_metrics_of_an_empty_campaign_and_who_may_read_them(
+    campaign: Campaign, manager: Any, annotator: Any, outsider: Any
+) -> None:
+    url = f"/api/v1/campaigns/{campaign.pk}/metrics/"
+    body = _api(manager).get(url).json()
+    assert (body["n_items"], body["n_labels"], body["embedding"], body["learner"]) == (
+        0,
+        0,
+        None,
+        None,
+    )
+    assert body["curve"] == [] and body["latest_model"] is None
+    assert body["agreement"] == {"statistic": "", "value": None, "n_items": 0}
+    assert _api(annotator).get(url).status_code == 403
+    assert _api(outsider).get(url).status_code == 404

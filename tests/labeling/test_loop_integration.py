@@ -7,52 +7,28 @@ the next item served is the first available item of the learner's ranked queue.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pytest
-from django.db import connection
 from django.test import Client
 from django.urls import reverse
 
-from config.celery_app import app
 from labeling.embedding import FakeEmbedder
 from labeling.models import Campaign, EmbeddingJob, Item, LearnerSnapshot
 from labeling.services import import_file
 from tests.support.processes import (
     Worker,
-    database_url,
-    redis_server,
-    use_broker,
     wait_for,
-    worker_env,
 )
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(300)]
 
 
 @pytest.fixture
-def worker(tmp_path: Path, settings: Any) -> Iterator[Worker]:
-    old = app.conf.broker_url
-    with redis_server(tmp_path) as url:
-        use_broker(app, url)
-        started = Worker(
-            "loop",
-            worker_env(
-                DATABASE_URL=database_url(connection.settings_dict),
-                REDIS_URL=url,
-                CARVE_DATA_DIR=str(settings.CARVE_DATA_DIR),
-                QUEUE_LENGTH="8",
-            ),
-            tmp_path / "worker.log",
-        )
-        try:
-            yield started
-        finally:
-            started.stop()
-            use_broker(app, old)
+def worker(start_worker: Callable[..., Worker]) -> Worker:
+    return start_worker("loop", QUEUE_LENGTH="8")
 
 
 def _snapshot(campaign: Campaign) -> LearnerSnapshot | None:
@@ -109,7 +85,7 @@ def test_labels_through_the_page_drive_the_learner_and_its_queue(
 
 
 def test_a_worker_killed_during_the_loop_loses_no_label_and_a_new_one_catches_up(
-    campaign: Campaign, annotator: Any, worker: Worker, tmp_path: Path, settings: Any
+    campaign: Campaign, annotator: Any, worker: Worker, start_worker: Callable[..., Worker]
 ) -> None:
     Campaign.objects.filter(pk=campaign.pk).update(gold_rate=0, retrain_every=0)
     texts = [f"sentence {i}" for i in range(60)]
@@ -129,19 +105,8 @@ def test_a_worker_killed_during_the_loop_loses_no_label_and_a_new_one_catches_up
     campaign.refresh_from_db()
     assert campaign.label_version == start + 6 and not _caught_up(campaign)
 
-    rescuer = Worker(
-        "rescuer",
-        worker_env(
-            DATABASE_URL=database_url(connection.settings_dict),
-            REDIS_URL=app.conf.broker_url,
-            CARVE_DATA_DIR=str(settings.CARVE_DATA_DIR),
-        ),
-        tmp_path / "rescuer.log",
-    )
-    try:
-        wait_for(lambda: _caught_up(campaign), 60, "the new worker to catch up", rescuer.log)
-    finally:
-        rescuer.stop()
+    rescuer = start_worker("rescuer")
+    wait_for(lambda: _caught_up(campaign), 60, "the new worker to catch up", rescuer.log)
     snap = _snapshot(campaign)
     assert snap is not None and snap.n_labels == 6
 

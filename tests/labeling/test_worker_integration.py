@@ -8,64 +8,21 @@ environment variables only.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from django.db import connection
 
-from config.celery_app import app
 from labeling import jobs
 from labeling.embedding import FakeEmbedder
 from labeling.models import Campaign, EmbeddingJob, Item
 from labeling.services import import_file
 from tests.support.processes import (
-    Worker,
-    database_url,
-    redis_server,
-    use_broker,
     wait_for,
-    worker_env,
 )
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(300)]
 Status = EmbeddingJob.Status
-
-
-@pytest.fixture
-def redis_url(tmp_path: Path) -> Iterator[str]:
-    old = app.conf.broker_url
-    with redis_server(tmp_path) as url:
-        use_broker(app, url)
-        try:
-            yield url
-        finally:
-            use_broker(app, old)
-
-
-@pytest.fixture
-def start_worker(redis_url: str, tmp_path: Path, settings: Any) -> Iterator[Any]:
-    started: list[Worker] = []
-
-    def start(name: str, **env: str) -> Worker:
-        worker = Worker(
-            name,
-            worker_env(
-                DATABASE_URL=database_url(connection.settings_dict),
-                REDIS_URL=redis_url,
-                CARVE_DATA_DIR=str(settings.CARVE_DATA_DIR),
-                **env,
-            ),
-            tmp_path / f"{name}.log",
-        )
-        started.append(worker)
-        return worker
-
-    yield start
-    for worker in started:
-        worker.stop()
 
 
 def _import(campaign: Campaign, texts: list[str]) -> EmbeddingJob:
