@@ -25,10 +25,12 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv and install Carve with its dev tools
 
-# Debian packages: redis-server (the Celery broker) for the platform, chromium for the browser
-# tests. PostgreSQL for test-postgres is installed by scripts/with-postgres.sh when missing.
+# Debian packages: redis-server (the Celery broker) for the platform; chromium for the browser
+# tests, curl and jq for the README's API walkthrough that the tests run. PostgreSQL for
+# test-postgres is installed by scripts/with-postgres.sh when missing.
 NEED_RUN  := $(if $(shell command -v redis-server),,redis-server)
-NEED_TEST := $(NEED_RUN) $(if $(wildcard /usr/bin/chromium),,chromium)
+NEED_TEST := $(NEED_RUN) $(if $(wildcard /usr/bin/chromium),,chromium) \
+	$(if $(shell command -v curl),,curl) $(if $(shell command -v jq),,jq)
 define apt_install
 	@if [ -n "$(strip $(1))" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
@@ -40,7 +42,7 @@ endef
 system-deps: ## apt-get install redis-server when missing (needs root)
 	$(call apt_install,$(NEED_RUN))
 
-test-deps: ## apt-get install redis-server and chromium when missing (needs root)
+test-deps: ## apt-get install redis-server, chromium, curl and jq when missing (needs root)
 	$(call apt_install,$(NEED_TEST))
 
 $(VENV)/.demo-installed: $(STAMP)
