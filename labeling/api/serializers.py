@@ -28,8 +28,16 @@ class CampaignSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
 
     class Meta:
         model = Campaign
-        fields = ["id", "labels", *CAMPAIGN_SETTINGS, "created_by", "created_at", "n_items"]
-        read_only_fields = ["id", "created_by", "created_at", "n_items"]
+        fields = [
+            "id",
+            "labels",
+            *CAMPAIGN_SETTINGS,
+            "created_by",
+            "created_at",
+            "stopped_at",
+            "n_items",
+        ]
+        read_only_fields = ["id", "created_by", "created_at", "stopped_at", "n_items"]
 
     def validate_labels(self, value: list[str]) -> list[str]:
         labels = [v.strip() for v in value]
@@ -264,3 +272,28 @@ class MetricsSerializer(serializers.Serializer):  # type: ignore[type-arg]
     learner = LearnerDiagnosticsSerializer(allow_null=True)
     curve = CurvePointSerializer(many=True)
     latest_model = serializers.IntegerField(allow_null=True, help_text="Newest finished version.")
+
+
+class ItemRefSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    item = serializers.IntegerField(min_value=1)
+
+
+class UndoInSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    item = serializers.IntegerField(
+        min_value=1,
+        required=False,
+        help_text="Undo only if the latest label is on this item (a repeated undo is safe).",
+    )
+
+
+class DecisionInSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    item = serializers.IntegerField(min_value=1)
+    value = serializers.CharField(max_length=200)
+
+
+class DecisionOutSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    id = serializers.IntegerField()
+    item = serializers.IntegerField()
+    value = serializers.CharField()
+    decided_by = serializers.CharField()
+    created_at = serializers.DateTimeField()

@@ -13,6 +13,7 @@ from django.db import transaction
 from django.db.models import Count, Prefetch, QuerySet
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.urls import reverse
+from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, status, viewsets
@@ -37,9 +38,12 @@ from labeling import (
 from labeling.api.parsing import ImportJSONParser
 from labeling.api.serializers import (
     CampaignSerializer,
+    DecisionInSerializer,
+    DecisionOutSerializer,
     ImportFileSerializer,
     ImportItemsSerializer,
     ImportJobSerializer,
+    ItemRefSerializer,
     ItemSerializer,
     LabelInSerializer,
     LabelOutSerializer,
@@ -48,6 +52,7 @@ from labeling.api.serializers import (
     NextItemSerializer,
     PredictInSerializer,
     PredictOutSerializer,
+    UndoInSerializer,
 )
 from labeling.models import Assignment, Campaign, ImportJob, Label
 
@@ -326,15 +331,7 @@ class CampaignViewSet(
         campaign = self._campaign(pk)
         data = LabelInSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        served = (
-            Assignment.objects.filter(
-                item_id=data.validated_data["item"], item__campaign=campaign, annotator=request.user
-            )
-            .select_related("item")
-            .first()
-        )
-        if served is None:
-            raise ValidationError({"item": "This item was not served to you."})
+        served = self._served(campaign, data.validated_data["item"])
         if served.state == Assignment.State.SKIPPED:
             raise ValidationError({"item": "You skipped this item."})
         if data.validated_data["value"] not in campaign.labels:
@@ -353,6 +350,98 @@ class CampaignViewSet(
             "created": out.created,
         }
         return Response(body, status=status.HTTP_201_CREATED if out.created else status.HTTP_200_OK)
+
+    def _served(self, campaign: Campaign, item_id: int) -> Assignment:
+        served = (
+            Assignment.objects.filter(
+                item_id=item_id, item__campaign=campaign, annotator=self.request.user
+            )
+            .select_related("item")
+            .first()
+        )
+        if served is None:
+            raise ValidationError({"item": "This item was not served to you."})
+        return served
+
+    @extend_schema(
+        request=ItemRefSerializer,
+        responses={204: OpenApiResponse(description="Skipped (or already labeled: unchanged).")},
+    )
+    @action(detail=True, methods=["post"])
+    def skip(self, request: Request, pk: Any = None) -> Response:
+        """Set an item the caller was served aside (others may still get it)."""
+        campaign = self._campaign(pk)
+        body = ItemRefSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        annotation.skip(self._served(campaign, body.validated_data["item"]).item, request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(
+        request=UndoInSerializer,
+        responses={
+            200: LabelOutSerializer,
+            204: OpenApiResponse(description="Nothing to undo."),
+        },
+    )
+    @action(detail=True, methods=["post"])
+    def undo(self, request: Request, pk: Any = None) -> Response:
+        """Withdraw the caller's latest label (kept, marked undone) and lease its item back."""
+        campaign = self._campaign(pk)
+        body = UndoInSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        label = annotation.undo_last(campaign, request.user, body.validated_data.get("item"))
+        if label is None:
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        return Response(
+            {
+                "id": label.pk,
+                "item": label.item_id,
+                "value": label.value,
+                "comment": label.comment,
+                "created": False,
+            }
+        )
+
+    @extend_schema(request=DecisionInSerializer, responses={201: DecisionOutSerializer})
+    @action(detail=True, methods=["post"])
+    def decisions(self, request: Request, pk: Any = None) -> Response:
+        """A manager's verdict on an item (typically one in review): it overrides the
+        annotators' labels in training; their labels stay."""
+        campaign = self._campaign(pk, manage=True)
+        body = DecisionInSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        item = campaign.items.filter(pk=body.validated_data["item"]).first()
+        if item is None:
+            raise ValidationError({"item": "No such item in this campaign."})
+        value = body.validated_data["value"]
+        if value not in campaign.labels:
+            raise ValidationError({"value": f"Choose one of: {', '.join(campaign.labels)}."})
+        decision = learning.decide(item, request.user, value)
+        out = {
+            "id": decision.pk,
+            "item": item.pk,
+            "value": decision.value,
+            "decided_by": request.user.get_username(),
+            "created_at": decision.created_at,
+        }
+        return Response(DecisionOutSerializer(out).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=None, responses=CampaignSerializer)
+    @action(detail=True, methods=["post"])
+    def stop(self, request: Request, pk: Any = None) -> Response:
+        """Stop serving items (managers); labels already given stay."""
+        return self._set_stopped(pk, timezone.now())
+
+    @extend_schema(request=None, responses=CampaignSerializer)
+    @action(detail=True, methods=["post"])
+    def resume(self, request: Request, pk: Any = None) -> Response:
+        """Serve items again after a stop (managers)."""
+        return self._set_stopped(pk, None)
+
+    def _set_stopped(self, pk: Any, when: Any) -> Response:
+        campaign = self._campaign(pk, manage=True)
+        Campaign.objects.filter(pk=campaign.pk).update(stopped_at=when)
+        return Response(CampaignSerializer(self.get_queryset().get(pk=campaign.pk)).data)
 
     @extend_schema(
         parameters=[OpenApiParameter("as", str, enum=["csv", "jsonl"], required=False)],

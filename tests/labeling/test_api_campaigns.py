@@ -265,3 +265,76 @@ def test_outsiders_get_404_on_every_campaign_action(imported: Campaign, outsider
     assert api.get(f"{base}/items/").status_code == 404
     assert api.post(f"{base}/labels/", {"item": 1, "value": "positive"}).status_code == 404
     assert api.get(f"{base}/export/").status_code == 404
+    for path in ("skip", "undo", "decisions", "stop", "resume"):
+        assert api.post(f"{base}/{path}/", {"item": 1}).status_code == 404, path
+
+
+def test_skip_sets_an_item_aside_and_a_label_for_it_is_refused(
+    imported: Campaign, annotator: Any
+) -> None:
+    api = _api(annotator)
+    base = f"/api/v1/campaigns/{imported.pk}"
+    served = api.post(f"{base}/next/").json()["id"]
+    assert api.post(f"{base}/skip/", {"item": served}, format="json").status_code == 204
+    following = api.post(f"{base}/next/").json()["id"]
+    assert following != served
+    refused = api.post(f"{base}/labels/", {"item": served, "value": "positive"}, format="json")
+    assert refused.status_code == 400 and "skipped" in refused.json()["item"]
+    never = api.post(f"{base}/skip/", {"item": 999_999}, format="json")
+    assert never.status_code == 400 and "not served" in never.json()["item"]
+
+
+def test_undo_withdraws_the_latest_label_once_and_leases_the_item_back(
+    imported: Campaign, annotator: Any
+) -> None:
+    from labeling.models import Label
+
+    api = _api(annotator)
+    base = f"/api/v1/campaigns/{imported.pk}"
+    served = api.post(f"{base}/next/").json()["id"]
+    api.post(f"{base}/labels/", {"item": served, "value": "negative"}, format="json")
+    undone = api.post(f"{base}/undo/", {"item": served}, format="json")
+    assert undone.status_code == 200 and undone.json()["item"] == served
+    again = api.post(f"{base}/undo/", {"item": served}, format="json")
+    assert again.status_code == 204  # a repeated undo withdraws nothing more
+    label = Label.objects.get(item_id=served)
+    assert label.undone_at is not None  # kept, marked undone
+    assert api.post(f"{base}/next/").json()["id"] == served  # leased back to them
+
+
+def test_a_managers_decision_settles_an_item_in_review(
+    imported: Campaign, annotator: Any, manager: Any, django_user_model: Any
+) -> None:
+    from labeling import learning
+
+    second = django_user_model.objects.create_user("second")
+    imported.annotators.add(second)
+    Campaign.objects.filter(pk=imported.pk).update(overlap=2)
+    base = f"/api/v1/campaigns/{imported.pk}"
+    item = _api(annotator).post(f"{base}/next/").json()["id"]
+    _api(annotator).post(f"{base}/labels/", {"item": item, "value": "positive"}, format="json")
+    other = _api(second)
+    assert other.post(f"{base}/next/").json()["id"] == item
+    other.post(f"{base}/labels/", {"item": item, "value": "negative"}, format="json")
+    assert learning.review_items(imported) == [item]
+    url = f"{base}/decisions/"
+    assert _api(annotator).post(url, {"item": item, "value": "positive"}).status_code == 403
+    boss = _api(manager)
+    assert boss.post(url, {"item": item, "value": "maybe"}, format="json").status_code == 400
+    assert boss.post(url, {"item": 999_999, "value": "positive"}).status_code == 400
+    decided = boss.post(url, {"item": item, "value": "positive"}, format="json")
+    assert decided.status_code == 201 and decided.json()["decided_by"] == "manager"
+    assert learning.review_items(imported) == []
+    review = boss.get(f"{base}/items/", {"state": "review"}).json()["results"]
+    assert review == []
+
+
+def test_stop_and_resume_serving(imported: Campaign, annotator: Any, manager: Any) -> None:
+    base = f"/api/v1/campaigns/{imported.pk}"
+    assert _api(annotator).post(f"{base}/stop/").status_code == 403
+    stopped = _api(manager).post(f"{base}/stop/")
+    assert stopped.status_code == 200 and stopped.json()["stopped_at"] is not None
+    assert _api(annotator).post(f"{base}/next/").status_code == 204
+    resumed = _api(manager).post(f"{base}/resume/")
+    assert resumed.json()["stopped_at"] is None
+    assert _api(annotator).post(f"{base}/next/").status_code == 200
