@@ -18,3 +18,6 @@ urlpatterns = [
     path("api/redoc/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),
     path("", include("labeling.urls")),
 ]
+
+# A URL under /api/ that no route matches answers JSON like the API's own 404s.
+handler404 = "labeling.api.parsing.not_found"

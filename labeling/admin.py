@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from labeling.models import Campaign, EmbeddingJob, Item, Upload
+from labeling.models import Campaign, EmbeddingJob, ImportJob, Item, Upload
 
 
 @admin.register(Campaign)
@@ -32,3 +32,12 @@ class EmbeddingJobAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     list_display = ["pk", "campaign", "status", "n_done", "n_total", "attempt", "created_at"]
     list_filter = ["status"]
     readonly_fields = [f.name for f in EmbeddingJob._meta.fields]
+
+
+@admin.register(ImportJob)
+class ImportJobAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    list_display = ["pk", "campaign", "filename", "status", "size_bytes", "attempt", "created_at"]
+    list_filter = ["status"]
+    # The stored file can be tens of MB: never rendered.
+    exclude = ["data"]
+    readonly_fields = [f.name for f in ImportJob._meta.fields if f.name != "data"]

@@ -5,7 +5,8 @@ The file is stored on an :class:`~labeling.models.ImportJob` row, so any worker 
 run (:func:`labeling.services.parse_file`), and the import is all-or-nothing.
 
 Exactly once (STYLE 14): a run claims the row with one conditional UPDATE that bumps
-``attempt`` (QUEUED, or RUNNING for longer than CARVE_JOB_STALE_SECONDS: its worker died).
+``attempt`` (QUEUED, or RUNNING for longer than the task's hard time limit: its process died;
+an import has no progress heartbeat, so a younger run may still be working).
 The items and the DONE status are then written in one transaction that first locks the row
 and checks that the attempt is still this run's. A run that was taken over finds another
 attempt and writes nothing; a takeover that arrives while the first run is writing waits for
@@ -25,6 +26,7 @@ from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
+from kombu.exceptions import OperationalError as BrokerError
 
 from labeling import services
 from labeling.importing import UploadRejected
@@ -70,9 +72,20 @@ def start_import(
     )
     if background:
         _send_on_commit(job.pk)
-    else:
+        return job
+    try:
         run_import_job(job.pk, worker="web")
-        job.refresh_from_db()
+    except (OperationalError, InterfaceError):
+        # The database was busy or gone (the run handed the job back as QUEUED): a worker
+        # imports it instead, and the caller polls it like any background job.
+        logger.warning("import job %s: database trouble in the request; sent to a worker", job.pk)
+        with contextlib.suppress(DatabaseError):
+            if ImportJob.objects.filter(pk=job.pk, status=Status.QUEUED).update(background=True):
+                _send_on_commit(job.pk)
+    except Exception:
+        # Recorded on the row (FAILED, ``error``); the caller gets the row, not a traceback.
+        logger.exception("import job %s failed", job.pk)
+    job.refresh_from_db()
     return job
 
 
@@ -89,16 +102,25 @@ def _send_on_commit(job_id: int) -> None:
 
 
 def _stale_before() -> datetime:
+    """A QUEUED job whose message was sent (or, for an inline job, which was created) before
+    this looks lost: send it again."""
     return timezone.now() - timedelta(seconds=settings.CARVE_JOB_STALE_SECONDS)
+
+
+def _dead_before() -> datetime:
+    """A RUNNING job started before this has outlived the task's hard time limit: its run is
+    gone (a killed worker or web process). An import has no progress heartbeat (it parses
+    and writes in two long calls), so anything younger may still be working."""
+    return timezone.now() - timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + 60)
 
 
 def claim(job_id: int, worker: str = "") -> ImportJob | Outcome:
     """Take the job with a conditional UPDATE; returns the claimed row or why not.
 
-    A RUNNING job that started more than CARVE_JOB_STALE_SECONDS ago is taken over (its
-    worker died), unless it has used CARVE_JOB_MAX_ATTEMPTS: then it becomes FAILED.
+    A RUNNING job older than the task's hard time limit is taken over (its run died), unless
+    it has used CARVE_JOB_MAX_ATTEMPTS: then it becomes FAILED.
     """
-    stale, now = _stale_before(), timezone.now()
+    stale, now = _dead_before(), timezone.now()
     max_attempts = settings.CARVE_JOB_MAX_ATTEMPTS
     with transaction.atomic():
         ImportJob.objects.filter(
@@ -107,8 +129,9 @@ def claim(job_id: int, worker: str = "") -> ImportJob | Outcome:
             status=Status.FAILED,
             data=None,
             finished_at=now,
-            error=f"The worker importing this file stopped {max_attempts} times (killed, out "
-            "of memory?). Nothing was imported; see the worker log, then send the file again.",
+            error=f"The import was started {max_attempts} times and never finished (its "
+            "process was killed: out of memory, or a time limit?). Nothing was imported; see "
+            "the logs, then send the file again.",
         )
         claimable = Q(status=Status.QUEUED) | Q(status=Status.RUNNING, started_at__lt=stale)
         n = ImportJob.objects.filter(claimable, pk=job_id).update(
@@ -197,13 +220,16 @@ def execute(job: ImportJob) -> Outcome:
 
 
 def nudge(job: ImportJob) -> bool:
-    """Send a background job again if it looks stuck: QUEUED with no message sent for
-    CARVE_JOB_STALE_SECONDS, or RUNNING for that long. At most once per that period, however
-    often it is polled. Returns whether a message was sent."""
+    """Send a job again if it looks stuck: QUEUED with no message sent (or, never sent,
+    created) CARVE_JOB_STALE_SECONDS ago, or RUNNING past the task's hard time limit. At most
+    once per CARVE_JOB_STALE_SECONDS, however often it is polled. Returns whether a message
+    was sent (a broker that is down is logged, and the next poll tries again)."""
     stale = _stale_before()
-    stuck = job.background and (
-        (job.status == Status.QUEUED and (job.sent_at is None or job.sent_at < stale))
-        or (job.status == Status.RUNNING and job.started_at is not None and job.started_at < stale)
+    stuck = (job.status == Status.QUEUED and (job.sent_at or job.created_at) < stale) or (
+        job.status == Status.RUNNING
+        and job.started_at is not None
+        and job.started_at < _dead_before()
+        and (job.sent_at is None or job.sent_at < stale)
     )
     if not stuck:
         return False
@@ -212,15 +238,21 @@ def nudge(job: ImportJob) -> bool:
         return False
     from labeling.tasks import import_items
 
-    import_items.delay(job.pk)
+    try:
+        import_items.delay(job.pk)
+    except BrokerError:
+        logger.warning("could not re-send import job %s", job.pk, exc_info=True)
+        ImportJob.objects.filter(pk=job.pk).update(sent_at=job.sent_at)  # try again next poll
+        return False
     logger.info("import job %s looked stuck (%s); sent again", job.pk, job.status)
     return True
 
 
 def pending_imports() -> list[int]:
-    """Ids of the background imports not finished: what a starting worker re-sends."""
+    """Ids of the unfinished imports: what a starting worker re-sends (a run in progress
+    answers BUSY; one whose process died is taken over once past the time limit)."""
     return list(
-        ImportJob.objects.filter(
-            background=True, status__in=[Status.QUEUED, Status.RUNNING]
-        ).values_list("pk", flat=True)
+        ImportJob.objects.filter(status__in=[Status.QUEUED, Status.RUNNING]).values_list(
+            "pk", flat=True
+        )
     )

@@ -28,16 +28,20 @@ class RequestSizeLimitMiddleware:
         try:
             length = int(request.META.get("CONTENT_LENGTH") or 0)
         except ValueError:
-            return HttpResponse("Bad Content-Length.", status=400, content_type="text/plain")
+            return self._error(request, "Bad Content-Length.", 400)
         if length > limit:
             message = (
                 f"The request is {length:,} bytes; uploads are limited to "
                 f"{settings.CARVE_UPLOAD_MAX_BYTES:,} bytes."
             )
-            if request.path.startswith("/api/"):  # API clients get JSON errors throughout
-                return JsonResponse({"detail": message}, status=413)
-            return HttpResponse(message, status=413, content_type="text/plain")
+            return self._error(request, message, 413)
         return self.get_response(request)
+
+    @staticmethod
+    def _error(request: HttpRequest, message: str, status: int) -> HttpResponse:
+        if request.path.startswith("/api/"):  # API clients get JSON errors throughout
+            return JsonResponse({"detail": message}, status=status)
+        return HttpResponse(message, status=status, content_type="text/plain")
 
 
 class HtmxLoginRedirectMiddleware:

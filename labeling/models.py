@@ -235,8 +235,9 @@ class EmbeddingJob(models.Model):
 class ImportJob(models.Model):
     """A bulk item import requested through the API: the file waits here until it is imported.
 
-    Small files are imported during the request; larger ones by the ``import_items`` task,
-    which claims the row like an embedding job (a conditional UPDATE bumping ``attempt``).
+    Small files are imported during the request; larger ones by the ``import_items`` task.
+    A run claims the row like an embedding job (a conditional UPDATE bumping ``attempt``);
+    ``background`` says whether a worker was asked to run it.
     The items and the DONE status are written in one transaction that first locks this row
     and checks the attempt, so an import happens completely, once, or not at all.
     """

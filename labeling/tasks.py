@@ -43,12 +43,13 @@ def embed_campaign(self: Any, job_id: int) -> str:
 @shared_task(bind=True, **IDEMPOTENT)
 def import_items(self: Any, job_id: int) -> str:
     """Run bulk import job ``job_id`` (see :func:`labeling.imports.run_import_job`); a job
-    another run holds is looked at again once that run would count as dead."""
+    another run holds is looked at again once that run would count as dead (after the hard
+    time limit), so a run that died is finished even if nobody polls."""
     from labeling import imports
 
     outcome = imports.run_import_job(job_id, worker=self.request.hostname or "")
     if outcome is jobs.Outcome.BUSY:
-        import_items.apply_async((job_id,), countdown=settings.CARVE_JOB_STALE_SECONDS + 1)
+        import_items.apply_async((job_id,), countdown=settings.CELERY_TASK_TIME_LIMIT + 61)
     return outcome.value
 
 

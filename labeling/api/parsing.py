@@ -1,4 +1,4 @@
-"""Request parsing and errors of the API beyond DRF's defaults."""
+"""Request parsing and errors of the API beyond DRF's defaults (all errors are JSON)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from typing import IO, Any
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.views.defaults import page_not_found
 from rest_framework import status
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import BaseParser
@@ -44,9 +46,17 @@ def handle_exception(exc: Exception, context: dict[str, Any]) -> Response | None
     if isinstance(exc, RequestDataTooBig):
         return Response(
             {
-                "detail": f"{exc} Send large imports as a multipart file (up to "
-                f"{settings.CARVE_UPLOAD_MAX_BYTES:,} bytes) to the imports endpoint."
+                "detail": f"The request body is too large ({exc}). Bodies other than imports "
+                f"are limited to {settings.DATA_UPLOAD_MAX_MEMORY_SIZE:,} bytes; imports (a "
+                f"multipart file or a JSON items list) to {settings.CARVE_UPLOAD_MAX_BYTES:,}."
             },
             status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
         )
     return exception_handler(exc, context)
+
+
+def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """handler404: JSON under /api/ (a path no route matches), Django's page elsewhere."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": "Not found."}, status=404)
+    return page_not_found(request, exception or Http404())

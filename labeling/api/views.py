@@ -43,6 +43,7 @@ from labeling.api.serializers import (
     ImportFileSerializer,
     ImportItemsSerializer,
     ImportJobSerializer,
+    ImportOptionsSerializer,
     ItemRefSerializer,
     ItemSerializer,
     LabelInSerializer,
@@ -75,6 +76,7 @@ class CampaignViewSet(
     annotators read the campaigns they are assigned to. Others get 404."""
 
     serializer_class = CampaignSerializer
+    lookup_value_regex = r"\d+"  # /campaigns/abc/... is a 404, not an error in int()
 
     def get_queryset(self) -> QuerySet[Campaign]:
         return (
@@ -114,7 +116,16 @@ class CampaignViewSet(
         responses={
             201: OpenApiResponse(ImportJobSerializer, description="Imported during the request."),
             202: OpenApiResponse(ImportJobSerializer, description="Queued: poll its url."),
-            400: OpenApiResponse(ImportJobSerializer, description="Refused; nothing imported."),
+            400: OpenApiResponse(
+                OpenApiTypes.OBJECT,
+                description="A refused file: the job (status failed) with its ``errors`` and "
+                "a ``detail``; nothing was imported. Or invalid fields: {field: message}.",
+            ),
+            413: OpenApiResponse(OpenApiTypes.OBJECT, description="The body is too large."),
+            500: OpenApiResponse(
+                OpenApiTypes.OBJECT,
+                description="An unexpected failure: the job (status failed) with its ``error``.",
+            ),
         },
     )
     @action(
@@ -133,12 +144,28 @@ class CampaignViewSet(
             bodies = [self._job_body(job) for job in (page if page is not None else rows)]
             return self.get_paginated_response(bodies) if page is not None else Response(bodies)
         as_json = (request.content_type or "").startswith("application/json")
-        body = (ImportItemsSerializer if as_json else ImportFileSerializer)(data=request.data)
-        body.is_valid(raise_exception=True)
-        options = body.validated_data
         if as_json:
-            data, filename = imports.items_as_jsonl(options["items"]), imports.ITEMS_FILENAME
+            # The options through the serializer; the items go as they are to the JSON Lines
+            # checks (one line per item), which is cheaper than validating each dict here and
+            # reports problems the way an upload does.
+            body: BaseSerializer[Any] = ImportOptionsSerializer(data=request.data)
+            body.is_valid(raise_exception=True)
+            options = body.validated_data
+            items = request.data.get("items") if isinstance(request.data, dict) else None
+            if not isinstance(items, list) or not items:
+                raise ValidationError({"items": "Send a non-empty list of item objects."})
+            if len(items) > settings.CARVE_UPLOAD_MAX_ROWS:
+                raise ValidationError(
+                    {
+                        "items": f"{len(items):,} items; one import takes at most "
+                        f"{settings.CARVE_UPLOAD_MAX_ROWS:,}."
+                    }
+                )
+            data, filename = imports.items_as_jsonl(items), imports.ITEMS_FILENAME
         else:
+            body = ImportFileSerializer(data=request.data)
+            body.is_valid(raise_exception=True)
+            options = body.validated_data
             upload = options["file"]
             if upload.size > settings.CARVE_UPLOAD_MAX_BYTES:
                 raise ValidationError(
@@ -158,9 +185,12 @@ class CampaignViewSet(
             background=options["background"],
         )
         answer = self._job_body(job)
-        if job.status == ImportJob.Status.FAILED:
+        if job.status == ImportJob.Status.FAILED and job.errors:
             answer["detail"] = "The file was refused; nothing was imported. See errors."
             return Response(answer, status=status.HTTP_400_BAD_REQUEST)
+        if job.status == ImportJob.Status.FAILED:
+            answer["detail"] = "The import failed; nothing was imported. See error."
+            return Response(answer, status=status.HTTP_500_INTERNAL_SERVER_ERROR)
         if job.status == ImportJob.Status.DONE:
             return Response(answer, status=status.HTTP_201_CREATED)
         return Response(

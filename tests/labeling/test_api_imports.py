@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import OperationalError, connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from labeling import imports
 from labeling.importing import UploadRejected, parse_upload
 from labeling.jobs import Outcome
-from labeling.models import Campaign, EmbeddingJob, ImportJob, Item
+from labeling.models import Campaign, EmbeddingJob, ImportJob, Item, Upload
 from labeling.services import import_limits
 from tests.support.clients import api_as
 
@@ -135,7 +139,9 @@ def test_malformed_requests_are_json_errors(campaign: Campaign, manager: Any) ->
     empty = client.post(_url(campaign), {"items": []}, format="json")
     assert empty.status_code == 400 and "items" in empty.json()
     strings = client.post(_url(campaign), {"items": ["just a string"]}, format="json")
-    assert strings.status_code == 400 and "items" in strings.json()
+    assert strings.status_code == 400 and "not JSON objects" in strings.json()["errors"][0]
+    not_a_list = client.post(_url(campaign), {"items": {"text": "x"}}, format="json")
+    assert not_a_list.status_code == 400 and "list" in not_a_list.json()["items"]
     no_text = client.post(_url(campaign), {"items": [{"body2": "x"}]}, format="json")
     assert no_text.status_code == 400 and "text" in " ".join(no_text.json()["errors"])
     assert not Item.objects.exists()
@@ -244,7 +250,7 @@ def test_a_job_that_killed_its_worker_too_often_fails_with_a_reason(
     )
     assert imports.run_import_job(job.pk) is Outcome.NOTHING
     job.refresh_from_db()
-    assert job.status == "failed" and "stopped 3 times" in job.error and job.data is None
+    assert job.status == "failed" and "started 3 times" in job.error and job.data is None
     assert not Item.objects.exists()
 
 
@@ -257,6 +263,9 @@ def test_polling_a_stuck_job_sends_it_again_once(
     monkeypatch.setattr(tasks.import_items, "delay", sent.append)
     job = _queued(campaign, manager)
     client = api_as(manager)
+    client.get(_url(campaign, job.pk))
+    assert sent == []  # just created: its message may still be on its way
+    ImportJob.objects.filter(pk=job.pk).update(created_at=timezone.now() - timedelta(hours=1))
     client.get(_url(campaign, job.pk))
     assert sent == [job.pk]  # never sent (the broker was down at commit): sent now
     client.get(_url(campaign, job.pk))
@@ -287,9 +296,11 @@ def test_jobs_are_listed_newest_first_without_their_files(campaign: Campaign, ma
     client = api_as(manager)
     _post_file(client, campaign, _csv(["a,positive"]))
     _post_file(client, campaign, _csv(["b,wrong"]))
-    listed = client.get(_url(campaign)).json()["results"]
+    with CaptureQueriesContext(connection) as queries:
+        listed = client.get(_url(campaign)).json()["results"]
     assert [job["status"] for job in listed] == ["failed", "done"]
-    assert all("data" not in job for job in listed)
+    # The stored files are never read to list the jobs.
+    assert not any('"labeling_importjob"."data"' in q["sql"] for q in queries.captured_queries)
 
 
 def test_only_the_campaigns_managers_import(
@@ -324,3 +335,144 @@ def test_a_json_body_over_djangos_limit_elsewhere_is_a_json_413(
         f"/api/v1/campaigns/{campaign.pk}/predict/", {"texts": texts}, format="json"
     )
     assert response.status_code == 413 and "multipart file" in response.json()["detail"]
+
+
+def test_too_many_json_items_are_refused_before_any_work(
+    campaign: Campaign, manager: Any, settings: Any
+) -> None:
+    settings.CARVE_UPLOAD_MAX_ROWS = 5
+    items = [{"text": f"t{i}"} for i in range(6)]
+    response = api_as(manager).post(_url(campaign), {"items": items}, format="json")
+    assert response.status_code == 400 and "at most 5" in response.json()["items"]
+    assert not ImportJob.objects.exists()
+
+
+def test_a_non_numeric_campaign_id_is_a_json_404(manager: Any) -> None:
+    for path in ("abc/", "abc/metrics/", "abc/imports/", "1x/imports/2/"):
+        response = api_as(manager).get(f"/api/v1/campaigns/{path}")
+        assert response.status_code == 404 and response["Content-Type"] == "application/json"
+
+
+def test_a_bad_content_length_on_the_api_is_json(manager: Any) -> None:
+    response = api_as(manager).generic(
+        "POST", "/api/v1/campaigns/", b"{}", content_type="application/json", CONTENT_LENGTH="x"
+    )
+    assert response.status_code == 400 and response.json()["detail"] == "Bad Content-Length."
+
+
+def test_an_inline_import_the_database_cannot_finish_goes_to_a_worker(
+    campaign: Campaign, manager: Any, monkeypatch: Any
+) -> None:
+    from labeling import services, tasks
+
+    def locked(*args: Any, **kwargs: Any) -> Any:
+        raise OperationalError("database is locked")
+
+    monkeypatch.setattr(services, "write_items", locked)
+    response = _post_file(api_as(manager), campaign, _csv(["kept,positive"]))
+    assert response.status_code == 202 and response.json()["background"] is True
+    job = ImportJob.objects.get()
+    assert job.status == "queued" and bytes(job.data or b"").startswith(b"text,gold")
+    monkeypatch.undo()
+    sent: list[int] = []
+    monkeypatch.setattr(tasks.import_items, "delay", sent.append)
+    tasks.resume_pending_jobs()  # it is pending like any background job
+    assert sent == [job.pk]
+    assert imports.run_import_job(job.pk) is Outcome.DONE
+    assert list(Item.objects.values_list("text", flat=True)) == ["kept"]
+
+
+def test_an_unexpected_inline_failure_is_a_json_500_with_the_reason(
+    campaign: Campaign, manager: Any, monkeypatch: Any
+) -> None:
+    from labeling import services
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(services, "write_items", broken)
+    response = _post_file(api_as(manager), campaign, _csv(["x,positive"]))
+    assert response.status_code == 500
+    body = response.json()
+    assert body["status"] == "failed" and "disk on fire" in body["error"]
+    assert not Item.objects.exists() and ImportJob.objects.get().data is None
+
+
+def test_polling_while_the_broker_is_down_still_answers(
+    campaign: Campaign, manager: Any, monkeypatch: Any
+) -> None:
+    from kombu.exceptions import OperationalError as BrokerError
+
+    from labeling import tasks
+
+    def down(job_id: int) -> None:
+        raise BrokerError("connection refused")
+
+    monkeypatch.setattr(tasks.import_items, "delay", down)
+    job = _queued(campaign, manager)
+    ImportJob.objects.filter(pk=job.pk).update(created_at=timezone.now() - timedelta(hours=1))
+    response = api_as(manager).get(_url(campaign, job.pk))
+    assert response.status_code == 200 and response.json()["status"] == "queued"
+    job.refresh_from_db()
+    assert job.sent_at is None  # not marked sent: the next poll tries again
+
+
+def test_a_slow_run_that_is_still_alive_is_not_taken_over(
+    campaign: Campaign, manager: Any, monkeypatch: Any
+) -> None:
+    from labeling import tasks
+
+    sent: list[int] = []
+    monkeypatch.setattr(tasks.import_items, "delay", sent.append)
+    job = _queued(campaign, manager)
+    running = imports.claim(job.pk, "slow")
+    assert isinstance(running, ImportJob)
+    # Running for 10 minutes, far past JOB_STALE_SECONDS but within the task's time limit.
+    ImportJob.objects.filter(pk=job.pk).update(
+        started_at=timezone.now() - timedelta(minutes=10), sent_at=None
+    )
+    api_as(manager).get(_url(campaign, job.pk))  # polling does not re-send it
+    assert sent == []
+    assert imports.run_import_job(job.pk, "eager") is Outcome.BUSY
+    assert imports.execute(running) is Outcome.DONE  # the slow run finishes its work
+    assert Item.objects.count() == 5
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_takeover_arriving_during_the_write_waits_for_it_and_imports_nothing(
+    campaign: Campaign, manager: Any, monkeypatch: Any
+) -> None:
+    from labeling import services
+
+    job = imports.start_import(campaign, manager, b"text\na\nb\nc\n", "t.csv", background=True)
+    first = imports.claim(job.pk, "A")
+    assert isinstance(first, ImportJob)
+    real, writing = services.write_items, threading.Event()
+
+    def slow(*args: Any, **kwargs: Any) -> Any:
+        out = real(*args, **kwargs)
+        writing.set()
+        time.sleep(1.5)  # the items are written, the transaction not yet committed
+        return out
+
+    monkeypatch.setattr(services, "write_items", slow)
+    outcome: dict[str, Outcome] = {}
+
+    def run_first() -> None:
+        try:
+            outcome["A"] = imports.execute(first)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=run_first)
+    thread.start()
+    assert writing.wait(20)
+    # B believes A dead (as it would past the time limit) and tries to take over now.
+    monkeypatch.setattr(services, "write_items", real)
+    monkeypatch.setattr(imports, "_dead_before", lambda: timezone.now() + timedelta(hours=1))
+    outcome["B"] = imports.run_import_job(job.pk, "B")
+    thread.join(30)
+    assert outcome == {"A": Outcome.DONE, "B": Outcome.NOTHING}
+    assert Item.objects.count() == 3 and Upload.objects.count() == 1
+    job.refresh_from_db()
+    assert (job.status, job.attempt) == ("done", 1)

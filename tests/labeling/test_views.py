@@ -9,7 +9,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.urls import reverse
 
-from labeling.models import Campaign, EmbeddingJob, Item, Upload
+from labeling.models import Campaign, EmbeddingJob, ImportJob, Item, Upload
 from tests.support.clients import logged_in as _client
 
 pytestmark = pytest.mark.django_db
@@ -385,6 +385,9 @@ def test_staff_can_browse_the_platform_rows_in_django_admin(
     staff.is_superuser = True
     staff.save()
     EmbeddingJob.objects.create(campaign=campaign, model_name="fake-32")
+    job = ImportJob.objects.create(campaign=campaign, created_by=staff, data=b"secret,rows")
     client = _client(staff)
-    for model in ("campaign", "upload", "item", "embeddingjob"):
+    for model in ("campaign", "upload", "item", "embeddingjob", "importjob"):
         assert client.get(f"/admin/labeling/{model}/").status_code == 200, model
+    page = client.get(f"/admin/labeling/importjob/{job.pk}/change/")
+    assert page.status_code == 200 and b"secret,rows" not in page.content
