@@ -24,6 +24,15 @@ system, cheaper once Q > G r). Both start from batched Cholesky factors of the B
 
 Phase I adds a scalar offset tau to selected rows (slack + omega * tau); the extra variable is
 eliminated by a Schur complement in :mod:`learner.center`.
+
+Deeper networks (:mod:`learner.lift`) fit the same structure: P counts lifted gates (one block
+pair per path through the hidden layers, eq. D2 rows per block) and the D3 rows of the upper
+layers are label-cut rows with offset 0, so both Woodbury paths apply unchanged. Their number
+(R per label and output) would make the Q x Q capacitance matrix large, but a D3 row only
+touches the gates under one slot of the top hidden layer: ordered as [label rows | D3 rows of
+top slot 1 | ... ], the capacitance is an arrow matrix whose D3 part is block-diagonal. The
+STRUCTURED path factors each diagonal block (L R_m rows) and the Schur complement on the label
+rows (L C rows), instead of one matrix of L (C + K' R) rows (eq. AC, Woodbury by blocks).
 """
 
 from __future__ import annotations
@@ -59,6 +68,8 @@ class HessianPath(enum.Enum):
     AUTO = "auto"
     LABEL_SPACE = "label-space"
     GATE_SPACE = "gate-space"
+    #: Label space with the capacitance matrix factored by blocks (deeper networks only).
+    STRUCTURED = "structured"
 
 
 def span_basis(X: Array, rtol: float = 1e-10) -> Array | None:
@@ -132,7 +143,7 @@ class Barrier:
         self.G = self.K * self.P
         self.J = 2 * self.G
         self.radius = float(vs.radius)
-        self.S: Array = 2.0 * vs.patterns.astype(np.float64) - 1.0
+        self.S: Array = 2.0 * vs.gate_patterns.astype(np.float64) - 1.0
         cuts = vs.label_cuts()
         self.C = cuts.per_label
         self.coef: Array = cuts.coef
@@ -147,9 +158,40 @@ class Barrier:
         self.norm_label: Array = np.linalg.norm(self.F_lab, axis=1) * np.sqrt(
             2.0 * np.sum(self.coef**2, axis=(1, 2))
         )
+        # Row groups of the STRUCTURED path: label cuts, then the D3 rows of each (output, top
+        # slot), with the gates each group touches.
+        n_struct = vs.n_structural
+        self.C_label = self.C - self.K * n_struct
+        self.groups: list[tuple[NDArray[np.intp], NDArray[np.intp]]] = []
+        self.label_rows = np.zeros(0, dtype=np.intp)
+        if n_struct and self.L:
+            base = np.arange(self.L)[:, None] * self.C
+            self.label_rows = (base + np.arange(self.C_label)).ravel()
+            sizes = vs.layer_sizes
+            n_top = 2 * sizes[-1]
+            width = self.P // n_top  # gates under one top slot
+            # Row r of the D3 family belongs to the top slot where its run starts.
+            starts = np.argmax(np.abs(self._struct_pattern(vs)) > 0, axis=1)
+            top_of_row = starts // width
+            for k in range(self.K):
+                for m in range(n_top):
+                    r_idx = np.flatnonzero(top_of_row == m)
+                    rows = (base + self.C_label + k * n_struct + r_idx).ravel()
+                    gates = k * self.P + m * width + np.arange(width)
+                    self.groups.append((rows, gates))
         self._ff: Array | None = None
         if self.L * self.r * self.r <= _FF_CACHE_LIMIT:
             self._ff = (self.F[:, :, None] * self.F[:, None, :]).reshape(self.L, self.r * self.r)
+
+    @staticmethod
+    def _struct_pattern(vs: VersionSpace) -> Array:
+        """Which gates each D3 row can touch, shape (R, G): the union of its runs' supports
+        over every point (a row's run is fixed by its index, so one nonzero point suffices;
+        the all-ones bits give every run its full support)."""
+        ones = tuple(np.ones((1, P), dtype=bool) for P in vs.layer_sizes)
+        from learner.lift import lifted_rows
+
+        return lifted_rows(ones).structural[0]
 
     # ------------------------------------------------------------------ coordinates
     @property
@@ -279,12 +321,23 @@ class Barrier:
         return apply
 
     def choose_path(self, path: HessianPath) -> HessianPath:
+        if path is HessianPath.STRUCTURED and not self.groups:
+            path = HessianPath.AUTO  # nothing to structure (depth 2, or no labels)
         if path is not HessianPath.AUTO:
             return path
         gr = self.G * self.r
         cost_label = self.Q**2 * gr + self.Q**3 / 3
         cost_gate = gr**2 * self.Q + gr**3 / 3
-        return HessianPath.LABEL_SPACE if cost_label <= cost_gate else HessianPath.GATE_SPACE
+        best = HessianPath.LABEL_SPACE if cost_label <= cost_gate else HessianPath.GATE_SPACE
+        if self.groups:
+            n_l = self.label_rows.size
+            cost_struct = n_l**2 * gr + n_l**3 / 3
+            for rows, gates in self.groups:
+                n_m, wr = rows.size, gates.size * self.r
+                cost_struct += n_m**2 * wr + n_m**3 / 3 + n_m * n_l * (wr + n_m + n_l)
+            if cost_struct < min(cost_label, cost_gate):
+                best = HessianPath.STRUCTURED
+        return best
 
     def factorize(
         self, theta: Array, sl: Slacks, path: HessianPath = HessianPath.AUTO
@@ -329,7 +382,11 @@ class HessianFactor:
         # D_g = B_u^{-1} + B_v^{-1}: the label rows only see w = u - v.
         Dg = (binv[:, 0] + binv[:, 1]).reshape(G, r, r)
         self.cs = (bar.coef / sl.t[:, None, None]).reshape(bar.Q, G)  # C_q / t_q
-        if path is HessianPath.LABEL_SPACE:
+        self._blocks: list[tuple[Array, Array]] = []
+        if path is HessianPath.STRUCTURED:
+            Rg = _batched_cholesky(Dg)
+            logdet_inner = self._factor_structured(Rg)
+        elif path is HessianPath.LABEL_SPACE:
             Rg = _batched_cholesky(Dg)
             # E = [diag(c_g) F R_g]_g in one GEMM: F (Q x r) times [R_1 ... R_G] (r x G r).
             E2 = bar.F_lab @ Rg.transpose(1, 0, 2).reshape(r, G * r)
@@ -351,13 +408,74 @@ class HessianFactor:
             logdet_inner = logdet_D + 2.0 * float(np.sum(np.log(np.diagonal(self.chol_inner))))
         self.chol_inner = np.asfortranarray(self.chol_inner)
         self._inner_inv: Array | None = None
-        if self.chol_inner.shape[0] <= _EXPLICIT_INVERSE_MAX:
+        if path is not HessianPath.STRUCTURED and self.chol_inner.shape[0] <= _EXPLICIT_INVERSE_MAX:
             self._inner_inv = _cho_inverse(self.chol_inner)
         # Ball: rank-one term beta beta^T by Sherman-Morrison.
         self.beta = (2.0 / sl.sb) * theta
         self.z_beta = self._solve0(self.beta[None])[0]
         self.denom = 1.0 + float(np.sum(self.beta * self.z_beta))
         self._logdet_rest = logdet_inner + float(np.log(self.denom))
+
+    def _factor_structured(self, Rg: Array) -> float:
+        """Factor the arrow-shaped capacitance I + A B^{-1} A^T by blocks (module docstring).
+
+        Rows: the label cuts (l), then one group m per (output, top slot) of D3 rows, which
+        only touch that group's gates. With E the rows of A B^{-1/2} (E E^T + I = capacitance):
+
+            A_mm = E_m E_m^T + I = L_m L_m^T,   Y_m = L_m^{-1} E_m E_l^T,
+            S = E_l E_l^T + I - sum_m Y_m^T Y_m = L_S L_S^T       (Schur complement on l).
+
+        Sets ``chol_inner`` = L_S and ``_blocks`` = [(L_m, Y_m)]; returns log det of the
+        capacitance = sum_m log det A_mm + log det S.
+        """
+        bar = self.bar
+        r = bar.r
+        lab = bar.label_rows
+        # E_l: every gate's columns (label cuts touch them all), as in the LABEL_SPACE path.
+        E_l = bar.F_lab[lab] @ Rg.transpose(1, 0, 2).reshape(r, bar.G * r)
+        E_l.reshape(lab.size, bar.G, r)[...] *= self.cs[lab][:, :, None]
+        S = E_l @ E_l.T
+        S[np.diag_indices_from(S)] += 1.0
+        El3 = E_l.reshape(lab.size, bar.G, r)
+        logdet = 0.0
+        for rows, gates in bar.groups:
+            w = gates.size
+            E_m = bar.F_lab[rows] @ Rg[gates].transpose(1, 0, 2).reshape(r, w * r)
+            E_m.reshape(rows.size, w, r)[...] *= self.cs[np.ix_(rows, gates)][:, :, None]
+            A_mm = E_m @ E_m.T
+            A_mm[np.diag_indices_from(A_mm)] += 1.0
+            L_m = _cholesky(A_mm)
+            cross = E_m @ El3[:, gates, :].reshape(lab.size, w * r).T  # E_m E_l^T
+            Y_m = scipy.linalg.solve_triangular(L_m, cross, lower=True, check_finite=False)
+            S -= Y_m.T @ Y_m
+            logdet += 2.0 * float(np.sum(np.log(np.diagonal(L_m))))
+            self._blocks.append((L_m, Y_m))
+        self.chol_inner = _cholesky(S)
+        return logdet + 2.0 * float(np.sum(np.log(np.diagonal(self.chol_inner))))
+
+    def _structured_solve(self, rhs: Array) -> Array:
+        """Solve with the block-factored capacitance; rhs of shape (m, Q)."""
+        bar = self.bar
+        lab = bar.label_rows
+        out = np.empty_like(rhs)
+        # Forward: v_m = L_m^{-1} z_m; Schur right-hand side z_l - sum_m Y_m^T v_m.
+        rhs_l = rhs[:, lab].T.copy()
+        forward = []
+        for (rows, _), (L_m, Y_m) in zip(bar.groups, self._blocks, strict=True):
+            v = scipy.linalg.solve_triangular(L_m, rhs[:, rows].T, lower=True, check_finite=False)
+            rhs_l -= Y_m.T @ v
+            forward.append(v)
+        x_l, info = _potrs64(self.chol_inner, rhs_l, lower=1)
+        if info != 0:
+            raise np.linalg.LinAlgError(f"potrs failed (info={info})")
+        out[:, lab] = x_l.T
+        # Back: x_m = L_m^{-T} (v_m - Y_m x_l).
+        for (rows, _), (L_m, Y_m), v in zip(bar.groups, self._blocks, forward, strict=True):
+            x_m = scipy.linalg.solve_triangular(
+                L_m, v - Y_m @ x_l, lower=True, trans="T", check_finite=False
+            )
+            out[:, rows] = x_m.T
+        return out
 
     # -------------------------------------------------------------- linear algebra
     def _bmul(self, Y: Array) -> Array:
@@ -394,6 +512,8 @@ class HessianFactor:
         a float32 copy, since those solves are memory-bound: it is only used where the result
         preconditions conjugate gradients, never for a direction used as is.
         """
+        if self.path is HessianPath.STRUCTURED:
+            return self._structured_solve(rhs)
         if self._inner_inv is not None:
             # Symmetric mat-vec on the lower triangle that potri filled (no symmetrising copy).
             out = np.empty_like(rhs)
@@ -416,7 +536,7 @@ class HessianFactor:
         bar = self.bar
         m = Y.shape[0]
         X1 = self._bmul(Y)
-        if self.path is HessianPath.LABEL_SPACE:
+        if self.path in (HessianPath.LABEL_SPACE, HessianPath.STRUCTURED):
             z = self._apply_A(X1)  # (m, Q)
             w = self._inner_solve(z, approximate)
             back = self._apply_At(w)

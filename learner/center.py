@@ -795,9 +795,11 @@ def _label_scores(bar: Barrier, obj: _Objective, sl: Slacks) -> NDArray[np.float
 
 
 def _cold_start(bar: Barrier, vs: VersionSpace) -> Array:
-    """u_ki = v_ki = h_i: every pattern row holds (S x^T h_i = |x^T h_i|) and f = 0."""
-    gw = vs.gate_weights if bar.basis is None else vs.gate_weights @ bar.basis
-    theta = np.broadcast_to(gw[None, None], (bar.K, 2, bar.P, bar.r)).copy()
+    """u_ki = v_ki = h_i: every pattern row holds (S x^T h_i = |x^T h_i|) and f = 0. Deeper,
+    the lifted random network (:func:`learner.lift.start_blocks`): every D2 and D3 row holds."""
+    blocks = vs.start_blocks()  # (2, G, d)
+    gw = blocks if bar.basis is None else blocks @ bar.basis
+    theta = np.broadcast_to(gw[None], (bar.K, 2, bar.P, bar.r)).copy()
     norm = float(np.linalg.norm(theta))
     if norm == 0.0:
         theta = np.ones_like(theta)

@@ -46,6 +46,12 @@ class GateInit(enum.Enum):
     DATA = "data"
 
 
+#: Default gates per hidden layer (P_1, ..., P_{L-1}) for each depth. Depth 2 keeps P = 32.
+#: Deeper defaults keep every upper layer at 8 units so that a point with all of a layer's
+#: units off (f(x) = 0 for every network, ~2^-8 of the points) stays rare; docs/learner.md
+#: gives the solve times they were chosen by.
+DEFAULT_LAYER_GATES: dict[int, tuple[int, ...]] = {2: (32,), 3: (8, 8), 4: (4, 8, 8)}
+
 #: PCA width of :meth:`LearnerConfig.recommended` for wider embeddings.
 RECOMMENDED_COMPONENTS = 64
 
@@ -60,8 +66,16 @@ class LearnerConfig:
         Binary, multi-class or regression labels.
     n_classes : int
         Number of classes K (2 for binary; ignored for regression, stored as 1).
-    n_gates : int
-        Number of gates P. The network has at most 2P hidden units per class.
+    n_gates : int or None
+        Number of gates P_1 of the first hidden layer (default: 32 at depth 2, the depth's
+        budget default above, see :data:`DEFAULT_LAYER_GATES`). At depth 2 the network has at
+        most 2P hidden units per class.
+    depth : int
+        Network depth L in {2, 3, 4} (L - 1 hidden layers); depth >= 3 lifts the parameters
+        over products of per-layer gate patterns (:mod:`learner.lift`).
+    upper_gates : tuple of int or None
+        Gate counts P_2, ..., P_{L-1} of the upper hidden layers (depth >= 3; default from
+        :data:`DEFAULT_LAYER_GATES`). The lifted model has G = P_1 prod_k 2 P_k gates.
     bias : bool
         Append a constant 1 to every (projected) embedding.
     projection : Projection
@@ -80,7 +94,7 @@ class LearnerConfig:
 
     task: Task = Task.BINARY
     n_classes: int = 2
-    n_gates: int = 32
+    n_gates: int | None = None
     bias: bool = True
     projection: Projection = Projection.NONE
     n_components: int | None = None
@@ -88,6 +102,8 @@ class LearnerConfig:
     radius: float = 1.0
     epsilon: float = 0.1
     seed: int = 0
+    depth: int = 2
+    upper_gates: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         # Accept the string values too (settings and JSON round-trips carry strings).
@@ -105,6 +121,35 @@ class LearnerConfig:
             raise ValueError(f"n_classes must be 2 for a binary task, got {self.n_classes}")
         elif self.task is Task.MULTICLASS and self.n_classes < 3:
             raise ValueError(f"n_classes must be >= 3 for a multiclass task, got {self.n_classes}")
+        depth = self.depth
+        if (
+            isinstance(depth, bool)
+            or not isinstance(depth, (int, np.integer))
+            or depth
+            not in (
+                2,
+                3,
+                4,
+            )
+        ):
+            raise ValueError(f"depth must be 2, 3 or 4, got {depth!r}")
+        object.__setattr__(self, "depth", int(depth))
+        defaults = DEFAULT_LAYER_GATES[int(depth)]
+        if self.n_gates is None:
+            object.__setattr__(self, "n_gates", defaults[0])
+        upper: Any = self.upper_gates
+        if upper is None:
+            upper = defaults[1:]
+        if isinstance(upper, (str, bytes)) or not hasattr(upper, "__len__"):
+            raise ValueError(f"upper_gates must be a sequence of integers, got {upper!r}")
+        if len(upper) != depth - 2:
+            raise ValueError(
+                f"upper_gates needs {depth - 2} counts at depth {depth}, got {list(upper)}"
+            )
+        for value in upper:
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"upper_gates must be integers >= 1, got {list(upper)}")
+        object.__setattr__(self, "upper_gates", tuple(int(v) for v in upper))
         for name in ("n_gates", "n_classes", "seed"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
@@ -115,7 +160,7 @@ class LearnerConfig:
             or not isinstance(self.n_components, (int, np.integer))
         ):
             raise ValueError(f"n_components must be an integer or None, got {self.n_components!r}")
-        if self.n_gates < 1:
+        if self.layer_gates[0] < 1:
             raise ValueError(f"n_gates must be >= 1, got {self.n_gates}")
         if self.projection is Projection.NONE:
             if self.n_components is not None:
@@ -135,6 +180,12 @@ class LearnerConfig:
             raise ValueError(f"epsilon must be a finite number > 0, got {self.epsilon}")
         if self.seed < 0:
             raise ValueError(f"seed must be >= 0, got {self.seed}")
+
+    @property
+    def layer_gates(self) -> tuple[int, ...]:
+        """(P_1, ..., P_{L-1}): gates per hidden layer."""
+        assert self.n_gates is not None and self.upper_gates is not None  # set in __post_init__
+        return (self.n_gates, *self.upper_gates)
 
     @property
     def n_outputs(self) -> int:
@@ -168,6 +219,7 @@ class LearnerConfig:
         out = asdict(self)
         for name in ("task", "projection", "gate_init"):
             out[name] = getattr(self, name).value
+        out["upper_gates"] = list(self.layer_gates[1:])
         return out
 
     @classmethod

@@ -28,6 +28,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from learner.config import Task
+from learner.lift import lifted_rows
 from learner.version_space import VersionSpace
 
 Array = NDArray[np.float64]
@@ -123,14 +124,21 @@ def convex_fit(
     if L == 0:
         raise ValueError("convex_fit needs at least one label")
     X = vs.X
-    D = vs.patterns.astype(np.float64)
-    S = 2.0 * D - 1.0
+    S = 2.0 * vs.gate_patterns.astype(np.float64) - 1.0  # pattern rows (eq. D2 deeper)
+    if vs.upper_weights:
+        rows = lifted_rows(vs.layer_bits)
+        D, structural = rows.output, rows.structural  # eq. D1 coefficients, D3 rows
+    else:
+        D, structural = vs.patterns.astype(np.float64), np.zeros((L, 0, P))
     U = [cp.Variable((d, P)) for _ in range(K)]
     V = [cp.Variable((d, P)) for _ in range(K)]
     constraints = []
     for k in range(K):
         # One vectorised constraint per block family (cvxpy Performance Tips).
         constraints += [cp.multiply(S, X @ U[k]) >= 0, cp.multiply(S, X @ V[k]) >= 0]
+        W = X @ (U[k] - V[k])
+        for r in range(structural.shape[1]):  # the D3 rows of the upper layers
+            constraints.append(cp.sum(cp.multiply(structural[:, r, :], W), axis=1) >= 0)
     f = [cp.sum(cp.multiply(D, X @ (U[k] - V[k])), axis=1) for k in range(K)]
     data_term = _loss_term(f, vs, loss)
     penalty = sum(

@@ -3,7 +3,8 @@
 An embedding e in R^D is mapped to x = [proj(e), 1] in R^d (DESIGN §2: "append a constant 1
 for a bias"), where proj is the identity or a linear map fitted on the pool. The P gates
 h_1..h_P in R^d are drawn once per campaign and stored; the gate pattern of x is
-D_i(x) = 1[h_i^T x >= 0].
+D_i(x) = 1[h_i^T x >= 0]. Deeper networks also store the upper layers of the random network
+whose patterns gate them (:mod:`learner.lift`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from numpy.typing import DTypeLike, NDArray
 
 from learner._validation import as_pool
 from learner.config import GateInit, LearnerConfig, Projection
+from learner.lift import forward_bits, lifted_rows, n_lifted_gates
 
 #: Rows per chunk when a whole pool is streamed through the feature map.
 POOL_CHUNK = 32768
@@ -117,22 +119,36 @@ def fit_feature_map(
 
 @dataclass(frozen=True, eq=False)
 class Gates:
-    """The P stored gate vectors.
+    """The stored gates: the first layer's P_1 vectors and, at depth >= 3, the weights of the
+    upper layers of the random network that gives their patterns (:mod:`learner.lift`).
 
     Attributes
     ----------
-    weights : ndarray of shape (n_gates, n_features)
-        Row i is h_i; D_i(x) = 1[h_i^T x >= 0].
+    weights : ndarray of shape (n_first, n_features)
+        Row j is h_j; D^(1)_j(x) = 1[h_j^T x >= 0].
+    upper : tuple of ndarray, shapes (P_k, P_{k-1}) for k = 2..L-1
+        Empty at depth 2.
     """
 
     weights: NDArray[np.float64]
+    upper: tuple[NDArray[np.float64], ...] = ()
+
+    @property
+    def depth(self) -> int:
+        return 2 + len(self.upper)
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        """(P_1, ..., P_{L-1})."""
+        return (int(self.weights.shape[0]), *(int(W.shape[0]) for W in self.upper))
 
     @property
     def n_gates(self) -> int:
-        return int(self.weights.shape[0])
+        """Lifted gates G = P_1 prod_k 2 P_k (P at depth 2): blocks u_g, v_g per output."""
+        return n_lifted_gates(self.sizes)
 
     def patterns(self, X: NDArray[Any]) -> NDArray[np.bool_]:
-        """Gate pattern bits D(x).
+        """First-layer gate pattern bits D^(1)(x).
 
         Parameters
         ----------
@@ -141,9 +157,24 @@ class Gates:
 
         Returns
         -------
-        ndarray of bool, shape (n_samples, n_gates)
+        ndarray of bool, shape (n_samples, n_first)
         """
         return pattern_bits(X, self.weights)
+
+    def layer_bits(self, X: NDArray[Any]) -> tuple[NDArray[np.bool_], ...]:
+        """Pattern bits of every hidden layer (eq. D0), shapes (n, P_1), ..., (n, P_{L-1})."""
+        return forward_bits(X, self.weights, self.upper)
+
+    def output_coef(self, X: NDArray[Any], dtype: DTypeLike = np.float64) -> NDArray[Any]:
+        """c_g(x) of eq. D1, shape (n_samples, n_gates): f(x) = sum_g c_g x^T (u_g - v_g).
+
+        At depth 2 this is D(x) as 0/1 (computed with a BLAS product in ``dtype``, as pool
+        scoring always did); deeper, the products of the layers' bits with their signs.
+        """
+        if not self.upper:
+            H = self.weights.T.astype(dtype)
+            return np.asarray((np.asarray(X, dtype=dtype) @ H) >= 0).astype(dtype)
+        return lifted_rows(self.layer_bits(X)).output.astype(dtype)
 
 
 def pattern_bits(X: NDArray[Any], H: NDArray[np.float64]) -> NDArray[np.bool_]:
@@ -175,12 +206,25 @@ def sample_gates(
 
     Returns
     -------
-    Gates with weights of shape (n_gates, n_features)
+    Gates with weights of shape (P_1, n_features) and, at depth >= 3, Gaussian upper weights
+    of shapes (P_k, P_{k-1}) (drawn after the first layer, so depth 2 draws what it always did).
     """
+    first = _first_layer(config, feature_map, rng, E_pool)
+    sizes = config.layer_gates
+    upper = tuple(rng.standard_normal((sizes[k], sizes[k - 1])) for k in range(1, len(sizes)))
+    return Gates(weights=first, upper=upper)
+
+
+def _first_layer(
+    config: LearnerConfig,
+    feature_map: FeatureMap,
+    rng: np.random.Generator,
+    E_pool: NDArray[Any] | None,
+) -> NDArray[np.float64]:
     d = feature_map.n_features
-    P = config.n_gates
+    P = config.layer_gates[0]
     if config.gate_init is GateInit.GAUSSIAN:
-        return Gates(weights=rng.standard_normal((P, d)))
+        return rng.standard_normal((P, d))
     if not feature_map.bias:
         raise ValueError("gate_init='data' needs bias=True (a hyperplane through a point)")
     if E_pool is None or len(E_pool) == 0:
@@ -195,4 +239,4 @@ def sample_gates(
     spread = float(np.mean(np.linalg.norm(anchors, axis=1))) or 1.0
     shift = rng.uniform(-1e-3, 1e-3, size=P) * spread
     offsets = -np.einsum("ij,ij->i", normals, anchors) + shift
-    return Gates(weights=np.concatenate([normals, offsets[:, None]], axis=1))
+    return np.concatenate([normals, offsets[:, None]], axis=1)

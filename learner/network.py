@@ -12,6 +12,10 @@ because the pattern rows force sign(x^T u_ki) = sign(x^T v_ki) = 2 D_i(x) - 1 th
 (DESIGN §2; Pilanci & Ergen 2020). Written in the usual form, hidden unit u/sqrt(||u||) has
 output weight +sqrt(||u||) and v/sqrt(||v||) has -sqrt(||v||); relu is positively homogeneous,
 so relu(x^T u/sqrt(||u||)) sqrt(||u||) = relu(x^T u).
+
+Deeper networks (:mod:`learner.lift`): the gated model has the coefficients c_g(x) of eq. D1,
+and the network of eq. D4 has the lifted blocks as its first layer and fixed +-1 weights
+above; the two agree on every point where the D2 and D3 rows hold.
 """
 
 from __future__ import annotations
@@ -29,13 +33,15 @@ from numpy.typing import DTypeLike, NDArray
 from learner._validation import as_pool
 from learner.config import Task
 from learner.features import POOL_CHUNK, FeatureMap, Gates
+from learner.lift import network_layers
 
 Array = NDArray[np.float64]
 
 T = TypeVar("T")
 
-#: Format version written into every export.
-FORMAT_VERSION = 1
+#: Newest export format: 2 adds the hidden layers of deeper networks. A two-layer network is
+#: still written as version 1, so older readers load it.
+FORMAT_VERSION = 2
 
 
 def gated_decision(
@@ -65,30 +71,33 @@ def gated_decision(
     """
     K, _, P, d = theta.shape
     wd: NDArray[Any] = (theta[:, 0] - theta[:, 1]).reshape(K * P, d).T.astype(dtype)  # (d, K P)
-    H: NDArray[Any] = gates.weights.T.astype(dtype)  # (d, P)
     out: NDArray[Any] = np.empty((E.shape[0], K), dtype=dtype)
     for start in range(0, E.shape[0], chunk):
         X = feature_map.transform(E[start : start + chunk], dtype=dtype)
-        D = (X @ H) >= 0
+        c = gates.output_coef(X, dtype)  # D(x), or c(x) of eq. D1 deeper
         Z = (X @ wd).reshape(X.shape[0], K, P)
-        out[start : start + chunk] = np.einsum("nkp,np->nk", Z, D.astype(dtype))
+        out[start : start + chunk] = np.einsum("nkp,np->nk", Z, c)
     return out
 
 
 @dataclass(frozen=True, eq=False)
 class ReLUNetwork:
-    """A two-layer ReLU network on raw embeddings: scores = relu(x W1^T) W2.
+    """A ReLU network on raw embeddings of depth 2 + len(hidden):
+
+        h_1 = relu(x W1^T),  h_k = relu(h_{k-1} H_k^T) for H_k in ``hidden``,  scores = h W2.
 
     Attributes
     ----------
     W1 : ndarray of shape (n_hidden, n_features)
-        Hidden weights acting on mapped features x (bias column included when ``bias``).
-    W2 : ndarray of shape (n_hidden, n_outputs)
-        Output weights.
+        First-layer weights acting on mapped features x (bias column included when ``bias``).
+    W2 : ndarray of shape (n_last_hidden, n_outputs)
+        Output weights (on the last hidden layer).
     feature_map : FeatureMap
         Maps raw embeddings to x.
     task : Task
     n_classes : int
+    hidden : tuple of ndarray, shapes (units_k, units_{k-1})
+        Weights of hidden layers 2..L-1 (empty for a two-layer network).
     """
 
     W1: Array
@@ -96,10 +105,15 @@ class ReLUNetwork:
     feature_map: FeatureMap
     task: Task
     n_classes: int
+    hidden: tuple[Array, ...] = ()
 
     @property
     def n_hidden(self) -> int:
         return int(self.W1.shape[0])
+
+    @property
+    def depth(self) -> int:
+        return 2 + len(self.hidden)
 
     def scores(self, E: Any) -> Array:
         """Output scores, shape (n_samples, n_outputs)."""
@@ -107,7 +121,10 @@ class ReLUNetwork:
         out = np.empty((E.shape[0], self.W2.shape[1]))
         for start in range(0, E.shape[0], POOL_CHUNK):
             X = self.feature_map.transform(E[start : start + POOL_CHUNK])
-            out[start : start + POOL_CHUNK] = np.maximum(X @ self.W1.T, 0.0) @ self.W2
+            h = np.maximum(X @ self.W1.T, 0.0)
+            for H in self.hidden:
+                h = np.maximum(h @ H.T, 0.0)
+            out[start : start + POOL_CHUNK] = h @ self.W2
         return out
 
     def decision_function(self, E: Any) -> Array:
@@ -128,9 +145,9 @@ class ReLUNetwork:
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict holding everything needed to predict from raw embeddings."""
         fm = self.feature_map
-        return {
+        out: dict[str, Any] = {
             "format": "carve-relu-network",
-            "version": FORMAT_VERSION,
+            "version": 2 if self.hidden else 1,
             "task": self.task.value,
             "n_classes": self.n_classes,
             "W1": self.W1.tolist(),
@@ -141,6 +158,9 @@ class ReLUNetwork:
                 "components": None if fm.components is None else fm.components.tolist(),
             },
         }
+        if self.hidden:
+            out["hidden"] = [H.tolist() for H in self.hidden]
+        return out
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict())
@@ -164,8 +184,14 @@ class ReLUNetwork:
         W1 = np.asarray(data["W1"], dtype=np.float64).reshape(
             len(data["W1"]), feature_map.n_features
         )
-        W2 = np.asarray(data["W2"], dtype=np.float64).reshape(W1.shape[0], n_out)
-        return cls(W1, W2, feature_map, task, n_classes)
+        hidden: list[Array] = []
+        width = W1.shape[0]
+        for layer in data.get("hidden", []):
+            H = np.asarray(layer, dtype=np.float64).reshape(len(layer), width)
+            hidden.append(H)
+            width = H.shape[0]
+        W2 = np.asarray(data["W2"], dtype=np.float64).reshape(width, n_out)
+        return cls(W1, W2, feature_map, task, n_classes, tuple(hidden))
 
     def to_npz(self) -> bytes:
         """The network as ``.npz`` bytes (no pickle)."""
@@ -179,14 +205,17 @@ class ReLUNetwork:
                 json.dumps(
                     {
                         "format": "carve-relu-network",
-                        "version": FORMAT_VERSION,
+                        "version": 2 if self.hidden else 1,
                         "task": self.task.value,
                         "n_classes": self.n_classes,
                         "bias": fm.bias,
+                        "n_hidden_layers": 1 + len(self.hidden),
                     }
                 )
             ),
         }
+        for i, H in enumerate(self.hidden):
+            arrays[f"hidden_{i}"] = H
         if fm.components is not None:
             arrays["components"] = fm.components
         np.savez(buf, **arrays)
@@ -211,7 +240,9 @@ class ReLUNetwork:
             )
             components = z["components"] if "components" in z.files else None
             fm = FeatureMap(mean=z["mean"], components=components, bias=bool(meta["bias"]))
-            return cls(z["W1"], z["W2"], fm, Task(meta["task"]), int(meta["n_classes"]))
+            n_extra = int(meta.get("n_hidden_layers", 1)) - 1
+            hidden = tuple(z[f"hidden_{i}"] for i in range(n_extra))
+            return cls(z["W1"], z["W2"], fm, Task(meta["task"]), int(meta["n_classes"]), hidden)
 
 
 def load_or_value_error(loader: Callable[[bytes], T], data: bytes, what: str) -> T:
@@ -252,6 +283,7 @@ def network_from_theta(
     n_classes: int,
     *,
     rtol: float = 1e-9,
+    sizes: tuple[int, ...] | None = None,
 ) -> ReLUNetwork:
     """Map gated weights to an ordinary ReLU network (module docstring).
 
@@ -259,12 +291,25 @@ def network_from_theta(
     ----------
     theta : ndarray of shape (n_outputs, 2, n_gates, n_features)
     rtol : float
-        Units whose weight norm is below ``rtol`` times the largest are dropped.
+        Two-layer only: units whose weight norm is below ``rtol`` times the largest are dropped.
+    sizes : tuple of int, optional
+        Gates per hidden layer (P_1, ..., P_{L-1}) of a lifted deeper model; the network is
+        then that of eq. D4 (:func:`learner.lift.network_layers`).
 
     Returns
     -------
-    ReLUNetwork with at most 2 * n_gates * n_outputs hidden units.
+    ReLUNetwork; at depth 2 with at most 2 * n_gates * n_outputs hidden units.
     """
+    if sizes is not None and len(sizes) > 1:
+        layers, output = network_layers(theta, sizes)
+        return ReLUNetwork(
+            W1=layers[0],
+            W2=output,
+            feature_map=feature_map,
+            task=task,
+            n_classes=n_classes,
+            hidden=tuple(layers[1:]),
+        )
     K, _, P, d = theta.shape
     norms = np.linalg.norm(theta, axis=3)  # (K, 2, P)
     keep = norms > rtol * max(float(norms.max(initial=0.0)), np.finfo(float).tiny)

@@ -94,11 +94,10 @@ def score_pool(
     E_pool = as_pool(E_pool, "E_pool", n_features=feature_map.n_raw)
     K, _, P, d = theta.shape
     wd = (theta[:, 0] - theta[:, 1]).reshape(K * P, d).T.astype(np.float32)  # (d, K P)
-    H = gates.weights.T.astype(np.float32)
     out = np.empty(E_pool.shape[0], dtype=np.float32)
     for start in range(0, E_pool.shape[0], chunk):
         X = feature_map.transform(E_pool[start : start + chunk], dtype=np.float32)
-        D = ((X @ H) >= 0).astype(np.float32)  # (n, P)
+        D = gates.output_coef(X, np.float32)  # (n, P): D(x), or c(x) of eq. D1 deeper
         f = np.einsum("nkp,np->nk", (X @ wd).reshape(X.shape[0], K, P), D)  # (n, K)
         if K == 1:
             margin = np.abs(f[:, 0])
@@ -107,7 +106,7 @@ def score_pool(
             top2 = np.partition(f, K - 2, axis=1)[:, K - 2 :]
             margin = top2[:, 1] - top2[:, 0]
             width = 4.0
-        n_active = D.sum(axis=1)
+        n_active = (D * D).sum(axis=1)  # gates with c_g(x) != 0 (each is +-1)
         if strategy is QueryStrategy.DISTANCE:
             norm = np.linalg.norm(X, axis=1) * np.sqrt(width * n_active)
             with np.errstate(divide="ignore", invalid="ignore"):

@@ -64,7 +64,7 @@ def reference_center(
     J = 2 * K * P
     cuts = vs.label_cuts()
     C = cuts.per_label
-    S = 2.0 * vs.patterns.astype(np.float64) - 1.0
+    S = 2.0 * vs.gate_patterns.astype(np.float64) - 1.0
     s_ext = np.broadcast_to(S[:, None, None, :], (L, K, 2, P)).reshape(L, J)
     coef_ext = np.stack([cuts.coef, -cuts.coef], axis=2).reshape(cuts.coef.shape[0], J)
     X_lab = np.repeat(vs.X, C, axis=0)

@@ -34,7 +34,8 @@ from learner.network import (
 from learner.query import QueryResult, QueryStrategy, score_by_samples, score_pool, select_batch
 from learner.version_space import VersionSpace, add_labels, empty_version_space
 
-STATE_VERSION = 1
+#: 2 adds the upper layers of deeper networks (depth-2 states are still written as 1).
+STATE_VERSION = 2
 
 
 @dataclass(frozen=True, eq=False)
@@ -91,7 +92,7 @@ class LearnerState:
         sizes = [len(g) for g in self.conflicts]
         header = {
             "format": "carve-learner-state",
-            "version": STATE_VERSION,
+            "version": 2 if self.gates.upper else 1,
             "config": self.config.to_dict(),
             "bias": fm.bias,
             "center_status": self.center_status,
@@ -109,6 +110,9 @@ class LearnerState:
             "conflicts_flat": np.asarray(flat, dtype=np.int64),
             "conflicts_sizes": np.asarray(sizes, dtype=np.int64),
         }
+        for i, (W, bits) in enumerate(zip(self.gates.upper, vs.upper_patterns, strict=True)):
+            arrays[f"upper_{i}"] = W
+            arrays[f"upper_patterns_{i}"] = bits
         if fm.components is not None:
             arrays["components"] = fm.components
         if self.center is not None:
@@ -142,14 +146,29 @@ class LearnerState:
                 components=z["components"] if header["has_components"] else None,
                 bias=bool(header["bias"]),
             )
-            gates = Gates(weights=z["gates"])
+            n_upper = config.depth - 2
+            gates = Gates(weights=z["gates"], upper=tuple(z[f"upper_{i}"] for i in range(n_upper)))
             vs = empty_version_space(
-                gates.weights, config.task, config.n_classes, config.radius, config.epsilon
+                gates.weights,
+                config.task,
+                config.n_classes,
+                config.radius,
+                config.epsilon,
+                upper_weights=gates.upper,
             )
             X, y, patterns = z["X"], z["y"], z["patterns"]
             if X.shape[0]:
                 # The stored pattern bits define the polytope: never recompute them.
-                vs = replace(vs, X=X, y=y, patterns=patterns.astype(bool), _cuts={})
+                vs = replace(
+                    vs,
+                    X=X,
+                    y=y,
+                    patterns=patterns.astype(bool),
+                    upper_patterns=tuple(
+                        z[f"upper_patterns_{i}"].astype(bool) for i in range(n_upper)
+                    ),
+                    _cuts={},
+                )
             sizes = z["conflicts_sizes"].tolist()
             flat = z["conflicts_flat"].tolist()
             groups, pos = [], 0
@@ -188,7 +207,12 @@ def init_state(config: LearnerConfig, E_pool: Any, rng: Any = None) -> LearnerSt
     feature_map = fit_feature_map(config, E_pool, gen)
     gates = sample_gates(config, feature_map, gen, E_pool)
     vs = empty_version_space(
-        gates.weights, config.task, config.n_classes, config.radius, config.epsilon
+        gates.weights,
+        config.task,
+        config.n_classes,
+        config.radius,
+        config.epsilon,
+        upper_weights=gates.upper,
     )
     return LearnerState(config=config, feature_map=feature_map, gates=gates, version_space=vs)
 
@@ -339,7 +363,9 @@ def _centre_usable(state: LearnerState) -> bool:
 def center_network(state: LearnerState) -> ReLUNetwork:
     """The raw centre as an ordinary ReLU network."""
     cfg = state.config
-    return network_from_theta(state.theta, state.feature_map, cfg.task, cfg.n_classes)
+    return network_from_theta(
+        state.theta, state.feature_map, cfg.task, cfg.n_classes, sizes=state.gates.sizes
+    )
 
 
 def fit_network(
@@ -357,4 +383,7 @@ def fit_network(
         loss if loss is not None else (Loss.SQUARED if cfg.task is Task.REGRESSION else Loss.HINGE)
     )
     fit = convex_fit(state.version_space, loss=chosen, beta=beta)
-    return network_from_theta(fit.theta, state.feature_map, cfg.task, cfg.n_classes), fit
+    net = network_from_theta(
+        fit.theta, state.feature_map, cfg.task, cfg.n_classes, sizes=state.gates.sizes
+    )
+    return net, fit

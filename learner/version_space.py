@@ -11,6 +11,11 @@ constraint matrix (DESIGN §2). The constraints they stand for, per labeled x wi
   * regression (2 cuts):  f(x) - y + eps >= 0 and y + eps - f(x) >= 0.
 
 Every label is a constraint, whether or not the current centre already predicts it.
+
+Deeper networks (:mod:`learner.lift`) use the same form with the P gates replaced by the G
+lifted gates: the pattern rows use the first layer's bit of each gate (eq. D2), f_k has the
+coefficients c_g(x) of eq. D1 instead of D_i(x), and each label brings the D3 rows of the upper
+layers as extra cuts (``per_label`` grows by their number R times K').
 """
 
 from __future__ import annotations
@@ -23,7 +28,13 @@ from numpy.typing import NDArray
 
 from learner._validation import as_matrix
 from learner.config import Task
-from learner.features import pattern_bits
+from learner.lift import (
+    first_layer_patterns,
+    forward_bits,
+    lifted_rows,
+    n_lifted_gates,
+    start_blocks,
+)
 
 
 @dataclass(frozen=True)
@@ -53,8 +64,8 @@ class VersionSpace:
     ----------
     X : ndarray of shape (n_labels, n_features)
         Mapped features of the labeled items.
-    patterns : ndarray of bool, shape (n_labels, n_gates)
-        D(x) for each labeled item.
+    patterns : ndarray of bool, shape (n_labels, n_first)
+        D(x) for each labeled item (the first hidden layer's bits at depth >= 3).
     y : ndarray of shape (n_labels,)
         Class index (0..K-1) for classification, target for regression.
     gate_weights : ndarray of shape (n_gates, n_features)
@@ -65,6 +76,10 @@ class VersionSpace:
         Ball ||theta|| <= radius.
     epsilon : float
         Regression tolerance.
+    upper_weights : tuple of ndarray, shapes (P_k, P_{k-1})
+        Upper layers of the random network (depth >= 3; empty at depth 2).
+    upper_patterns : tuple of bool ndarray, shapes (n_labels, P_k)
+        Their pattern bits for each labeled item (stored, like ``patterns``).
     """
 
     X: NDArray[np.float64]
@@ -75,6 +90,8 @@ class VersionSpace:
     n_classes: int
     radius: float
     epsilon: float = 0.1
+    upper_weights: tuple[NDArray[np.float64], ...] = ()
+    upper_patterns: tuple[NDArray[np.bool_], ...] = ()
     _cuts: dict[str, LabelCuts] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -86,8 +103,46 @@ class VersionSpace:
         return int(self.X.shape[1])
 
     @property
+    def depth(self) -> int:
+        return 2 + len(self.upper_weights)
+
+    @property
+    def layer_sizes(self) -> tuple[int, ...]:
+        """(P_1, ..., P_{L-1})."""
+        return (int(self.gate_weights.shape[0]), *(int(W.shape[0]) for W in self.upper_weights))
+
+    @property
     def n_gates(self) -> int:
-        return int(self.gate_weights.shape[0])
+        """Gates G with a (u, v) pair of blocks per output: P at depth 2, lifted deeper."""
+        return n_lifted_gates(self.layer_sizes)
+
+    @property
+    def layer_bits(self) -> tuple[NDArray[np.bool_], ...]:
+        """Pattern bits of every hidden layer, shapes (n_labels, P_1), ..., (n_labels, P_{L-1})."""
+        return (self.patterns, *self.upper_patterns)
+
+    @property
+    def gate_patterns(self) -> NDArray[np.bool_]:
+        """The bit of every pattern row (eq. D2), shape (n_labels, n_gates)."""
+        if not self.upper_weights:
+            return self.patterns
+        return first_layer_patterns(self.layer_bits)
+
+    @property
+    def n_structural(self) -> int:
+        """D3 rows per label and output (0 at depth 2)."""
+        sizes, total = self.layer_sizes, 0
+        for k in range(1, len(sizes)):
+            rows = 1
+            for P in sizes[k:]:
+                rows *= 2 * P
+            total += rows
+        return total
+
+    def start_blocks(self) -> NDArray[np.float64]:
+        """A point inside every pattern and D3 row, shape (2, n_gates, n_features) (see
+        :func:`learner.lift.start_blocks`; u_g = v_g = h_g at depth 2)."""
+        return start_blocks(self.gate_weights, self.upper_weights)
 
     @property
     def n_outputs(self) -> int:
@@ -101,32 +156,47 @@ class VersionSpace:
 
     @property
     def cuts_per_label(self) -> int:
-        return {Task.BINARY: 1, Task.MULTICLASS: self.n_classes - 1, Task.REGRESSION: 2}[self.task]
+        """Label cuts plus the D3 rows of every output."""
+        label = {Task.BINARY: 1, Task.MULTICLASS: self.n_classes - 1, Task.REGRESSION: 2}
+        return label[self.task] + self.n_structural * self.n_outputs
 
     @property
     def n_rows(self) -> int:
-        """Number of half-spaces: label cuts plus pattern rows (the ball not counted)."""
+        """Number of half-spaces: label cuts (and D3 rows) plus pattern rows (ball not counted)."""
         return self.n_labels * (self.cuts_per_label + 2 * self.n_gates * self.n_outputs)
 
     def label_cuts(self) -> LabelCuts:
         """Coefficients of all label cuts (cached; the object is immutable)."""
         cached = self._cuts.get("all")
         if cached is None:
-            cached = build_label_cuts(
-                self.patterns, self.y, self.task, self.n_classes, self.epsilon
-            )
+            if not self.upper_weights:
+                cached = build_label_cuts(
+                    self.patterns, self.y, self.task, self.n_classes, self.epsilon
+                )
+            else:
+                rows = lifted_rows(self.layer_bits)
+                cached = with_structural_rows(
+                    build_label_cuts(rows.output, self.y, self.task, self.n_classes, self.epsilon),
+                    rows.structural,
+                    self.n_outputs,
+                )
             self._cuts["all"] = cached
         return cached
 
     def subset(self, index: NDArray[np.intp]) -> VersionSpace:
         """The version space of the labels ``index`` only."""
         return replace(
-            self, X=self.X[index], patterns=self.patterns[index], y=self.y[index], _cuts={}
+            self,
+            X=self.X[index],
+            patterns=self.patterns[index],
+            upper_patterns=tuple(b[index] for b in self.upper_patterns),
+            y=self.y[index],
+            _cuts={},
         )
 
 
 def build_label_cuts(
-    patterns: NDArray[np.bool_],
+    patterns: NDArray[Any],
     y: NDArray[np.float64],
     task: Task,
     n_classes: int,
@@ -136,7 +206,8 @@ def build_label_cuts(
 
     Parameters
     ----------
-    patterns : ndarray of bool, shape (n_labels, n_gates)
+    patterns : ndarray of shape (n_labels, n_gates)
+        The coefficient of x^T (u_g - v_g) in f: D(x) (bool) at depth 2, c(x) of eq. D1 deeper.
     y : ndarray of shape (n_labels,)
 
     Returns
@@ -165,6 +236,32 @@ def build_label_cuts(
     return LabelCuts(coef=coef, offset=np.zeros(L * (K - 1)), per_label=K - 1)
 
 
+def with_structural_rows(cuts: LabelCuts, structural: NDArray[np.float64], K: int) -> LabelCuts:
+    """Append each label's D3 rows (eq. D3, offset 0) after its label cuts, once per output.
+
+    Parameters
+    ----------
+    cuts : LabelCuts with coef of shape (L * C, K, G)
+    structural : ndarray of shape (L, R, G)
+    K : int
+        Outputs K'; output k's copy of the rows acts on theta_k only.
+
+    Returns
+    -------
+    LabelCuts with per_label C + K R
+    """
+    L, R, G = structural.shape
+    C = cuts.per_label
+    extra = np.zeros((L, K, R, K, G))
+    for k in range(K):
+        extra[:, k, :, k, :] = structural
+    coef = np.concatenate(
+        [cuts.coef.reshape(L, C, K, G), extra.reshape(L, K * R, K, G)], axis=1
+    ).reshape(L * (C + K * R), K, G)
+    offset = np.concatenate([cuts.offset.reshape(L, C), np.zeros((L, K * R))], axis=1).reshape(-1)
+    return LabelCuts(coef=coef, offset=offset, per_label=C + K * R)
+
+
 def check_labels(y: Any, task: Task, n_classes: int, n: int) -> NDArray[np.float64]:
     """Validate labels at the public boundary and return them as float64, shape (n,)."""
     arr = np.asarray(y)
@@ -190,9 +287,14 @@ def empty_version_space(
     n_classes: int,
     radius: float,
     epsilon: float,
+    upper_weights: tuple[NDArray[np.float64], ...] = (),
 ) -> VersionSpace:
-    """A version space with no labels yet: the whole ball."""
+    """A version space with no labels yet: the whole ball.
+
+    ``upper_weights`` (shapes (P_k, P_{k-1})) make it a depth-(2 + len) version space.
+    """
     P, d = gate_weights.shape
+    upper = tuple(np.asarray(W, dtype=np.float64) for W in upper_weights)
     return VersionSpace(
         X=np.zeros((0, d)),
         patterns=np.zeros((0, P), dtype=bool),
@@ -202,6 +304,8 @@ def empty_version_space(
         n_classes=n_classes,
         radius=radius,
         epsilon=epsilon,
+        upper_weights=upper,
+        upper_patterns=tuple(np.zeros((0, W.shape[0]), dtype=bool) for W in upper),
     )
 
 
@@ -219,11 +323,14 @@ def add_labels(vs: VersionSpace, X_new: Any, y_new: Any) -> VersionSpace:
     if np.any(np.all(X_new == 0.0, axis=1)):
         raise ValueError("a labeled feature vector is all zeros; it defines no constraint")
     y_arr = check_labels(y_new, vs.task, vs.n_classes, X_new.shape[0])
-    pat = pattern_bits(X_new, vs.gate_weights)
+    bits = forward_bits(X_new, vs.gate_weights, vs.upper_weights)
     return replace(
         vs,
         X=np.concatenate([vs.X, X_new]),
-        patterns=np.concatenate([vs.patterns, pat]),
+        patterns=np.concatenate([vs.patterns, bits[0]]),
+        upper_patterns=tuple(
+            np.concatenate([old, new]) for old, new in zip(vs.upper_patterns, bits[1:], strict=True)
+        ),
         y=np.concatenate([vs.y, y_arr]),
         _cuts={},
     )
