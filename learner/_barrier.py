@@ -58,6 +58,8 @@ _symv = blas.dsymv
 #: Inner systems up to this size keep an explicit inverse; larger ones are solved with the
 #: Cholesky factor (in float32 when only preconditioning).
 _EXPLICIT_INVERSE_MAX = 1200
+#: Floats of the (m, Q, G) intermediate of one A X product chunk.
+_APPLY_CHUNK = 8_000_000
 #: Above this many floats the Khatri-Rao product F (x) F is not cached (B_j built in a loop).
 _FF_CACHE_LIMIT = 40_000_000
 
@@ -490,8 +492,13 @@ class HessianFactor:
         bar = self.bar
         m = X.shape[0]
         w = (X[:, :, 0] - X[:, :, 1]).reshape(m, bar.G, bar.r)
-        proj = np.matmul(bar.F_lab[None], w.transpose(0, 2, 1))  # (m, Q, G)
-        return np.einsum("mqg,qg->mq", proj, self.cs)
+        out = np.empty((m, bar.Q))
+        # (step, Q, G) products at a time: deep version spaces have many rows and gates.
+        step = max(1, _APPLY_CHUNK // max(1, bar.Q * bar.G))
+        for i in range(0, m, step):
+            proj = np.matmul(bar.F_lab[None], w[i : i + step].transpose(0, 2, 1))
+            out[i : i + step] = np.einsum("mqg,qg->mq", proj, self.cs)
+        return out
 
     def _apply_At(self, z: Array) -> Array:
         """A^T z for z of shape (m, Q); returns shape (m, K', 2, P, r)."""

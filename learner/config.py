@@ -46,11 +46,11 @@ class GateInit(enum.Enum):
     DATA = "data"
 
 
-#: Default gates per hidden layer (P_1, ..., P_{L-1}) for each depth. Depth 2 keeps P = 32.
-#: Deeper defaults keep every upper layer at 8 units so that a point with all of a layer's
-#: units off (f(x) = 0 for every network, ~2^-8 of the points) stays rare; docs/learner.md
-#: gives the solve times they were chosen by.
-DEFAULT_LAYER_GATES: dict[int, tuple[int, ...]] = {2: (32,), 3: (8, 8), 4: (4, 8, 8)}
+#: Default gates per hidden layer (P_1, ..., P_{L-1}) for each depth. Depth 2 keeps P = 32;
+#: depth 3 keeps G = 32 lifted gates (8 x 2 x 2), depth 4 has G = 64 (4 x 4 x 4). Unit 0 of
+#: every layer is the always-on bias path (:mod:`learner.lift`), so small upper layers leave no
+#: point unlearnable. docs/learner.md has the solve times they were chosen by.
+DEFAULT_LAYER_GATES: dict[int, tuple[int, ...]] = {2: (32,), 3: (8, 2), 4: (4, 2, 2)}
 
 #: PCA width of :meth:`LearnerConfig.recommended` for wider embeddings.
 RECOMMENDED_COMPONENTS = 64

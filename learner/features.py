@@ -208,10 +208,21 @@ def sample_gates(
     -------
     Gates with weights of shape (P_1, n_features) and, at depth >= 3, Gaussian upper weights
     of shapes (P_k, P_{k-1}) (drawn after the first layer, so depth 2 draws what it always did).
+    At depth >= 3 with a bias feature, unit 0 of every hidden layer is always on (see below).
     """
     first = _first_layer(config, feature_map, rng, E_pool)
     sizes = config.layer_gates
     upper = tuple(rng.standard_normal((sizes[k], sizes[k - 1])) for k in range(1, len(sizes)))
+    if upper and feature_map.bias:
+        # The bias path: unit 0 of every hidden layer is always on (the first layer's gate is
+        # the constant feature, each upper unit 0 copies the one below), so every point has
+        # an active path and f(x) is never 0 for every network; column 0 of each upper layer
+        # is then a random bias of its units.
+        first[0] = 0.0
+        first[0, -1] = 1.0
+        for W in upper:
+            W[0] = 0.0
+            W[0, 0] = 1.0
     return Gates(weights=first, upper=upper)
 
 

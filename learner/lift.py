@@ -6,6 +6,12 @@ network drawn once and stored: layer-1 weights W_1 (P_1 x d) and upper weights W
 
     z_1 = W_1 x,   D^(1) = 1[z_1 >= 0],   z_k = W_k relu(z_{k-1}),   D^(k) = 1[z_k >= 0].  (D0)
 
+With a bias feature, unit 0 of every hidden layer of the random network is always on (the
+first layer's gate is the constant feature, each upper unit 0 copies the unit 0 below), so
+every point has at least one active path: without it a point whose units of some layer are all
+off has f(x) = 0 for every network and its label could never be fitted (2-4% of the points
+with 4-8 units per layer, measured).
+
 Lifted gates. Every path through the hidden layers is one *lifted gate* g: a layer-1 unit j_1
 and, for each upper layer k >= 2, a *slot* a_k in [0, 2 P_k) that names a unit
 j_k = a_k mod P_k and a sign s_k = +1 (a_k < P_k) or -1. The gate index is row-major over
