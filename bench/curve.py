@@ -28,6 +28,9 @@ STEP = 5
 BUDGET = 400
 SEEDS = (0, 1, 2, 3, 4)
 CONFIG = {"n_gates": 128, "gate_init": "data", "radius": 1.0}
+#: Depth 3 on the spirals (--depth 3): 32 data-anchored first-layer gates (one is the bias
+#: unit) under 4 second-layer units, G = 32 x 8 = 256 lifted gates of d = 3.
+DEEP_CONFIG = {"n_gates": 32, "upper_gates": (4,), "depth": 3, "gate_init": "data", "radius": 1.0}
 
 
 def two_spirals(n: int, rng: np.random.Generator, turns: float = 1.5):
@@ -44,11 +47,13 @@ def accuracy(state: learner.LearnerState, X_test, y_test) -> float:
     return float(np.mean(net.predict(X_test) == y_test))
 
 
-def run(seed: int, strategy: str, budget: int) -> tuple[list[tuple[int, float]], float]:
+def run(
+    seed: int, strategy: str, budget: int, config_kw: dict | None = None
+) -> tuple[list[tuple[int, float]], float]:
     rng = np.random.default_rng(seed)
     X, y = two_spirals(2000, rng)
     X_test, y_test = two_spirals(1000, rng)
-    config = learner.LearnerConfig(seed=seed, **CONFIG)
+    config = learner.LearnerConfig(seed=seed, **(config_kw or CONFIG))
     state = learner.init_state(config, X)
     order = np.random.default_rng(seed + 1000).permutation(len(X))
     taken = np.zeros(len(X), dtype=bool)
@@ -87,13 +92,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", type=int, default=BUDGET)
     parser.add_argument("--seeds", type=int, default=len(SEEDS))
+    parser.add_argument("--depth", type=int, choices=(2, 3), default=2)
     args = parser.parse_args()
-    print(f"# {machine()}, BLAS threads={THREADS}; two spirals, pool 2000, test 1000, {CONFIG}")
+    config_kw = CONFIG if args.depth == 2 else DEEP_CONFIG
+    print(f"# {machine()}, BLAS threads={THREADS}; two spirals, pool 2000, test 1000, {config_kw}")
     rows = []
     needed: dict[str, list[float]] = {"carve": [], "random": []}
     for seed in SEEDS[: args.seeds]:
         for strategy in ("carve", "random"):
-            curve, seconds = run(seed, strategy, args.budget)
+            curve, seconds = run(seed, strategy, args.budget, config_kw)
             n = labels_to_target(curve)
             needed[strategy].append(float(n) if n is not None else float("inf"))
             for labels, acc in curve:
@@ -103,11 +110,12 @@ def main() -> None:
                 f"seed {seed} {strategy:6s}: {reached} labels to {TARGET:.0%} "
                 f"(last accuracy {curve[-1][1]:.3f}, learner time {seconds:.1f} s)"
             )
-    path = write_csv("curve.csv", rows)
+    path = write_csv("curve.csv" if args.depth == 2 else f"curve-depth{args.depth}.csv", rows)
     carve = float(np.mean(needed["carve"]))
     rand = float(np.mean(needed["random"]))
     print(f"curves written to {path}")
-    print(f"labels to 98% (two spirals): carve={carve:.1f} random={rand:.1f}")
+    depth = "" if args.depth == 2 else f", depth {args.depth}"
+    print(f"labels to 98% (two spirals{depth}): carve={carve:.1f} random={rand:.1f}")
 
 
 if __name__ == "__main__":

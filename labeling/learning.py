@@ -73,7 +73,9 @@ def learner_config(campaign: Campaign, n_raw: int) -> learner.LearnerConfig:
     return learner.LearnerConfig(
         task=task,
         n_classes=k,
-        n_gates=campaign.n_gates,
+        depth=campaign.depth,
+        # Depth 2 takes the campaign's P; deeper networks the learner's per-layer defaults.
+        n_gates=campaign.n_gates if campaign.depth == 2 else None,
         radius=campaign.radius,
         seed=campaign.seed,
         **projection,

@@ -53,11 +53,19 @@ class Campaign(models.Model):
 
     # Learner settings (learner.LearnerConfig). The defaults are LearnerConfig.recommended()
     # for 384-d sentence embeddings, tuned on SST-2 and MR (docs/benchmarks.md).
+    depth = models.PositiveSmallIntegerField(
+        "network depth",
+        default=2,
+        choices=[(2, "2 (one hidden layer)"), (3, "3 (two hidden layers)"), (4, "4 (three)")],
+        help_text="Layers of the ReLU network the learner keeps consistent with the labels. "
+        "Deeper networks fit more complex boundaries and take longer per update.",
+    )
     n_gates = models.PositiveIntegerField(
         "gates (P)",
         default=32,
         validators=[MinValueValidator(1), MaxValueValidator(512)],
-        help_text="Random ReLU activation patterns of the hidden layer.",
+        help_text="Random ReLU activation patterns of the hidden layer (depth 2; deeper networks "
+        "use the learner's per-layer defaults: 8 x 2 at depth 3, 4 x 2 x 2 at depth 4).",
     )
     projection_dim = models.PositiveIntegerField(
         "projection dimension",
@@ -131,6 +139,7 @@ CAMPAIGN_SETTINGS = (
     "name",
     "instructions",
     "annotators",
+    "depth",
     "n_gates",
     "projection_dim",
     "radius",

@@ -5,6 +5,7 @@ float32), so it matches Carve's own scores to rounding:
 
     Z = (E - mean) @ components          (when the campaign projects its embeddings)
     H = relu(Z @ W1[:, :-1].T + W1[:, -1])   (the bias feature folded into an offset)
+    H = relu(H @ H_k.T)                  (each further hidden layer of a deeper network)
     scores = H @ W2                      (N, 1) binary: > 0 means the second class; (N, K)
 """
 
@@ -48,8 +49,18 @@ def to_onnx(net: learner.ReLUNetwork, classes: list[str], doc: str = "") -> byte
         helper.make_node("MatMul", [z, "W1"], ["pre"]),
         helper.make_node("Add", ["pre", "b1"], ["pre_b"]),
         helper.make_node("Relu", ["pre_b"], ["H"]),
-        helper.make_node("MatMul", ["H", "W2"], ["scores"]),
     ]
+    h = "H"
+    for i, layer in enumerate(net.hidden, start=2):  # deeper networks: relu(h H_k^T)
+        inits.append(
+            numpy_helper.from_array(np.ascontiguousarray(np.asarray(layer, np.float64).T), f"W{i}h")
+        )
+        nodes += [
+            helper.make_node("MatMul", [h, f"W{i}h"], [f"pre{i}"]),
+            helper.make_node("Relu", [f"pre{i}"], [f"H{i}"]),
+        ]
+        h = f"H{i}"
+    nodes.append(helper.make_node("MatMul", [h, "W2"], ["scores"]))
     graph = helper.make_graph(
         nodes,
         "carve_relu_network",

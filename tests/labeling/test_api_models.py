@@ -132,9 +132,12 @@ def test_the_onnx_export_runs_in_onnxruntime_and_matches_carve(
     np.testing.assert_allclose(_run_onnx(response.content, E), net.scores(E), rtol=1e-5, atol=1e-9)
 
 
-@pytest.mark.parametrize(("n_classes", "components"), [(2, 16), (3, None), (4, 8)])
-def test_onnx_matches_projected_and_multiclass_networks(
-    n_classes: int, components: int | None
+@pytest.mark.parametrize(
+    ("n_classes", "components", "depth"),
+    [(2, 16, 2), (3, None, 2), (4, 8, 2), (2, 16, 3), (3, None, 4)],
+)
+def test_onnx_matches_projected_multiclass_and_deep_networks(
+    n_classes: int, components: int | None, depth: int
 ) -> None:
     from labeling.onnx_export import to_onnx
 
@@ -143,7 +146,8 @@ def test_onnx_matches_projected_and_multiclass_networks(
     config = learner.LearnerConfig(
         task=learner.Task.BINARY if n_classes == 2 else learner.Task.MULTICLASS,
         n_classes=n_classes,
-        n_gates=8,
+        n_gates=8 if depth == 2 else None,
+        depth=depth,
         projection=learner.Projection.PCA if components else learner.Projection.NONE,
         n_components=components,
     )
@@ -151,6 +155,7 @@ def test_onnx_matches_projected_and_multiclass_networks(
     state = learner.with_labels(state, pool[:12], np.arange(12) % n_classes)
     state, _ = learner.recenter(state)
     net = learner.center_network(state)
+    assert net.depth == depth
     data = to_onnx(net, [f"c{i}" for i in range(n_classes)])
     E = rng.standard_normal((40, 32)).astype(np.float32)
     np.testing.assert_allclose(_run_onnx(data, E), net.scores(E), rtol=1e-5, atol=1e-9)
@@ -234,3 +239,38 @@ def test_metrics_of_an_empty_campaign_and_who_may_read_them(
     assert body["agreement"] == {"statistic": "", "value": None, "n_items": 0}
     assert _api(annotator).get(url).status_code == 403
     assert _api(outsider).get(url).status_code == 404
+
+
+def test_a_depth_3_campaign_learns_trains_exports_and_predicts(
+    campaign: Campaign, annotator: Any, manager: Any
+) -> None:
+    from labeling import learning
+
+    Campaign.objects.filter(pk=campaign.pk).update(depth=3)
+    campaign.refresh_from_db()
+    body = "text\n" + "\n".join(f"deep review {i}" for i in range(40)) + "\n"
+    import_file(campaign, manager, body.encode(), "d.csv")
+    jobs.run_embedding_job(EmbeddingJob.objects.get(campaign=campaign).pk)
+    items = list(Item.objects.filter(campaign=campaign).order_by("position"))
+    E = FakeEmbedder().encode([i.text for i in items])
+    y = E @ np.random.default_rng(1).standard_normal(E.shape[1]) > 0
+    for item, positive in zip(items[:16], y[:16], strict=True):
+        annotation.submit_label(item, annotator, "positive" if positive else "negative")
+    assert learning.update_learner(campaign.pk).status == "updated"
+    state = learner.LearnerState.from_bytes(bytes(campaign.learner.state))
+    assert state.config.depth == 3 and state.gates.sizes == (8, 2)
+    version = training.request_retrain(campaign)
+    assert training.retrain(version.pk) == "done"
+    api = _api(annotator)
+    doc = api.get(f"/api/v1/campaigns/{campaign.pk}/models/1/export/").json()
+    net = learner.ReLUNetwork.from_dict(doc["network"])
+    assert net.depth == 3
+    onnx = api.get(f"/api/v1/campaigns/{campaign.pk}/models/1/export/", {"as": "onnx"})
+    new = FakeEmbedder().encode([f"another text {i}" for i in range(12)])
+    np.testing.assert_allclose(_run_onnx(onnx.content, new), net.scores(new), rtol=1e-5, atol=1e-9)
+    predicted = api.post(
+        f"/api/v1/campaigns/{campaign.pk}/predict/", {"texts": ["a deep one"]}, format="json"
+    ).json()
+    assert predicted["model_version"] == 1
+    detail = _api(manager).get(f"/api/v1/campaigns/{campaign.pk}/").json()
+    assert detail["depth"] == 3

@@ -280,6 +280,7 @@ def test_a_campaign_edit_cannot_drop_a_label_in_use_and_keeps_a_concurrent_stop(
     data = {
         "name": "x",
         "labels_text": "bad\npositive",
+        "depth": 2,
         "n_gates": 32,
         "projection_dim": 64,
         "radius": 1,

@@ -20,6 +20,7 @@ def _campaign_post(**overrides: Any) -> dict[str, Any]:
         "name": "Hotel reviews",
         "instructions": "Overall verdict of the guest.",
         "labels_text": "negative\npositive",
+        "depth": "2",
         "n_gates": "32",
         "projection_dim": "64",
         "radius": "1.0",
@@ -391,3 +392,18 @@ def test_staff_can_browse_the_platform_rows_in_django_admin(
         assert client.get(f"/admin/labeling/{model}/").status_code == 200, model
     page = client.get(f"/admin/labeling/importjob/{job.pk}/change/")
     assert page.status_code == 200 and b"secret,rows" not in page.content
+
+
+def test_a_campaign_can_be_created_with_a_deeper_network(manager: Any) -> None:
+    client = _client(manager)
+    bad = client.post(reverse("campaign-create"), _campaign_post(depth="5"))
+    assert bad.status_code == 200 and "depth" in bad.context["form"].errors
+    response = client.post(reverse("campaign-create"), _campaign_post(depth="3"))
+    campaign = Campaign.objects.get(name="Hotel reviews")
+    assert response.status_code == 302 and campaign.depth == 3
+    page = client.get(reverse("campaign-detail", args=[campaign.pk])).content.decode()
+    assert "depth 3, default gates per layer" in page
+    from labeling.learning import learner_config
+
+    config = learner_config(campaign, 384)
+    assert (config.depth, config.layer_gates) == (3, (8, 2))
