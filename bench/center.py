@@ -11,7 +11,9 @@ run each; SCS gets eps 1e-6 and a time limit equal to Clarabel's time, since it 
     max objective gap: <g>    max over L of |phi_ours - phi_cvxpy| / |phi_cvxpy| (Clarabel)
 
 Then ours alone at L in {2000, 5000}: cold, and warm (the centre of the first L labels is the
-start after one more label is added). Figures go to bench/out/center.csv.
+start after one more label is added). Then depth 3 and 4 (the learner's default gates per
+layer) at L in {100, 500}, cold and warm, next to depth 2 on the same points (and Clarabel at
+L = 100). Figures go to bench/out/center.csv.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import time  # noqa: E402
 import cvxpy as cp  # noqa: E402
 import numpy as np  # noqa: E402
 
+import learner  # noqa: E402
 from learner.center import CenterResult, analytic_center  # noqa: E402
 from learner.config import Task  # noqa: E402
 from learner.reference import reference_center  # noqa: E402
@@ -35,8 +38,12 @@ D = 64
 P = 32
 
 
-def teacher_version_space(n_labels: int, seed: int = 0) -> VersionSpace:
-    """Labels of a random 16-unit ReLU network on random unit vectors (plus a bias 1)."""
+def teacher_version_space(n_labels: int, seed: int = 0, depth: int = 2) -> VersionSpace:
+    """Labels of a random 16-unit ReLU network on random unit vectors (plus a bias 1).
+
+    ``depth`` 3 or 4 uses the learner's default gates per layer for that depth (drawn by
+    :func:`learner.sample_gates`, bias unit included) on the same points and labels.
+    """
     rng = np.random.default_rng(seed)
     gates = rng.standard_normal((P, D + 1))
     X = rng.standard_normal((n_labels, D))
@@ -45,7 +52,13 @@ def teacher_version_space(n_labels: int, seed: int = 0) -> VersionSpace:
     w2 = rng.standard_normal(16)
     score = np.maximum(X @ W1.T, 0.0) @ w2
     y = (score > np.median(score)).astype(float)
-    vs = empty_version_space(gates, Task.BINARY, 2, 1.0, 0.1)
+    if depth == 2:
+        vs = empty_version_space(gates, Task.BINARY, 2, 1.0, 0.1)
+        return add_labels(vs, X, y)
+    config = learner.LearnerConfig(depth=depth, seed=seed)
+    fm = learner.FeatureMap(mean=np.zeros(D), components=None, bias=True)
+    deep = learner.sample_gates(config, fm, np.random.default_rng(seed + 1))
+    vs = empty_version_space(deep.weights, Task.BINARY, 2, 1.0, 0.1, upper_weights=deep.upper)
     return add_labels(vs, X, y)
 
 
@@ -136,6 +149,51 @@ def alone(n_labels: int, rows: list[dict]) -> None:
         )
 
 
+def deeper(n_labels: int, depth: int, rows: list[dict], with_cvxpy: bool) -> float:
+    """Cold and warm centre at ``depth`` next to depth 2 on the same points and labels."""
+    base, t_base = timed_centre(teacher_version_space(n_labels))
+    vs = teacher_version_space(n_labels + 1, depth=depth)
+    first = vs.subset(np.arange(n_labels))
+    cold, t_cold = timed_centre(first)
+    warm, t_warm = timed_centre(vs, start=cold.x)
+    base_vs = teacher_version_space(n_labels + 1)
+    _, t_base_warm = timed_centre(base_vs, start=base.x)
+    sizes = "x".join(str(p) for p in vs.layer_sizes)
+    line = (
+        f"depth {depth} ({sizes} gates, G={vs.n_gates}, {vs.n_structural} D3 rows per label) "
+        f"L={n_labels}: cold {t_cold:.3f} s vs depth 2 {t_base:.3f} s ({t_cold / t_base:.1f}x); "
+        f"warm {t_warm:.3f} s vs {t_base_warm:.3f} s ({t_warm / t_base_warm:.1f}x); "
+        f"{describe(cold)}"
+    )
+    if with_cvxpy:
+        clarabel = reference_center(first, cp.CLARABEL)
+        gap = (clarabel.objective - cold.objective) / abs(clarabel.objective)
+        line += f"; Clarabel {clarabel.seconds:.1f} s ({clarabel.status}), gap {gap:+.1e}"
+        rows.append(
+            {
+                "labels": n_labels,
+                "solver": f"clarabel-depth{depth}",
+                "start": "cold",
+                "seconds": clarabel.seconds,
+                "objective": clarabel.objective,
+                "status": clarabel.status,
+            }
+        )
+    print(line)
+    for start, t, res in (("cold", t_cold, cold), ("warm", t_warm, warm)):
+        rows.append(
+            {
+                "labels": n_labels,
+                "solver": f"carve-depth{depth}",
+                "start": start,
+                "seconds": t,
+                "objective": res.objective,
+                "status": res.status.value,
+            }
+        )
+    return t_cold / t_base
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="L=100 only (smoke run)")
@@ -150,11 +208,17 @@ def main() -> None:
     if not args.quick:
         for n in (2000, 5000):
             alone(n, rows)
+    ratios = {}
+    for depth in (3,) if args.quick else (3, 4):
+        for n in (100,) if args.quick else (100, 500):
+            ratios[(depth, n)] = deeper(n, depth, rows, with_cvxpy=n == 100)
     path = write_csv("center.csv", rows)
     print(f"figures written to {path}")
     for n, s in speedups.items():
         print(f"speedup L={n}: {s:.0f}x")
     print(f"max objective gap: {max(gaps):.1e}")
+    for (depth, n), ratio in ratios.items():
+        print(f"depth {depth} / depth 2 cold time L={n}: {ratio:.1f}x")
 
 
 if __name__ == "__main__":
