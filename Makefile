@@ -8,6 +8,7 @@ CACHE_DIR ?= $(HOME)/.cache/carve/bench-al
 QUICK ?=
 PORT ?= 8000
 DATA ?=
+DEPTH ?=
 export HF_HUB_OFFLINE ?= 1
 
 .DEFAULT_GOAL := help
@@ -74,8 +75,8 @@ test-postgres: $(STAMP) test-deps ## the platform tests (tests/labeling) on a th
 bench-center: $(STAMP) ## structured analytic centre vs cvxpy; prints speedups and objective gap
 	$(BIN)/python -m bench.center
 
-bench-curve: $(STAMP) ## labels to 98% on two spirals: Carve queries vs random sampling
-	$(BIN)/python -m bench.curve
+bench-curve: $(STAMP) ## labels to 98% on two spirals: Carve queries vs random sampling (DEPTH=3)
+	$(BIN)/python -m bench.curve $(if $(DEPTH),--depth $(DEPTH))
 
 bench-loop: $(STAMP) system-deps ## 20 simulated annotators over HTTP, 1,000 labels: latency, duplicates, lag
 	$(BIN)/python -m bench.loop

@@ -32,7 +32,7 @@ from learner.state import (
 
 
 class CuttingPlaneClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
-    """Two-layer ReLU classifier trained by the cutting-plane learner.
+    """ReLU classifier (depth 2 to 4) trained by the cutting-plane learner.
 
     ``fit`` builds the version space of all labels, computes its analytic centre, and (with
     ``final_model="convex"``) fits the convex group-lasso program on the same gates. The
@@ -40,7 +40,11 @@ class CuttingPlaneClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[mi
 
     Parameters
     ----------
-    n_gates : int, default=32
+    n_gates : int or None, default=32
+        Gates of the first hidden layer; None takes the depth's default.
+    depth : {2, 3, 4}, default=2
+        Network depth; deeper networks use the learner's per-layer gate defaults above the
+        first layer (:data:`learner.config.DEFAULT_LAYER_GATES`).
     radius : float, default=1.0
     bias : bool, default=True
     projection : {"none", "pca", "random"}, default="none"
@@ -67,7 +71,8 @@ class CuttingPlaneClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[mi
 
     def __init__(
         self,
-        n_gates: int = 32,
+        n_gates: int | None = 32,
+        depth: int = 2,
         radius: float = 1.0,
         bias: bool = True,
         projection: str = "none",
@@ -81,6 +86,7 @@ class CuttingPlaneClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[mi
         random_state: Any = None,
     ) -> None:
         self.n_gates = n_gates
+        self.depth = depth
         self.radius = radius
         self.bias = bias
         self.projection = projection
@@ -114,6 +120,7 @@ class CuttingPlaneClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[mi
             task=Task.BINARY if n_classes == 2 else Task.MULTICLASS,
             n_classes=n_classes,
             n_gates=self.n_gates,
+            depth=self.depth,
             bias=self.bias,
             projection=projection,
             n_components=None if projection is Projection.NONE else self.n_components,

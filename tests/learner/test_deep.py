@@ -316,3 +316,16 @@ def test_depth_defaults_and_dict_round_trip() -> None:
     assert three.layer_gates == (8, 2)
     assert learner.LearnerConfig.from_dict(three.to_dict()) == three
     assert learner.LearnerConfig(depth=4).layer_gates == (4, 2, 2)
+
+
+def test_the_estimator_takes_a_depth() -> None:
+    from learner.estimator import CuttingPlaneClassifier
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((120, 3))
+    y = (np.maximum(X[:, 0], 0) - np.abs(X[:, 1]) > -0.3).astype(int)
+    model = CuttingPlaneClassifier(depth=3, n_gates=None, final_model="center", random_state=0)
+    model.fit(X[:80], y[:80])
+    assert model.network_.depth == 3 and model.state_.gates.sizes == (8, 2)
+    assert np.mean(model.predict(X[:80]) == y[:80]) == 1.0  # every label is a cut
+    assert model.get_params()["depth"] == 3
