@@ -35,6 +35,7 @@ from numpy.typing import NDArray
 from learner._validation import as_pool
 from learner.config import Task
 from learner.features import POOL_CHUNK, FeatureMap, Gates
+from learner.lift import network_layers
 
 
 class QueryStrategy(enum.Enum):
@@ -95,6 +96,13 @@ def score_pool(
     K, _, P, d = theta.shape
     wd = (theta[:, 0] - theta[:, 1]).reshape(K * P, d).T.astype(np.float32)  # (d, K P)
     out = np.empty(E_pool.shape[0], dtype=np.float32)
+    layers: list[NDArray[Any]] = []
+    if gates.upper:
+        # Deeper networks: the served network g (eq. D4) equals f only where an item's
+        # pattern rows hold. Where g and f decide differently, the centre violates a row of
+        # the item whatever its label, so labeling it cuts the centre off: distance 0.
+        hidden, output = network_layers(theta, gates.sizes)
+        layers = [W.astype(np.float32) for W in (*hidden, output)]
     for start in range(0, E_pool.shape[0], chunk):
         X = feature_map.transform(E_pool[start : start + chunk], dtype=np.float32)
         D = gates.output_coef(X, np.float32)  # (n, P): D(x), or c(x) of eq. D1 deeper
@@ -113,6 +121,16 @@ def score_pool(
                 score = margin / norm
         else:
             score = margin
+        if layers:
+            h = X
+            for W in layers[:-1]:
+                h = np.maximum(h @ W.T, 0.0)
+            g = h @ layers[-1]  # (n, K)
+            if K == 1:
+                split = (f[:, 0] > 0) != (g[:, 0] > 0)
+            else:
+                split = np.argmax(f, axis=1) != np.argmax(g, axis=1)
+            score = np.where(split, 0.0, score)
         # No active gate, or an all-zero feature vector (possible without a bias column):
         # f(x) = 0 for every network, so its label cuts nothing.
         unlearnable = (n_active == 0) | ~np.isfinite(score)
