@@ -329,3 +329,19 @@ def test_the_estimator_takes_a_depth() -> None:
     assert model.network_.depth == 3 and model.state_.gates.sizes == (8, 2)
     assert np.mean(model.predict(X[:80]) == y[:80]) == 1.0  # every label is a cut
     assert model.get_params()["depth"] == 3
+
+
+def test_items_where_the_network_and_the_lifted_model_disagree_are_queried_first() -> None:
+    state, _ = learner.recenter(_state(3))
+    rng = np.random.default_rng(7)
+    E = rng.standard_normal((400, 6))
+    theta = state.theta + 0.3 * np.abs(state.theta).max() * rng.standard_normal(state.theta.shape)
+    scores = learner.score_pool(E, state.feature_map, state.gates, theta, state.config.task)
+    f = learner.gated_decision(E, state.feature_map, state.gates, theta, dtype=np.float64)[:, 0]
+    net = learner.network_from_theta(
+        theta, state.feature_map, state.config.task, 2, sizes=state.gates.sizes
+    )
+    g = net.scores(E)[:, 0]
+    split = (f > 0) != (g > 0)
+    assert 0 < split.sum() < len(E)  # the perturbed point violates rows at some items
+    assert np.all(scores[split] == 0) and np.all(scores[~split] > 0)
