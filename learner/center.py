@@ -1034,7 +1034,7 @@ def analytic_center(
                 break
         if ph1.status is _Feasibility.UNKNOWN:
             msg = f"phase I did not finish ({ph1.message}); no interior point found"
-            return _finish(bar, ph1.theta, None, CenterStatus.NO_INTERIOR, run, msg)
+            return _finish(bar, ph1.theta, None, CenterStatus.NO_INTERIOR, run, msg, opts.path)
         # Name as many disjoint conflicts as the dual ranking of this phase-I run reveals
         # before paying for another full phase I.
         order = np.argsort(-ph1.scores, kind="stable")
@@ -1054,7 +1054,7 @@ def analytic_center(
                 "the labels leave no interior and no conflict of at most "
                 f"{opts.max_conflict_size} labels was found (model too small for the data?)"
             )
-            return _finish(bar, ph1.theta, None, CenterStatus.NO_INTERIOR, run, msg)
+            return _finish(bar, ph1.theta, None, CenterStatus.NO_INTERIOR, run, msg, opts.path)
         theta_full = bar.to_full(ph1.theta)
     out = _newton(
         _Objective(bar),
@@ -1076,7 +1076,7 @@ def analytic_center(
         msg = f"centred after excluding {len(run.groups)} conflicting label group(s)"
     else:
         status, msg = CenterStatus.OPTIMAL, "centred"
-    return _finish(bar, out.theta, out.decrement, status, run, msg)
+    return _finish(bar, out.theta, out.decrement, status, run, msg, opts.path)
 
 
 @dataclass
@@ -1109,6 +1109,7 @@ def _finish(
     status: CenterStatus,
     run: _Run,
     message: str,
+    path: HessianPath = HessianPath.AUTO,
 ) -> CenterResult:
     if not np.all(np.isfinite(theta)):
         theta = np.zeros_like(theta)
@@ -1117,7 +1118,7 @@ def _finish(
     sl = bar.slacks(theta)
     rp, rt = _normalized(bar, sl)
     lowest = min(float(rp.min()) if rp.size else math.inf, float(rt.min()) if rt.size else math.inf)
-    solver = f"newton/{bar.choose_path(HessianPath.AUTO).value}"
+    solver = f"newton/{bar.choose_path(path).value}"  # the path the options asked for
     if bar.basis is not None:
         solver += f"/span(r={bar.r})"
     logger.debug("centre: %s, %d factorizations, %d CG", status.value, run.n_factor, run.n_cg)

@@ -150,6 +150,10 @@ class LearnerConfig:
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"upper_gates must be integers >= 1, got {list(upper)}")
         object.__setattr__(self, "upper_gates", tuple(int(v) for v in upper))
+        if depth > 2 and not self.bias:
+            raise ValueError(
+                "depth >= 3 needs bias=True: the always-on bias path keeps every point learnable"
+            )
         for name in ("n_gates", "n_classes", "seed"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
@@ -219,7 +223,12 @@ class LearnerConfig:
         out = asdict(self)
         for name in ("task", "projection", "gate_init"):
             out[name] = getattr(self, name).value
-        out["upper_gates"] = list(self.layer_gates[1:])
+        if self.depth == 2:
+            # Depth 2 writes what it always wrote: older readers load it, and the platform's
+            # learner fingerprints (a hash of this dict) stay the same.
+            del out["depth"], out["upper_gates"]
+        else:
+            out["upper_gates"] = list(self.layer_gates[1:])
         return out
 
     @classmethod

@@ -40,8 +40,8 @@ class CuttingPlaneClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[mi
 
     Parameters
     ----------
-    n_gates : int or None, default=32
-        Gates of the first hidden layer; None takes the depth's default.
+    n_gates : int or None, default=None
+        Gates of the first hidden layer; None takes the depth's default (32 at depth 2).
     depth : {2, 3, 4}, default=2
         Network depth; deeper networks use the learner's per-layer gate defaults above the
         first layer (:data:`learner.config.DEFAULT_LAYER_GATES`).
@@ -71,7 +71,7 @@ class CuttingPlaneClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[mi
 
     def __init__(
         self,
-        n_gates: int | None = 32,
+        n_gates: int | None = None,
         depth: int = 2,
         radius: float = 1.0,
         bias: bool = True,

@@ -17,7 +17,7 @@ from numpy.typing import DTypeLike, NDArray
 
 from learner._validation import as_pool
 from learner.config import GateInit, LearnerConfig, Projection
-from learner.lift import forward_bits, lifted_rows, n_lifted_gates
+from learner.lift import forward_bits, lifted_output, n_lifted_gates
 
 #: Rows per chunk when a whole pool is streamed through the feature map.
 POOL_CHUNK = 32768
@@ -174,7 +174,7 @@ class Gates:
         if not self.upper:
             H = self.weights.T.astype(dtype)
             return np.asarray((np.asarray(X, dtype=dtype) @ H) >= 0).astype(dtype)
-        return lifted_rows(self.layer_bits(X)).output.astype(dtype)
+        return lifted_output(self.layer_bits(X)).astype(dtype)
 
 
 def pattern_bits(X: NDArray[Any], H: NDArray[np.float64]) -> NDArray[np.bool_]:

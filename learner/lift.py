@@ -113,6 +113,17 @@ class LiftedRows:
     structural: Array
 
 
+def lifted_output(bits: Sequence[Bits]) -> Array:
+    """c_g(x) of eq. D1 only, shape (n, G): what scoring and prediction need, without the
+    dense D3 rows of :func:`lifted_rows`."""
+    c = np.asarray(bits[0], dtype=np.float64)
+    for Dk in bits[1:]:
+        Pk = Dk.shape[1]
+        slot = _slot_signs(Pk)[None, :] * np.tile(Dk.astype(np.float64), (1, 2))
+        c = (slot[:, :, None] * c[:, None, :]).reshape(c.shape[0], -1)
+    return c
+
+
 def lifted_rows(bits: Sequence[Bits]) -> LiftedRows:
     """Coefficients of eq. D1 and the D3 rows from per-layer pattern bits.
 

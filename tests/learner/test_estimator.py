@@ -90,6 +90,7 @@ def test_decision_function_is_one_column_for_two_classes_and_k_columns_otherwise
 def test_get_params_and_set_params_round_trip():
     params = {
         "n_gates": 5,
+        "depth": 3,
         "radius": 2.0,
         "bias": False,
         "projection": "pca",
