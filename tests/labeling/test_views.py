@@ -403,6 +403,8 @@ def test_a_campaign_can_be_created_with_a_deeper_network(manager: Any) -> None:
     assert response.status_code == 302 and campaign.depth == 3
     page = client.get(reverse("campaign-detail", args=[campaign.pk])).content.decode()
     assert "depth 3, default gates per layer" in page
+    dashboard = client.get(reverse("campaign-dashboard", args=[campaign.pk])).content.decode()
+    assert "depth 3 ·" in dashboard
     from labeling.learning import learner_config
 
     config = learner_config(campaign, 384)
