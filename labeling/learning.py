@@ -275,7 +275,9 @@ def update_learner(campaign_id: int) -> UpdateOutcome:
         if current is not None and current.version > version:
             return UpdateOutcome("stale")  # a run that started later already wrote
         saved, _ = LearnerSnapshot.objects.update_or_create(campaign=campaign, defaults=fields)
-        if point is not None:
+        # Checked again under the campaign lock: an update running at the same time (two
+        # worker processes) may have recorded a point a label or two away meanwhile.
+        if point is not None and _due_for_measure(campaign, point.n_labels):
             point.save()
         from labeling import training as model_training
 

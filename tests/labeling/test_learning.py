@@ -229,6 +229,24 @@ def test_measurements_are_log_spaced_not_after_every_label(
     assert list(LearnerPoint.objects.values_list("n_labels", flat=True)) == [10, 15]
 
 
+def test_two_updates_at_once_record_one_curve_point(
+    campaign: Campaign, annotator: Any, monkeypatch: Any
+) -> None:
+    items, E = _setup(campaign)
+    y = _teacher(E)
+    _label(items, y, annotator, range(10))
+    measure = learning._measure
+
+    def concurrent(*args: Any, **kwargs: Any) -> LearnerPoint:
+        # While this run measures, another update (one label behind) records its point.
+        LearnerPoint.objects.create(campaign=campaign, n_labels=9)
+        return measure(*args, **kwargs)
+
+    monkeypatch.setattr(learning, "_measure", concurrent)
+    learning.update_learner(campaign.pk)
+    assert list(LearnerPoint.objects.values_list("n_labels", flat=True)) == [9]
+
+
 def test_a_second_agreeing_label_extends_the_state_instead_of_rebuilding(
     campaign: Campaign,
 ) -> None:
