@@ -81,8 +81,8 @@ class UploadForm(forms.Form):
     gold_column = forms.CharField(
         required=False,
         max_length=200,
-        help_text="Optional gold labels; detected from label, gold, sentiment… when empty. "
-        "Every other column is kept as item metadata.",
+        help_text="Optional gold labels; detected from label, gold, sentiment… when empty, "
+        "none with -. Every other column is kept as item metadata.",
     )
 
     def __init__(self, *args: Any, max_bytes: int, **kwargs: Any) -> None:

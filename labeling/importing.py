@@ -21,6 +21,8 @@ TEXT_COLUMNS = ("text", "sentence", "content", "review", "body", "document")
 #: Column names tried for the optional gold label.
 GOLD_COLUMNS = ("gold", "gold_label", "label", "sentiment")
 MAX_LISTED = 10  # problems of one kind listed by line before "and N more"
+#: ``gold_column`` value that means "no gold labels" (a label column then stays metadata).
+NO_GOLD = "-"
 
 
 @dataclass(frozen=True)
@@ -196,6 +198,7 @@ def parse_upload(
         surrounding spaces, stored in the label set's spelling).
     text_column, gold_column : str, optional
         Chosen columns; detected from :data:`TEXT_COLUMNS` / :data:`GOLD_COLUMNS` otherwise.
+        ``gold_column`` :data:`NO_GOLD` ("-") imports no gold labels at all.
     """
     limits = limits or ImportLimits()
     if len(data) > limits.max_bytes:
@@ -221,7 +224,9 @@ def parse_upload(
                 f"{', '.join(TEXT_COLUMNS)}, or choose it; the columns are: {', '.join(columns)}."
             ]
         )
-    gold_col = _pick(columns, gold_column, GOLD_COLUMNS, "gold label")
+    gold_col = (
+        None if gold_column == NO_GOLD else _pick(columns, gold_column, GOLD_COLUMNS, "gold label")
+    )
     if gold_col == text_col:
         gold_col = None
     canonical = {label.strip().lower(): label for label in labels}

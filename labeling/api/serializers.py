@@ -117,7 +117,11 @@ class ImportOptionsSerializer(serializers.Serializer):  # type: ignore[type-arg]
         max_length=200, required=False, allow_blank=True, default="", help_text="Detected if blank."
     )
     gold_column = serializers.CharField(
-        max_length=200, required=False, allow_blank=True, default="", help_text="Detected if blank."
+        max_length=200,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text='Detected if blank; "-" imports no gold labels (the column stays metadata).',
     )
     background = serializers.BooleanField(
         required=False,

@@ -476,3 +476,19 @@ def test_a_takeover_arriving_during_the_write_waits_for_it_and_imports_nothing(
     assert Item.objects.count() == 3 and Upload.objects.count() == 1
     job.refresh_from_db()
     assert (job.status, job.attempt) == ("done", 1)
+
+
+def test_a_file_whose_label_column_is_not_gold_imports_with_gold_column_dash(
+    campaign: Campaign, manager: Any
+) -> None:
+    # The same text twice with opposite labels (as in SST-2's training file) is refused as
+    # gold; with gold_column "-" the column is metadata and the file imports.
+    rows = ["good fun,positive", "dull,negative", "good fun,negative"]
+    client = api_as(manager)
+    refused = _post_file(client, campaign, _csv(rows, header="text,label"))
+    assert refused.status_code == 400 and "different gold labels" in refused.json()["errors"][0]
+    response = _post_file(client, campaign, _csv(rows, header="text,label"), gold_column="-")
+    assert response.status_code == 201, response.content
+    items = {i.text: (i.gold, i.metadata) for i in Item.objects.filter(campaign=campaign)}
+    assert items == {"good fun": ("", {"label": "positive"}), "dull": ("", {"label": "negative"})}
+    assert response.json()["result"]["gold_column"] == ""
