@@ -46,6 +46,7 @@ import scipy.linalg
 from numpy.typing import NDArray
 from scipy.linalg import blas, lapack
 
+from learner.lift import lifted_rows
 from learner.version_space import VersionSpace
 
 Array = NDArray[np.float64]
@@ -191,8 +192,6 @@ class Barrier:
         over every point (a row's run is fixed by its index, so one nonzero point suffices;
         the all-ones bits give every run its full support)."""
         ones = tuple(np.ones((1, P), dtype=bool) for P in vs.layer_sizes)
-        from learner.lift import lifted_rows
-
         return lifted_rows(ones).structural[0]
 
     # ------------------------------------------------------------------ coordinates

@@ -118,10 +118,16 @@ def lifted_output(bits: Sequence[Bits]) -> Array:
     dense D3 rows of :func:`lifted_rows`."""
     c = np.asarray(bits[0], dtype=np.float64)
     for Dk in bits[1:]:
-        Pk = Dk.shape[1]
-        slot = _slot_signs(Pk)[None, :] * np.tile(Dk.astype(np.float64), (1, 2))
-        c = (slot[:, :, None] * c[:, None, :]).reshape(c.shape[0], -1)
+        c = _prepend_layer(c, Dk)
     return c
+
+
+def _prepend_layer(c: Array, Dk: Bits) -> Array:
+    """c^(k) over (a_k, lower) from c^(k-1): s_k D^(k)_{j_k} c^(k-1) (eq. D1, one more layer),
+    shape (n, 2 P_k * width)."""
+    Pk = Dk.shape[1]
+    slot = _slot_signs(Pk)[None, :] * np.tile(Dk.astype(np.float64), (1, 2))
+    return (slot[:, :, None] * c[:, None, :]).reshape(c.shape[0], -1)
 
 
 def lifted_rows(bits: Sequence[Bits]) -> LiftedRows:
@@ -152,9 +158,7 @@ def lifted_rows(bits: Sequence[Bits]) -> LiftedRows:
         # Row r = (prefix above k, a_k) covers the run of gates [r w, (r + 1) w) (eq. D3).
         fam[:, idx, idx, :] = np.tile(values, (1, above, 1))
         families.append(fam.reshape(n, rows, G))
-        # c^(k) over (a_k, lower): s_k D^(k)_{j_k} c^(k-1) (eq. D1, one more layer).
-        slot = _slot_signs(Pk)[None, :] * np.tile(Dk.astype(np.float64), (1, 2))
-        c = (slot[:, :, None] * c[:, None, :]).reshape(n, 2 * Pk * width)
+        c = _prepend_layer(c, Dk)
     # ``c`` now spans all G gates: the output coefficients of eq. D1.
     structural = np.concatenate(families, axis=1) if families else np.zeros((n, 0, G))
     return LiftedRows(output=c, structural=structural)

@@ -148,14 +148,7 @@ class LearnerState:
             )
             n_upper = config.depth - 2
             gates = Gates(weights=z["gates"], upper=tuple(z[f"upper_{i}"] for i in range(n_upper)))
-            vs = empty_version_space(
-                gates.weights,
-                config.task,
-                config.n_classes,
-                config.radius,
-                config.epsilon,
-                upper_weights=gates.upper,
-            )
+            vs = _empty(config, gates)
             X, y, patterns = z["X"], z["y"], z["patterns"]
             if X.shape[0]:
                 # The stored pattern bits define the polytope: never recompute them.
@@ -188,6 +181,18 @@ class LearnerState:
             )
 
 
+def _empty(config: LearnerConfig, gates: Gates) -> VersionSpace:
+    """The version space of ``config`` and ``gates`` with no labels yet."""
+    return empty_version_space(
+        gates.weights,
+        config.task,
+        config.n_classes,
+        config.radius,
+        config.epsilon,
+        upper_weights=gates.upper,
+    )
+
+
 def init_state(config: LearnerConfig, E_pool: Any, rng: Any = None) -> LearnerState:
     """Fit the projection and draw the gates for a new campaign.
 
@@ -206,14 +211,7 @@ def init_state(config: LearnerConfig, E_pool: Any, rng: Any = None) -> LearnerSt
         raise ValueError("E_pool is empty")
     feature_map = fit_feature_map(config, E_pool, gen)
     gates = sample_gates(config, feature_map, gen, E_pool)
-    vs = empty_version_space(
-        gates.weights,
-        config.task,
-        config.n_classes,
-        config.radius,
-        config.epsilon,
-        upper_weights=gates.upper,
-    )
+    vs = _empty(config, gates)
     return LearnerState(config=config, feature_map=feature_map, gates=gates, version_space=vs)
 
 

@@ -61,6 +61,17 @@ from labeling.models import Assignment, Campaign, ImportJob, Label
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
+def _label_body(label: Label, *, created: bool) -> dict[str, Any]:
+    """A label as LabelOutSerializer shows it (``created`` False: a repeat or an undo)."""
+    return {
+        "id": label.pk,
+        "item": label.item_id,
+        "value": label.value,
+        "comment": label.comment,
+        "created": created,
+    }
+
+
 def spreadsheet_safe(value: str) -> str:
     return "'" + value if value.startswith(FORMULA_START) else value
 
@@ -372,13 +383,7 @@ class CampaignViewSet(
             data.validated_data["value"],
             data.validated_data.get("comment", ""),
         )
-        body = {
-            "id": out.label.pk,
-            "item": out.label.item_id,
-            "value": out.label.value,
-            "comment": out.label.comment,
-            "created": out.created,
-        }
+        body = _label_body(out.label, created=out.created)
         return Response(body, status=status.HTTP_201_CREATED if out.created else status.HTTP_200_OK)
 
     def _served(self, campaign: Campaign, item_id: int) -> Assignment:
@@ -422,15 +427,7 @@ class CampaignViewSet(
         label = annotation.undo_last(campaign, request.user, body.validated_data.get("item"))
         if label is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
-        return Response(
-            {
-                "id": label.pk,
-                "item": label.item_id,
-                "value": label.value,
-                "comment": label.comment,
-                "created": False,
-            }
-        )
+        return Response(_label_body(label, created=False))
 
     @extend_schema(request=DecisionInSerializer, responses={201: DecisionOutSerializer})
     @action(detail=True, methods=["post"])
