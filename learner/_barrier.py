@@ -23,7 +23,7 @@ term either in "label space" (a Q x Q capacitance matrix) or in "gate space" (a 
 system, cheaper once Q > G r). Both start from batched Cholesky factors of the B_j.
 
 Phase I adds a scalar offset tau to selected rows (slack + omega * tau); the extra variable is
-eliminated by a Schur complement in :mod:`learner.center`.
+eliminated by a Schur complement in :mod:`learner._newton`.
 
 Deeper networks (:mod:`learner.lift`) fit the same structure: P counts lifted gates (one block
 pair per path through the hidden layers, eq. D2 rows per block) and the D3 rows of the upper
