@@ -595,14 +595,30 @@ class HessianFactor:
 
 
 def _cholesky(M: Array) -> Array:
-    """Lower Cholesky factor; one jitter retry for matrices that are PD in exact arithmetic."""
+    """Lower Cholesky factor of a matrix that is PD in exact arithmetic.
+
+    Rows with tiny slacks make the barrier Hessian's pieces so ill-conditioned that roundoff
+    can leave them slightly indefinite; retry with a symmetrised matrix and a growing diagonal
+    jitter (1e-12 to 1e-6 of the mean diagonal). The factor is then a preconditioner: every
+    Newton direction is refined against the exact Hessian-vector product.
+    """
     try:
         return scipy.linalg.cholesky(M, lower=True, check_finite=False)
     except np.linalg.LinAlgError:
-        jitter = 1e-12 * float(np.trace(M)) / M.shape[0]
-        return scipy.linalg.cholesky(
-            M + jitter * np.eye(M.shape[0]), lower=True, check_finite=False
-        )
+        sym = 0.5 * (M + M.T)
+        mean_diag = float(np.trace(sym)) / M.shape[0]
+        for jitter in _JITTERS:
+            try:
+                return scipy.linalg.cholesky(
+                    sym + jitter * mean_diag * np.eye(M.shape[0]), lower=True, check_finite=False
+                )
+            except np.linalg.LinAlgError:
+                continue
+        raise
+
+
+#: Relative diagonal jitters tried, in turn, when a Cholesky factorization fails.
+_JITTERS = (1e-12, 1e-10, 1e-8, 1e-6)
 
 
 def _cho_inverse(chol: Array) -> Array:
@@ -614,14 +630,23 @@ def _cho_inverse(chol: Array) -> Array:
 
 
 def _batched_cholesky(M: Array) -> Array:
+    """Lower Cholesky factors of a stack of PD blocks, shape (n, r, r); see :func:`_cholesky`
+    for the retries."""
     try:
         return np.asarray(np.linalg.cholesky(M), dtype=np.float64)
     except np.linalg.LinAlgError:
         r = M.shape[-1]
-        scale = np.trace(M, axis1=-2, axis2=-1) / r
-        return np.asarray(
-            np.linalg.cholesky(M + 1e-12 * scale[:, None, None] * np.eye(r)[None]), dtype=np.float64
-        )
+        sym = 0.5 * (M + M.transpose(0, 2, 1))
+        scale = np.trace(sym, axis1=-2, axis2=-1) / r
+        for jitter in _JITTERS:
+            try:
+                return np.asarray(
+                    np.linalg.cholesky(sym + jitter * scale[:, None, None] * np.eye(r)[None]),
+                    dtype=np.float64,
+                )
+            except np.linalg.LinAlgError:
+                continue
+        raise
 
 
 def as_float_array(x: Any) -> Array:

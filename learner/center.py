@@ -28,7 +28,7 @@ from __future__ import annotations
 import enum
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from numpy.typing import NDArray
@@ -97,6 +97,10 @@ class CenterResult:
     n_cg : int
         Conjugate-gradient iterations, each one Hessian-vector product and one solve with a
         kept factorization.
+    suspects : tuple of int
+        Active labels the centre gets wrong (negative margin, :meth:`VersionSpace.margins`),
+        most wrong first: what a soft version space gave up (docs/learner.md, "Suspect
+        labels"). Empty for a hard version space, whose centre agrees with every active label.
     """
 
     x: Array
@@ -112,6 +116,7 @@ class CenterResult:
     max_violation: float
     n_factorizations: int = 0
     n_cg: int = 0
+    suspects: tuple[int, ...] = ()
 
     @property
     def success(self) -> bool:
@@ -153,8 +158,11 @@ def analytic_center(
     run = _Run(active=np.ones(L, dtype=bool))
     for label in _unrepresentable(vs):
         run.exclude((int(label),))
-    for group in _duplicate_conflicts(vs, run.active):
-        run.exclude(group)
+    if not vs.soft:
+        # Soft cuts admit contradicting duplicates (|f| <= delta R ||a||): they become
+        # suspects instead of conflicts.
+        for group in _duplicate_conflicts(vs, run.active):
+            run.exclude(group)
     theta_full = start
     while True:
         idx = np.flatnonzero(run.active)
@@ -165,6 +173,13 @@ def analytic_center(
         lag = _Lagged(n_factor=run.n_factor, n_cg=run.n_cg)
         ph1 = _phase1(bar, _start_point(bar, sub, theta_full), opts, lag)
         run.add(ph1.nit, lag, phase1=True)
+        if ph1.status is _Feasibility.UNKNOWN and (theta_full is not None or not sub.soft):
+            # Phase I broke down (a near-singular Newton system). Retry from a start that is
+            # well inside every pattern row: the cold start for soft cuts (strictly feasible),
+            # the centre of the slightly softened problem for hard ones.
+            lag = _Lagged(n_factor=run.n_factor, n_cg=run.n_cg)
+            ph1 = _phase1(bar, _recovery_start(bar, sub, opts), opts, lag)
+            run.add(ph1.nit, lag, phase1=True)
         if ph1.status is _Feasibility.FEASIBLE:
             break
         if ph1.status is _Feasibility.NO_INTERIOR and theta_full is not None:
@@ -221,7 +236,27 @@ def analytic_center(
         msg = f"centred after excluding {len(run.groups)} conflicting label group(s)"
     else:
         status, msg = CenterStatus.OPTIMAL, "centred"
-    return _finish(bar, out.theta, out.decrement, status, run, msg, opts.path)
+    return _finish(bar, out.theta, out.decrement, status, run, msg, opts.path, vs)
+
+
+#: Softness of the auxiliary problem whose centre restarts a failed hard phase I.
+_RESTART_DELTA = 1e-3
+
+
+def _recovery_start(bar: Barrier, sub: VersionSpace, opts: CenterOptions) -> Array:
+    """A restart point for phase I, in ``bar``'s coordinates.
+
+    Soft cuts: the cold start, inside every row. Hard cuts: the analytic centre of the same
+    labels with soft cuts of delta = 1e-3 (eq. SV). That problem needs no phase I, and its
+    centre keeps every pattern row well inside, so phase I only has to push the few label
+    cuts it violates across (a cold start can begin a hair from a pattern row's boundary).
+    """
+    if sub.soft:
+        return _cold_start(bar, sub)
+    soft = analytic_center(replace(sub, delta=_RESTART_DELTA, _cuts={}), options=opts)
+    if not soft.success:
+        return _cold_start(bar, sub)
+    return bar.to_reduced(soft.x)
 
 
 @dataclass
@@ -255,6 +290,7 @@ def _finish(
     run: _Run,
     message: str,
     path: HessianPath = HessianPath.AUTO,
+    vs: VersionSpace | None = None,
 ) -> CenterResult:
     if not np.all(np.isfinite(theta)):
         theta = np.zeros_like(theta)
@@ -268,8 +304,14 @@ def _finish(
         solver += f"/span(r={bar.r})"
     logger.debug("centre: %s, %d factorizations, %d CG", status.value, run.n_factor, run.n_cg)
     finite_decrement = decrement is not None and math.isfinite(decrement)
+    x = np.ascontiguousarray(bar.to_full(theta))
+    suspects: tuple[int, ...] = ()
+    if vs is not None and vs.soft and status is not CenterStatus.NUMERICAL_ERROR:
+        margins = vs.margins(x)
+        wrong = np.flatnonzero(run.active & (margins < 0))
+        suspects = tuple(int(i) for i in wrong[np.argsort(margins[wrong], kind="stable")])
     return CenterResult(
-        x=np.ascontiguousarray(bar.to_full(theta)),
+        x=x,
         status=status,
         message=message,
         nit=run.nit,
@@ -282,6 +324,7 @@ def _finish(
         max_violation=max(0.0, -lowest / bar.radius),
         n_factorizations=run.n_factor,
         n_cg=run.n_cg,
+        suspects=suspects,
     )
 
 

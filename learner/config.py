@@ -52,6 +52,10 @@ class GateInit(enum.Enum):
 #: point unlearnable. docs/learner.md has the solve times they were chosen by.
 DEFAULT_LAYER_GATES: dict[int, tuple[int, ...]] = {2: (32,), 3: (8, 2), 4: (4, 2, 2)}
 
+#: Default softness of the label cuts (``LearnerConfig.delta``), chosen on the tuning splits
+#: (docs/learner.md, "Soft version space").
+DEFAULT_DELTA = 0.005
+
 #: PCA width of :meth:`LearnerConfig.recommended` for wider embeddings.
 RECOMMENDED_COMPONENTS = 64
 
@@ -88,6 +92,14 @@ class LearnerConfig:
         Radius R of the ball ||theta|| <= R that bounds the version space.
     epsilon : float
         Regression tolerance: a label y requires |f(x) - y| <= epsilon.
+    delta : float
+        Softness of the classification cuts (docs/learner.md, "Soft version space"): a network
+        may lie on the wrong side of a label's cut by a distance of at most ``delta * radius``
+        in weight space. 0 gives the hard version space of the paper. Relative to R and to
+        each cut's own row norm, so it does not depend on the embeddings' scale.
+    auto_delta : bool
+        Choose delta by cross-validation on the labels so far (:mod:`learner.delta`), at
+        log-spaced label counts; ``delta`` is used until there are enough labels.
     seed : int
         Seed of the generator that draws the projection and the gates.
     """
@@ -101,6 +113,8 @@ class LearnerConfig:
     gate_init: GateInit = GateInit.GAUSSIAN
     radius: float = 1.0
     epsilon: float = 0.1
+    delta: float = DEFAULT_DELTA
+    auto_delta: bool = False
     seed: int = 0
     depth: int = 2
     upper_gates: tuple[int, ...] | None = None
@@ -173,7 +187,7 @@ class LearnerConfig:
             raise ValueError(
                 f"n_components must be >= 1 with a projection, got {self.n_components}"
             )
-        for name in ("radius", "epsilon"):
+        for name in ("radius", "epsilon", "delta"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
                 raise ValueError(f"{name} must be a number, got {value!r}")
@@ -182,6 +196,11 @@ class LearnerConfig:
             raise ValueError(f"radius must be a finite number > 0, got {self.radius}")
         if not (math.isfinite(self.epsilon) and self.epsilon > 0):
             raise ValueError(f"epsilon must be a finite number > 0, got {self.epsilon}")
+        if not isinstance(self.auto_delta, (bool, np.bool_)):
+            raise ValueError(f"auto_delta must be True or False, got {self.auto_delta!r}")
+        object.__setattr__(self, "auto_delta", bool(self.auto_delta))
+        if not (math.isfinite(self.delta) and 0 <= self.delta < 1):
+            raise ValueError(f"delta must be a number in [0, 1), got {self.delta}")
         if self.seed < 0:
             raise ValueError(f"seed must be >= 0, got {self.seed}")
 

@@ -17,7 +17,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from learner.center import CenterOptions
-from learner.config import GateInit, LearnerConfig, Projection, Task
+from learner.config import DEFAULT_DELTA, GateInit, LearnerConfig, Projection, Task
 from learner.convex import parse_loss
 from learner.query import QueryResult
 from learner.state import (
@@ -46,6 +46,9 @@ class CuttingPlaneClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[mi
         Network depth; deeper networks use the learner's per-layer gate defaults above the
         first layer (:data:`learner.config.DEFAULT_LAYER_GATES`).
     radius : float, default=1.0
+    delta : float, default=learner.config.DEFAULT_DELTA
+        Softness of the label cuts (docs/learner.md, "Soft version space"); 0 gives hard
+        cuts, whose centre fits every training label.
     bias : bool, default=True
     projection : {"none", "pca", "random"}, default="none"
     n_components : int or None, default=None
@@ -74,6 +77,7 @@ class CuttingPlaneClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[mi
         n_gates: int | None = None,
         depth: int = 2,
         radius: float = 1.0,
+        delta: float = DEFAULT_DELTA,
         bias: bool = True,
         projection: str = "none",
         n_components: int | None = None,
@@ -88,6 +92,7 @@ class CuttingPlaneClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[mi
         self.n_gates = n_gates
         self.depth = depth
         self.radius = radius
+        self.delta = delta
         self.bias = bias
         self.projection = projection
         self.n_components = n_components
@@ -126,6 +131,7 @@ class CuttingPlaneClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[mi
             n_components=None if projection is Projection.NONE else self.n_components,
             gate_init=GateInit(str(getattr(self.gate_init, "value", self.gate_init)).lower()),
             radius=self.radius,
+            delta=self.delta,
             seed=seed,
         )
         state = with_labels(init_state(config, X), X, y_idx)

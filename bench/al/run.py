@@ -49,14 +49,17 @@ def initial_labels(y: np.ndarray, per_class: int, rng: np.random.Generator) -> n
 QUERY_KEYS = {"diversity": "diversity", "query_strategy": "strategy"}
 
 
-def make_model(job: Job, n_raw: int) -> Baseline | CarveModel:
-    """Carve runs with :meth:`learner.LearnerConfig.recommended` plus the job's overrides."""
+def make_model(job: Job, n_raw: int, n_classes: int = 2) -> Baseline | CarveModel:
+    """Carve runs with :meth:`learner.LearnerConfig.recommended` plus the job's overrides
+    (a multi-class task when the data have more than two classes)."""
     if job.model == "carve":
         overrides = {k: v for k, v in job.settings.items() if k not in QUERY_KEYS}
         query = {QUERY_KEYS[k]: v for k, v in job.settings.items() if k in QUERY_KEYS}
+        if n_classes > 2:
+            overrides = {"task": "multiclass", "n_classes": n_classes, **overrides}
         config = learner.LearnerConfig.recommended(n_raw, seed=job.seed, **overrides)
         return CarveModel(config, served=job.served, query=query)
-    return Baseline(job.model, job.seed)
+    return Baseline(job.model, job.seed, n_classes)
 
 
 def accuracy(model: Baseline | CarveModel, part: Part) -> float:
@@ -70,11 +73,12 @@ def run(job: Job, data: Dataset) -> list[dict[str, Any]]:
     rng = np.random.default_rng(job.seed)
     np.random.seed(job.seed)  # small-text's random sampling and k-means use the global generator
     X, y = data.pool.X, data.pool.y
+    n_classes = int(y.max()) + 1
     labeled = initial_labels(y, job.step // 2, rng)
-    model = make_model(job, X.shape[1])
+    model = make_model(job, X.shape[1], n_classes)
     if isinstance(model, CarveModel):
         model.start(X)
-    strategy = Strategy(job.strategy, X, job.seed)
+    strategy = Strategy(job.strategy, X, job.seed, n_classes)
     rows: list[dict[str, Any]] = []
     while True:
         start = time.perf_counter()
@@ -107,7 +111,7 @@ def ceilings(data: Dataset, seed: int = 0) -> list[dict[str, Any]]:
     """The baseline models trained on the whole pool, scored like the runs."""
     rows = []
     for kind in ("logreg", "mlp"):
-        model = Baseline(kind, seed)
+        model = Baseline(kind, seed, int(data.pool.y.max()) + 1)
         model.fit_xy(data.pool.X, data.pool.y)
         for split, part in data.evals.items():
             acc = round(accuracy(model, part), 5)

@@ -84,7 +84,7 @@ def kmeans_pp(G: NDArray[np.float64], n: int, rng: np.random.Generator) -> Index
 class Strategy:
     """Picks the next batch; ``name`` is the strategy and ``model`` the model kind."""
 
-    def __init__(self, name: str, X_pool: NDArray[Any], seed: int) -> None:
+    def __init__(self, name: str, X_pool: NDArray[Any], seed: int, n_classes: int = 2) -> None:
         self.name = name
         self.X_pool = X_pool
         self.rng = np.random.default_rng(seed + 7919)
@@ -92,7 +92,9 @@ class Strategy:
             self.qs = SMALL_TEXT[name]()
             # Strategies see the pool vectors only, never the pool's true labels.
             self.dataset = SklearnDataset(
-                X_pool, np.zeros(len(X_pool), dtype=np.int64), target_labels=np.arange(2)
+                X_pool,
+                np.zeros(len(X_pool), dtype=np.int64),
+                target_labels=np.arange(n_classes),
             )
         elif name not in ("badge", *CARVE_STRATEGIES):
             raise ValueError(f"unknown strategy {name!r}")

@@ -1,7 +1,8 @@
 """python -m bench.al.tune: Carve's settings compared on the tuning splits only.
 
-SST-2: the 10,000-item pool, scored on validation. MR: the training part (the benchmark's
-pool) split 80/20 again; the held-out 20% scores. The test splits are never loaded. Writes
+SST-2: the 10,000-item pool, scored on validation. MR and AG News: the training part (the
+benchmark's pool) split 80/20 again; the held-out 20% scores. The test splits are never
+scored. Writes
 ``bench/out/bench-al-tune.csv``; ``python -m bench.al`` puts its table in the report.
 """
 
@@ -25,6 +26,11 @@ from bench.al.run import Job  # noqa: E402
 #: out: every cut is homogeneous, so the ball only scales the centre and no prediction
 #: depends on it.
 SETTINGS: dict[str, tuple[dict[str, object], str]] = {
+    "soft (default)": ({}, "center"),
+    "hard delta=0": ({"delta": 0.0}, "center"),
+    "soft auto-delta": ({"auto_delta": True}, "center"),
+    "soft delta=0.0025": ({"delta": 0.0025}, "center"),
+    "soft delta=0.01": ({"delta": 0.01}, "center"),
     "P32 raw384": ({"projection": "none", "n_components": None}, "center"),
     "P32 pca32": ({"projection": "pca", "n_components": 32}, "center"),
     "P32 pca64": ({"projection": "pca", "n_components": 64}, "center"),
@@ -50,14 +56,14 @@ def tuning_data(name: str, data_dir: Path, cache_dir: Path) -> Dataset:
     full = load(name, data_dir, cache_dir, Embedder())
     if name == "sst2":
         return Dataset("sst2-val", full.pool, {"validation": full.evals["validation"]})
-    # MR: hold out a fixed 20% of the training part; the MR test split is not used.
+    # MR, AG News: hold out a fixed 20% of the training part; the test split is not used.
     rows = np.random.default_rng(7).permutation(len(full.pool.y))
     cut = int(0.8 * len(rows))
 
     def part(idx: np.ndarray) -> Part:
         return Part([full.pool.texts[i] for i in idx], full.pool.y[idx], full.pool.X[idx])
 
-    return Dataset("mr-train", part(rows[:cut]), {"validation": part(rows[cut:])})
+    return Dataset(f"{name}-train", part(rows[:cut]), {"validation": part(rows[cut:])})
 
 
 def main() -> None:
@@ -66,11 +72,12 @@ def main() -> None:
     parser.add_argument("--budget", type=int, default=300)
     parser.add_argument("--settings", default=",".join(SETTINGS))
     parser.add_argument("--append", action="store_true", help="add to the existing CSV")
+    parser.add_argument("--datasets", default="sst2,mr,agnews")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
     data_dir = Path(os.environ.get("DATA_DIR", al.ROOT.parent / "shared" / "data"))
     cache_dir = Path(os.environ.get("CACHE_DIR", al.default_cache()))
-    for name in ("sst2", "mr"):
+    for name in args.datasets.split(","):
         d = tuning_data(name, data_dir, cache_dir)
         al.DATA[d.name] = d
     jobs = []
@@ -93,8 +100,12 @@ def main() -> None:
                 )
     for seed in range(args.seeds):  # reference points: the strongest simple baselines
         for dataset in al.DATA:
-            for strategy in ("random", "entropy"):
-                jobs.append(Job(dataset, strategy, "logreg", seed, args.budget))
+            for strategy, model in (
+                ("random", "logreg"),
+                ("entropy", "logreg"),
+                ("entropy", "logregcv"),
+            ):
+                jobs.append(Job(dataset, strategy, model, seed, args.budget))
     rows = al.run_all(jobs, args.jobs)
     path = al.ROOT / "bench" / "out" / "bench-al-tune.csv"
     if args.append and path.exists():

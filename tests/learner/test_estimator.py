@@ -92,6 +92,7 @@ def test_get_params_and_set_params_round_trip():
         "n_gates": 5,
         "depth": 3,
         "radius": 2.0,
+        "delta": 0.01,
         "bias": False,
         "projection": "pca",
         "n_components": 3,

@@ -93,7 +93,9 @@ def _assert_same_state(a: LearnerState, b: LearnerState) -> None:
 
 
 def test_bytes_round_trip_keeps_every_array_and_field_including_conflicts(seed):
-    state, E, idx, y = _labeled_state(seed, LearnerConfig(n_gates=N_GATES, seed=seed))
+    # Hard cuts (delta = 0), so that the contradiction below is a conflict.
+    config = LearnerConfig(n_gates=N_GATES, seed=seed, delta=0.0)
+    state, E, idx, y = _labeled_state(seed, config)
     state = with_labels(state, E[idx], y[idx])
     # The same item with the other label: a conflict the centre must name and exclude.
     state = with_labels(state, E[idx[:1]], 1 - y[idx[:1]])
@@ -199,7 +201,8 @@ def test_same_config_seed_gives_the_same_gates_and_another_seed_different_ones(
 
 @pytest.mark.parametrize(("task", "n_classes"), [(Task.BINARY, 2), (Task.MULTICLASS, 3)])
 def test_centre_and_convex_networks_predict_every_separable_training_label(seed, task, n_classes):
-    config = LearnerConfig(task=task, n_classes=n_classes, n_gates=N_GATES, seed=seed)
+    # Hard cuts: the centre then agrees with every label (soft cuts may give some up).
+    config = LearnerConfig(task=task, n_classes=n_classes, n_gates=N_GATES, seed=seed, delta=0.0)
     state, E, idx, y = _labeled_state(seed, config, n_labels=40)
     state, result = recenter(with_labels(state, E[idx], y[idx]))
     assert result.status is CenterStatus.OPTIMAL
