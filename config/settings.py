@@ -182,6 +182,8 @@ CARVE_LEASE_SECONDS = envint("LEASE_SECONDS", 600)
 # Items the learner ranks ahead after each update (a diverse batch, so concurrent annotators
 # get different informative items).
 CARVE_QUEUE_LENGTH = envint("QUEUE_LENGTH", 50)
+# Suspect labels (the learner's centre disagrees with them, most wrong first) sent to review.
+CARVE_REVIEW_SUSPECTS = envint("REVIEW_SUSPECTS", 50)
 
 # --- Embeddings ---------------------------------------------------------------------------------
 

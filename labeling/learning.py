@@ -129,15 +129,22 @@ def consensus(campaign: Campaign) -> Training:
 
 
 def review_items(campaign: Campaign) -> list[int]:
-    """Items a manager should look at: annotators disagree, or the learner found their labels
-    contradictory (its last conflict groups), and no decision was made since."""
+    """Items a manager should look at, and no decision was made since: annotators disagree;
+    the learner found their labels contradictory (its last conflict groups, hard cuts); or
+    its centre gets their label wrong (its suspects, most wrong first, at most
+    ``CARVE_REVIEW_SUSPECTS``; docs/learner.md "Suspect labels")."""
     training = consensus(campaign)
     snapshot = LearnerSnapshot.objects.filter(campaign=campaign).first()
     conflicted = {pk for group in (snapshot.conflicts if snapshot else []) for pk in group}
     decided = set(
         Decision.objects.filter(item__campaign=campaign).values_list("item_id", flat=True)
     )
-    out = list(training.disagreements) + sorted(conflicted - decided)
+    suspects = [pk for pk in (snapshot.suspects if snapshot else []) if pk not in decided]
+    out = (
+        list(training.disagreements)
+        + sorted(conflicted - decided)
+        + suspects[: settings.CARVE_REVIEW_SUSPECTS]
+    )
     return list(dict.fromkeys(out))
 
 
@@ -250,6 +257,7 @@ def update_learner(campaign_id: int) -> UpdateOutcome:
         "training": training.rows,
         "queue": queue,
         "conflicts": conflicts,
+        "suspects": [index_to_item[i] for i in (result.suspects if result else ())],
         "center_status": result.status.value if result else "",
         "message": result.message if result else "No labels yet: items are served in pool order.",
         "solver": result.solver if result else "",

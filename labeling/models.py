@@ -379,6 +379,8 @@ class LearnerSnapshot(models.Model):
     training = models.JSONField(default=list)
     queue = models.JSONField(default=list)  # item ids, most informative first
     conflicts = models.JSONField(default=list)  # groups of item ids that cannot all be right
+    # Labeled item ids the (soft) centre gets wrong, most wrong first: the labels to review.
+    suspects = models.JSONField(default=list)
     center_status = models.CharField(max_length=40, blank=True)
     message = models.TextField(blank=True)
     solver = models.CharField(max_length=200, blank=True)

@@ -256,7 +256,8 @@ def label(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 @never_cache
 @login_required
 def review(request: HttpRequest, pk: int) -> HttpResponse:
-    """Items whose labels disagree or contradict each other; the manager decides each."""
+    """Items whose labels disagree, contradict each other or look wrong to the learner; the
+    manager decides each."""
     campaign = permissions.get_campaign(request.user, pk, manage=True)
     form = DecisionForm(request.POST or None, labels=campaign.labels)
     if request.method == "POST":

@@ -9,6 +9,7 @@ which is what the platform does.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -39,7 +40,11 @@ class CVLogisticRegression(LogisticRegression):
         folds = int(min(5, counts[counts > 0].min())) if len(counts[counts > 0]) > 1 else 0
         self.C = 1.0
         if folds >= 2:
-            search = LogisticRegressionCV(Cs=list(CV_GRID), cv=folds, max_iter=1000).fit(X, y)
+            with warnings.catch_warnings():
+                # scikit-learn 1.8 announces a change of LogisticRegressionCV's attributes.
+                warnings.simplefilter("ignore", FutureWarning)
+                search = LogisticRegressionCV(Cs=list(CV_GRID), cv=folds, max_iter=1000)
+                search.fit(X, y)
             self.C = float(np.atleast_1d(search.C_)[0])
         return super().fit(X, y, sample_weight)
 

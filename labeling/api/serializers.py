@@ -256,6 +256,11 @@ class LearnerDiagnosticsSerializer(serializers.Serializer):  # type: ignore[type
         child=serializers.ListField(child=serializers.IntegerField()),
         help_text="Groups of labeled item ids that no network can all fit.",
     )
+    suspects = serializers.ListField(
+        child=serializers.IntegerField(),
+        help_text="Labeled item ids whose label the learner's centre gets wrong, most wrong "
+        "first (sent to review).",
+    )
     updated_at = serializers.DateTimeField()
 
 

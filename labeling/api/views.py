@@ -280,6 +280,7 @@ class CampaignViewSet(
                         "error",
                         "queue",
                         "conflicts",
+                        "suspects",
                         "updated_at",
                     )
                 },

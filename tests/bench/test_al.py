@@ -122,6 +122,7 @@ TINY = Dataset("tiny", blobs(150, 0), {"test": blobs(80, 1)})
 @pytest.mark.parametrize(
     ("strategy", "model"),
     [(s, m) for s in BASELINE_STRATEGIES for m in ("logreg", "mlp")]
+    + [(s, "logregcv") for s in ("entropy", "breaking_ties")]
     + [(s, "carve") for s in CARVE_STRATEGIES],
 )
 def test_every_strategy_runs_the_protocol(strategy: str, model: str) -> None:
@@ -133,6 +134,33 @@ def test_every_strategy_runs_the_protocol(strategy: str, model: str) -> None:
     assert np.isnan(rows[-1]["query_s"]) and not np.isnan(rows[0]["query_s"])
     if strategy in ("random", "carve"):
         assert rows[-1]["accuracy"] >= 0.8, "separable blobs: 24 labels must do better than this"
+
+
+def test_cv_logistic_regression_chooses_c_on_the_labels() -> None:
+    from bench.al.models import CV_GRID, CVLogisticRegression
+
+    part = blobs(60, 4)
+    model = CVLogisticRegression(max_iter=1000).fit(part.X, part.y)
+    assert model.C in CV_GRID
+    assert np.mean(model.predict(part.X) == part.y) >= 0.9
+    one_each = CVLogisticRegression().fit(part.X[:2], np.array([0, 1]))
+    assert one_each.C == 1.0  # a class with one label: no folds, C stays 1
+
+
+def blobs3(n: int, seed: int) -> Part:
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, n)
+    centres = np.array([[2.0, 0, 0, 0], [0, 2.0, 0, 0], [0, 0, 2.0, 0]])
+    X = centres[y] + rng.normal(size=(n, 4)) * 0.5
+    return Part([f"t{i}" for i in range(n)], y.astype(np.int64), X.astype(np.float32))
+
+
+@pytest.mark.parametrize(("strategy", "model"), [("carve", "carve"), ("entropy", "logregcv")])
+def test_a_multi_class_dataset_runs_the_protocol(strategy: str, model: str) -> None:
+    data = Dataset("tiny3", blobs3(150, 0), {"test": blobs3(90, 1)})
+    rows = run(Job("tiny3", strategy, model, seed=1, budget=27, step=6), data)
+    assert [r["labels"] for r in rows] == [9, 15, 21, 27]  # 3 per class to start
+    assert rows[-1]["accuracy"] >= 0.8
 
 
 def test_carve_model_adds_only_new_labels_and_the_run_is_reproducible() -> None:

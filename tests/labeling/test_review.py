@@ -80,6 +80,25 @@ def test_items_in_the_learners_conflict_groups_are_listed(
     assert learning.review_items(campaign) == [a.pk]
 
 
+def test_suspect_labels_follow_conflicts_in_rank_order_capped_and_leave_when_decided(
+    campaign: Campaign, manager: Any, annotator: Any, settings: Any
+) -> None:
+    import_file(campaign, campaign.created_by, b"text\none\ntwo\nthree\nfour\n", "d.csv")
+    a, b, c, d = Item.objects.order_by("position")
+    for item in (a, b, c, d):
+        annotation.submit_label(item, annotator, "positive")
+    LearnerSnapshot.objects.create(
+        campaign=campaign, conflicts=[[d.pk]], suspects=[c.pk, a.pk, b.pk], state=b""
+    )
+    settings.CARVE_REVIEW_SUSPECTS = 2
+    assert learning.review_items(campaign) == [d.pk, c.pk, a.pk]
+    learning.decide(c, manager, "negative")
+    assert learning.review_items(campaign) == [d.pk, a.pk, b.pk]
+    page = _client(manager).get(_url(campaign))
+    assert page.status_code == 200
+    assert f'id="review-{b.pk}"' in page.content.decode()
+
+
 @pytest.mark.parametrize(
     "form", [{"item": "ITEM", "value": "great"}, {"item": 999_999, "value": "positive"}, {}]
 )
