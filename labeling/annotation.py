@@ -1,4 +1,4 @@
-"""Serving items to annotators and storing their labels (issue 5's core, DESIGN §3).
+"""Serving items to annotators and storing their labels (docs/platform.md, "The labeling loop").
 
 - :func:`next_assignment` gives an annotator their current lease, or claims a new item: the
   learner's ranked queue first, then the rest in pool order; a share of gold items is mixed

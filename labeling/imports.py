@@ -4,7 +4,8 @@ The file is stored on an :class:`~labeling.models.ImportJob` row, so any worker 
 (the web and worker machines share only the database). The same checks as the upload page
 run (:func:`labeling.services.parse_file`), and the import is all-or-nothing.
 
-Exactly once (STYLE 14): a run claims the row with one conditional UPDATE that bumps
+Exactly once (docs/platform.md, "The REST API"): a run claims the row with one conditional UPDATE
+that bumps
 ``attempt`` (QUEUED, or RUNNING for longer than the task's hard time limit: its process died;
 an import has no progress heartbeat, so a younger run may still be working).
 The items and the DONE status are then written in one transaction that first locks the row

@@ -3,7 +3,8 @@
 The task in :mod:`labeling.tasks` is a thin shell around :func:`run_embedding_job`, so tests
 call the body directly and the integration tests run it through a real worker.
 
-Claiming (DESIGN §3, STYLE 14): a job is taken with one conditional UPDATE that matches only
+Claiming (docs/platform.md, "Embedding jobs"): a job is taken with one conditional UPDATE that
+matches only
 a QUEUED row, or a RUNNING row whose heartbeat is older than ``CARVE_JOB_STALE_SECONDS`` (its
 worker died), and increments ``attempt``. Each later write is conditional on that attempt, so
 a worker that was presumed dead and comes back finds zero rows updated and stops. A file lock

@@ -1,4 +1,4 @@
-"""The one bridge between the database and :mod:`learner` (DESIGN §1).
+"""The one bridge between the database and :mod:`learner` (docs/platform.md, "The labeling loop").
 
 :func:`update_learner` turns a campaign's rows into arrays (embeddings from the campaign's
 cache, consensus labels as class indices), brings the stored learner up to date, recentres

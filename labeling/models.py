@@ -367,7 +367,8 @@ class Decision(models.Model):
 
 class LearnerSnapshot(models.Model):
     """The campaign's learner after its last update: a cache, rebuilt from the labels when
-    missing or stale (DESIGN §3), and the ranked queue of items to serve next."""
+    missing or stale (docs/platform.md, "The labeling loop"), and the ranked queue of items to
+    serve next."""
 
     campaign = models.OneToOneField(Campaign, on_delete=models.CASCADE, related_name="learner")
     # Campaign.label_version this snapshot reflects; an older run never overwrites a newer one.

@@ -1,4 +1,4 @@
-"""Operations on campaigns that views, API and tasks share (DESIGN §1: views stay short)."""
+"""Operations on campaigns that views, API and tasks share (views stay short)."""
 
 from __future__ import annotations
 

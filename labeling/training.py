@@ -1,10 +1,10 @@
 """Model versions: fit the final model on all labels, measure it, store it numbered.
 
-Two candidates (DESIGN §2): the convex group-lasso fit mapped to a ReLU network, and the raw
-analytic centre as a network. The one with the better accuracy on held-out gold items (gold
-items that no annotator label trained) is stored as the version's network; without gold to
-compare on, the centre is kept (as accurate as the convex fit on the real-data benchmark and
-~20x cheaper; docs/benchmarks.md). Both scores are kept in ``metrics``.
+Two candidates (docs/learner.md, "Final model"): the convex group-lasso fit mapped to a ReLU
+network, and the raw analytic centre as a network. The one with the better accuracy on
+held-out gold items (gold items that no annotator label trained) is stored as the version's
+network; without gold to compare on, the centre is kept (as accurate as the convex fit on
+the real-data benchmark and ~20x cheaper; docs/benchmarks.md). Both scores are kept in ``metrics``.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Structured log-barrier of a version space, with a Newton solver that never builds A.
 
-Notation (DESIGN §2). A point theta holds K' x 2 x P blocks theta_{k,s,i} in R^r (s = 0 for
+Notation (docs/learner.md, "Model"). A point theta holds K' x 2 x P blocks theta_{k,s,i} in R^r (s
+= 0 for
 u, s = 1 for v), stored as an array of shape (K', 2, P, r); J = 2 P K' blocks, G = P K' gate
 groups (k, i). The labeled features in the current basis are F (L x r). With
 Z = F theta^T (L x J):
@@ -11,7 +12,7 @@ Z = F theta^T (L x J):
 
 and the barrier is  phi = -sum log p - sum log t - log s_b.          (analytic centre, eq. AC)
 
-Its Hessian is block-diagonal plus low rank (DESIGN §2, "what makes it fast"):
+Its Hessian is block-diagonal plus low rank (docs/learner.md, "Analytic centre"):
 
     H = blockdiag_j(B_j) + A^T A + beta beta^T,
     B_j   = F^T diag(1 / p_{:,j}^2) F + c I,      c = 2 / s_b           (pattern rows + ball)
@@ -80,7 +81,7 @@ def span_basis(X: Array, rtol: float = 1e-10) -> Array | None:
 
     The analytic centre lies blockwise in this span (the ball is rotation-invariant and every
     other constraint only sees X theta_j), so when rank(X) < d the problem is solved in r
-    coordinates per block: the "kernel path" of DESIGN §2.
+    coordinates per block: the "span path" of docs/learner.md, "Analytic centre".
 
     Parameters
     ----------

@@ -17,7 +17,7 @@ class Task(enum.Enum):
     """What a label is.
 
     BINARY: class 0 or 1; one network, f(x) > 0 means class 1.
-    MULTICLASS: class 0..K-1; one network per class sharing the gates (DESIGN §2).
+    MULTICLASS: class 0..K-1; one network per class sharing the gates (docs/learner.md, "Model").
     REGRESSION: a real target y; a label adds the two cuts |f(x) - y| <= epsilon.
     """
 

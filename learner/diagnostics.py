@@ -1,4 +1,4 @@
-"""Convergence diagnostics that are measured, not promised (DESIGN §2, last paragraphs).
+"""Convergence diagnostics that are measured, not promised (docs/learner.md, "Diagnostics").
 
 - ``n_cuts``: half-spaces of the active labels (label cuts plus pattern rows).
 - ``log_volume``: -1/2 log det H at the centre, H the barrier Hessian in the full space R^n

@@ -1,7 +1,7 @@
 """Feature map and gates: everything that turns a raw embedding into gate patterns.
 
-An embedding e in R^D is mapped to x = [proj(e), 1] in R^d (DESIGN §2: "append a constant 1
-for a bias"), where proj is the identity or a linear map fitted on the pool. The P gates
+An embedding e in R^D is mapped to x = [proj(e), 1] in R^d (docs/learner.md, "Model"; the
+constant 1 is the bias), where proj is the identity or a linear map fitted on the pool. The P gates
 h_1..h_P in R^d are drawn once per campaign and stored; the gate pattern of x is
 D_i(x) = 1[h_i^T x >= 0]. Deeper networks also store the upper layers of the random network
 whose patterns gate them (:mod:`learner.lift`).

@@ -1,4 +1,5 @@
-"""The cutting-plane active-learning loop (DESIGN §2, steps 1-3), kept apart from its pieces.
+"""The cutting-plane active-learning loop (docs/learner.md: centre, queries, diagnostics), kept
+apart from its pieces.
 
 The oracle turns queried items into labels (an annotator, or known labels in a benchmark);
 :mod:`learner.version_space` turns labels into cuts; :mod:`learner.center` recentres the

@@ -9,7 +9,8 @@ equals the two-layer ReLU network
     g_k(x; theta) = sum_i relu(x^T u_ki) - relu(x^T v_ki)
 
 because the pattern rows force sign(x^T u_ki) = sign(x^T v_ki) = 2 D_i(x) - 1 there
-(DESIGN §2; Pilanci & Ergen 2020). Written in the usual form, hidden unit u/sqrt(||u||) has
+(docs/learner.md, "Final model"; Pilanci & Ergen 2020). Written in the usual form, hidden unit
+u/sqrt(||u||) has
 output weight +sqrt(||u||) and v/sqrt(||v||) has -sqrt(||v||); relu is positively homogeneous,
 so relu(x^T u/sqrt(||u||)) sqrt(||u||) = relu(x^T u).
 

@@ -1,4 +1,4 @@
-"""Query selection: which pool items to label next (DESIGN §2, step 2).
+"""Query selection: which pool items to label next (docs/learner.md, "Queries").
 
 Labeling x adds the cut f(x; theta) = 0 (for either label: the two labels give the same
 hyperplane with opposite signs). The paper's rule queries the item whose cut passes closest to

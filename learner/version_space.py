@@ -2,7 +2,8 @@
 
 theta = (theta_k) for k = 1..K' networks; theta_k = (u_ki, v_ki), i = 1..P, each in R^d.
 We store the labeled features X_L, their gate patterns and their labels, never a dense
-constraint matrix (DESIGN §2). The constraints they stand for, per labeled x with pattern D:
+constraint matrix (docs/learner.md, "Model"). The constraints they stand for, per labeled x with
+pattern D:
 
 - pattern consistency (2 P K' rows): (2 D_i(x) - 1) x^T u_ki >= 0 and the same for v_ki;
 - label cuts, with f_k(x) = sum_i D_i(x) x^T (u_ki - v_ki):

@@ -50,5 +50,5 @@ def test_the_image_copies_every_runtime_directory() -> None:
 
 
 def test_platform_is_not_a_python_package() -> None:
-    # A package named `platform` would shadow the standard library module (DESIGN §1).
+    # A package named `platform` would shadow the standard library module.
     assert not (REPO_ROOT / "platform" / "__init__.py").exists()

@@ -113,7 +113,7 @@ class CarveModel:
     config : learner.LearnerConfig
     served : {"center", "convex", "logreg"}
         Which model answers: the analytic centre itself, the convex group-lasso fit on the
-        labels (DESIGN §2 "Final model"), or (a diagnostic that separates the queries' value
+        labels (docs/learner.md, "Final model"), or (a diagnostic that separates the queries' value
         from the model's) logistic regression on the labels Carve chose.
     query : dict, optional
         Keyword arguments of :func:`learner.query` (``diversity``, ``strategy``).

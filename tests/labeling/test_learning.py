@@ -85,7 +85,7 @@ def test_new_labels_extend_the_state_and_an_undo_rebuilds_it(
     annotation.undo_last(campaign, annotator)
     shrunk = learning.update_learner(campaign.pk).snapshot
     assert (shrunk.rebuilt, shrunk.n_labels) == (True, 11)
-    # The rebuilt state is the one the labels alone give (DESIGN §3).
+    # The rebuilt state is the one the labels alone give (docs/learner.md, "State").
     labels = [r[0] for r in shrunk.training]
     rows = [items.index(Item.objects.get(pk=pk)) for pk in labels]
     fresh, _ = learner.rebuild(learning.learner_config(campaign, E.shape[1]), E, E[rows], y[rows])

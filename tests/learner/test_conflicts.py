@@ -1,4 +1,5 @@
-"""Noisy labels (DESIGN §2): conflicts are named, set aside, and the rest is still centred."""
+"""Noisy labels (docs/learner.md, "Noisy labels"): conflicts are named, set aside, and the rest is
+still centred."""
 
 from __future__ import annotations
 
@@ -177,7 +178,7 @@ def test_random_labels_give_irreducible_conflicts_and_a_finite_point_without_rai
 def test_noisy_teacher_labels_are_set_aside_and_the_rest_is_centred(seed):
     # The teacher's own labels are jointly consistent, so every group that cannot all be right
     # contains a flipped label, and excluding at most one group per flip leaves an interior:
-    # the learner must end centred on the rest (DESIGN §2, "keep working on the rest").
+    # the learner must end centred on the rest (docs/learner.md, "Noisy labels").
     teacher, vs, flipped = _noisy_teacher(seed)
     assert min_normalised_slack(teacher.vs, teacher.theta) > 1e-6  # clean labels have room
 
