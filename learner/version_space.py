@@ -179,23 +179,26 @@ class VersionSpace:
         """Whether the classification cuts have an offset (a noise-tolerant version space)."""
         return self.delta > 0 and self.task is not Task.REGRESSION
 
+    def hard_label_cuts(self) -> LabelCuts:
+        """The label cuts without their soft offsets or the D3 rows (cached)."""
+        cached = self._cuts.get("hard")
+        if cached is None:
+            cached = build_label_cuts(
+                self.output_coef(), self.y, self.task, self.n_classes, self.epsilon
+            )
+            self._cuts["hard"] = cached
+        return cached
+
     def label_cuts(self) -> LabelCuts:
         """Coefficients of all label cuts (cached; the object is immutable)."""
         cached = self._cuts.get("all")
         if cached is None:
-            if not self.upper_weights:
-                cached = build_label_cuts(
-                    self.patterns, self.y, self.task, self.n_classes, self.epsilon
-                )
-            else:
-                rows = lifted_rows(self.layer_bits)
-                cached = build_label_cuts(
-                    rows.output, self.y, self.task, self.n_classes, self.epsilon
-                )
+            cached = self.hard_label_cuts()
             if self.soft:
                 cached = soften(cached, self.X, self.delta * self.radius)
             if self.upper_weights:
-                cached = with_structural_rows(cached, rows.structural, self.n_outputs)
+                structural = lifted_rows(self.layer_bits).structural
+                cached = with_structural_rows(cached, structural, self.n_outputs)
             self._cuts["all"] = cached
         return cached
 
@@ -206,13 +209,15 @@ class VersionSpace:
         ----------
         theta : ndarray of shape (K', 2, n_gates, n_features)
         """
-        c = (
-            self.patterns.astype(np.float64)
-            if not self.upper_weights
-            else lifted_output(self.layer_bits)
-        )
         Z = np.einsum("nd,kgd->nkg", self.X, theta[:, 0] - theta[:, 1])
-        return np.einsum("ng,nkg->nk", c, Z)
+        return np.einsum("ng,nkg->nk", self.output_coef(), Z)
+
+    def output_coef(self) -> NDArray[np.float64]:
+        """The coefficient of x^T (u_g - v_g) in f at every labeled point, shape (n_labels, G):
+        D(x) at depth 2, c(x) of eq. D1 deeper."""
+        if not self.upper_weights:
+            return self.patterns.astype(np.float64)
+        return lifted_output(self.layer_bits)
 
     def margins(self, theta: NDArray[np.float64]) -> NDArray[np.float64]:
         """Signed distance from ``theta`` to each label's hard cut, divided by R; shape
@@ -220,20 +225,14 @@ class VersionSpace:
         k != y. Negative means the network gets the label wrong. Regression: the smaller
         slack of the two epsilon cuts over ||a||.
         """
-        cuts = build_label_cuts(
-            self.gate_patterns if not self.upper_weights else lifted_output(self.layer_bits),
-            self.y,
-            self.task,
-            self.n_classes,
-            self.epsilon,
-        )
-        C = cuts.per_label
-        Xr = np.repeat(self.X, C, axis=0)
-        Z = np.einsum("qd,kgd->qkg", Xr, theta[:, 0] - theta[:, 1])
-        values = np.einsum("qkg,qkg->q", cuts.coef, Z) + cuts.offset
-        norms = np.linalg.norm(Xr, axis=1) * np.sqrt(2.0 * np.sum(cuts.coef**2, axis=(1, 2)))
+        cuts = self.hard_label_cuts()
+        L, C = self.n_labels, cuts.per_label
+        Z = np.einsum("nd,kgd->nkg", self.X, theta[:, 0] - theta[:, 1])
+        coef = cuts.coef.reshape(L, C, *cuts.coef.shape[1:])
+        values = np.einsum("nckg,nkg->nc", coef, Z) + cuts.offset.reshape(L, C)
+        norms = cut_norms(cuts, self.X).reshape(L, C)
         dist = values / np.maximum(norms, np.finfo(np.float64).tiny) / self.radius
-        return dist.reshape(self.n_labels, C).min(axis=1) if self.n_labels else dist
+        return dist.min(axis=1)
 
     def subset(self, index: NDArray[np.intp]) -> VersionSpace:
         """The version space of the labels ``index`` only."""
@@ -304,10 +303,19 @@ def soften(cuts: LabelCuts, X: NDArray[np.float64], margin: float) -> LabelCuts:
     margin : float
         delta R.
     """
-    C = cuts.per_label
-    x_norm = np.repeat(np.linalg.norm(X, axis=1), C)
-    row_norm = x_norm * np.sqrt(2.0 * np.sum(cuts.coef**2, axis=(1, 2)))
-    return replace(cuts, offset=cuts.offset + margin * row_norm)
+    return replace(cuts, offset=cuts.offset + margin * cut_norms(cuts, X))
+
+
+def cut_norms(cuts: LabelCuts, X: NDArray[np.float64]) -> NDArray[np.float64]:
+    """``||a_q|| = ||x|| sqrt(2 sum_{k,g} coef[q, k, g]^2)`` for every cut, shape (n_cuts,).
+
+    Parameters
+    ----------
+    cuts : LabelCuts with coef of shape (n_labels * C, K', G) (no D3 rows)
+    X : ndarray of shape (n_labels, n_features)
+    """
+    x_norm = np.repeat(np.linalg.norm(X, axis=1), cuts.per_label)
+    return x_norm * np.sqrt(2.0 * np.sum(cuts.coef**2, axis=(1, 2)))
 
 
 def with_structural_rows(cuts: LabelCuts, structural: NDArray[np.float64], K: int) -> LabelCuts:
