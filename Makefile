@@ -81,10 +81,10 @@ bench-curve: $(STAMP) ## labels to 98% on two spirals: Carve queries vs random s
 bench-loop: $(STAMP) system-deps ## 20 simulated annotators over HTTP, 1,000 labels: latency, duplicates, lag
 	$(BIN)/python -m bench.loop
 
-bench-al: $(STAMP) ## real data (SST-2, MR, IMDB): Carve vs AL baselines; QUICK=1 for a 15-min run
+bench-al: $(STAMP) ## real data (SST-2, MR, IMDB, AG News): Carve vs AL baselines; QUICK=1 for a short run
 	DATA_DIR=$(DATA_DIR) CACHE_DIR=$(CACHE_DIR) $(BIN)/python -m bench.al $(if $(filter 1 yes true,$(QUICK)),--quick)
 
-bench-al-tune: $(STAMP) ## Carve's settings on the tuning splits (SST-2 validation, MR train part)
+bench-al-tune: $(STAMP) ## Carve's settings on the tuning splits (SST-2 validation, MR and AG News train parts)
 	DATA_DIR=$(DATA_DIR) CACHE_DIR=$(CACHE_DIR) $(BIN)/python -m bench.al.tune
 
 clean: ## remove the virtualenv and caches

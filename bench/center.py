@@ -10,7 +10,10 @@ run each; SCS gets eps 1e-6 and a time limit equal to Clarabel's time, since it 
     speedup L=500: <x>
     max objective gap: <g>    max over L of |phi_ours - phi_cvxpy| / |phi_cvxpy| (Clarabel)
 
-Then ours alone at L in {2000, 5000}: cold, and warm (the centre of the first L labels is the
+The same comparison runs on the soft version space (docs/learner.md, "Soft version space":
+delta = ``learner.config.DEFAULT_DELTA``) of the same points with 15% of the labels flipped,
+which is what the platform solves (lines ``soft speedup L=...``). Then ours alone at
+L in {2000, 5000}, hard and soft: cold, and warm (the centre of the first L labels is the
 start after one more label is added). Then depth 3 and 4 (the learner's default gates per
 layer) at L in {100, 500}, cold and warm, next to depth 2 on the same points (and Clarabel at
 L = 100). Figures go to bench/out/center.csv.
@@ -30,7 +33,7 @@ import numpy as np  # noqa: E402
 
 import learner  # noqa: E402
 from learner.center import CenterResult, analytic_center  # noqa: E402
-from learner.config import Task  # noqa: E402
+from learner.config import DEFAULT_DELTA, Task  # noqa: E402
 from learner.reference import reference_center  # noqa: E402
 from learner.version_space import VersionSpace, add_labels, empty_version_space  # noqa: E402
 
@@ -38,11 +41,19 @@ D = 64
 P = 32
 
 
-def teacher_version_space(n_labels: int, seed: int = 0, depth: int = 2) -> VersionSpace:
+#: Share of labels flipped in the soft problems (noisy labels, as on real data).
+FLIP = 0.15
+
+
+def teacher_version_space(
+    n_labels: int, seed: int = 0, depth: int = 2, soft: bool = False
+) -> VersionSpace:
     """Labels of a random 16-unit ReLU network on random unit vectors (plus a bias 1).
 
     ``depth`` 3 or 4 uses the learner's default gates per layer for that depth (drawn by
-    :func:`learner.sample_gates`, bias unit included) on the same points and labels.
+    :func:`learner.sample_gates`, bias unit included) on the same points and labels. ``soft``
+    flips :data:`FLIP` of the labels (a seeded choice) and softens the cuts by the default
+    delta.
     """
     rng = np.random.default_rng(seed)
     gates = rng.standard_normal((P, D + 1))
@@ -52,13 +63,20 @@ def teacher_version_space(n_labels: int, seed: int = 0, depth: int = 2) -> Versi
     w2 = rng.standard_normal(16)
     score = np.maximum(X @ W1.T, 0.0) @ w2
     y = (score > np.median(score)).astype(float)
+    delta = 0.0
+    if soft:
+        flip = np.random.default_rng(seed + 2).random(n_labels) < FLIP
+        y = np.where(flip, 1.0 - y, y)
+        delta = DEFAULT_DELTA
     if depth == 2:
-        vs = empty_version_space(gates, Task.BINARY, 2, 1.0, 0.1)
+        vs = empty_version_space(gates, Task.BINARY, 2, 1.0, 0.1, delta=delta)
         return add_labels(vs, X, y)
     config = learner.LearnerConfig(depth=depth, seed=seed)
     fm = learner.FeatureMap(mean=np.zeros(D), components=None, bias=True)
     deep = learner.sample_gates(config, fm, np.random.default_rng(seed + 1))
-    vs = empty_version_space(deep.weights, Task.BINARY, 2, 1.0, 0.1, upper_weights=deep.upper)
+    vs = empty_version_space(
+        deep.weights, Task.BINARY, 2, 1.0, 0.1, upper_weights=deep.upper, delta=delta
+    )
     return add_labels(vs, X, y)
 
 
@@ -82,8 +100,9 @@ def describe(result: CenterResult) -> str:
     )
 
 
-def compare(n_labels: int, rows: list[dict]) -> tuple[float, float]:
-    vs = teacher_version_space(n_labels)
+def compare(n_labels: int, rows: list[dict], soft: bool = False) -> tuple[float, float]:
+    vs = teacher_version_space(n_labels, soft=soft)
+    kind = "soft" if soft else "hard"
     ours, t_ours = timed_centre(vs)
     clarabel = reference_center(vs, cp.CLARABEL)
     scs = reference_center(
@@ -99,7 +118,7 @@ def compare(n_labels: int, rows: list[dict]) -> tuple[float, float]:
     bound = ours.decrement**2 / 2 / abs(ours.objective)
     speedup = fastest.seconds / t_ours
     print(
-        f"L={n_labels}: ours {t_ours:.3f} s ({describe(ours)}); "
+        f"{kind} L={n_labels}: ours {t_ours:.3f} s ({describe(ours)}); "
         f"Clarabel {clarabel.seconds:.1f} s ({clarabel.status}); "
         f"SCS {scs.seconds:.1f} s ({scs.status}); relative objective gap {signed:+.1e} "
         f"(+: Clarabel's point is less central; ours is within {bound:.0e} of the optimum "
@@ -109,6 +128,7 @@ def compare(n_labels: int, rows: list[dict]) -> tuple[float, float]:
         rows.append(
             {
                 "labels": n_labels,
+                "cuts": kind,
                 "solver": name,
                 "start": "cold",
                 "seconds": res.seconds,
@@ -119,6 +139,7 @@ def compare(n_labels: int, rows: list[dict]) -> tuple[float, float]:
     rows.append(
         {
             "labels": n_labels,
+            "cuts": kind,
             "solver": "carve",
             "start": "cold",
             "seconds": t_ours,
@@ -129,17 +150,20 @@ def compare(n_labels: int, rows: list[dict]) -> tuple[float, float]:
     return speedup, gap
 
 
-def alone(n_labels: int, rows: list[dict]) -> None:
-    vs = teacher_version_space(n_labels + 1)
+def alone(n_labels: int, rows: list[dict], soft: bool = False) -> float:
+    """Cold and warm centre at ``n_labels``; returns the warm time."""
+    vs = teacher_version_space(n_labels + 1, soft=soft)
+    kind = "soft" if soft else "hard"
     first = vs.subset(np.arange(n_labels))
     cold, t_cold = timed_centre(first, repeats=1)
     warm, t_warm = timed_centre(vs, start=cold.x, repeats=3)
-    print(f"L={n_labels}: cold {t_cold:.2f} s ({describe(cold)})")
-    print(f"L={n_labels}: warm {t_warm:.2f} s after one new label ({describe(warm)})")
+    print(f"{kind} L={n_labels}: cold {t_cold:.2f} s ({describe(cold)})")
+    print(f"{kind} L={n_labels}: warm {t_warm:.2f} s after one new label ({describe(warm)})")
     for start, t, res in (("cold", t_cold, cold), ("warm", t_warm, warm)):
         rows.append(
             {
                 "labels": n_labels,
+                "cuts": kind,
                 "solver": "carve",
                 "start": start,
                 "seconds": t,
@@ -147,6 +171,7 @@ def alone(n_labels: int, rows: list[dict]) -> None:
                 "status": res.status.value,
             }
         )
+    return t_warm
 
 
 def deeper(n_labels: int, depth: int, rows: list[dict], with_cvxpy: bool) -> float:
@@ -200,23 +225,29 @@ def main() -> None:
     args = parser.parse_args()
     print(f"# {machine()}, BLAS threads={THREADS}; d={D}+bias, P={P}")
     rows: list[dict] = []
-    speedups: dict[int, float] = {}
-    gaps = []
-    for n in (100,) if args.quick else (100, 500):
-        speedups[n], gap = compare(n, rows)
-        gaps.append(gap)
+    speedups: dict[tuple[str, int], float] = {}
+    gaps: dict[str, list[float]] = {"hard": [], "soft": []}
+    warm: dict[tuple[str, int], float] = {}
+    for kind in ("hard", "soft"):
+        for n in (100,) if args.quick else (100, 500):
+            speedups[(kind, n)], gap = compare(n, rows, soft=kind == "soft")
+            gaps[kind].append(gap)
     if not args.quick:
-        for n in (2000, 5000):
-            alone(n, rows)
+        for kind in ("hard", "soft"):
+            for n in (2000, 5000):
+                warm[(kind, n)] = alone(n, rows, soft=kind == "soft")
     ratios = {}
     for depth in (3,) if args.quick else (3, 4):
         for n in (100,) if args.quick else (100, 500):
             ratios[(depth, n)] = deeper(n, depth, rows, with_cvxpy=n == 100)
     path = write_csv("center.csv", rows)
     print(f"figures written to {path}")
-    for n, s in speedups.items():
-        print(f"speedup L={n}: {s:.0f}x")
-    print(f"max objective gap: {max(gaps):.1e}")
+    for (kind, n), s in speedups.items():
+        print(f"{'' if kind == 'hard' else 'soft '}speedup L={n}: {s:.0f}x")
+    for kind, g in gaps.items():
+        print(f"{'' if kind == 'hard' else 'soft '}max objective gap: {max(g):.1e}")
+    for (kind, n), t in warm.items():
+        print(f"{kind} warm recentre L={n}: {t:.2f} s")
     for (depth, n), ratio in ratios.items():
         print(f"depth {depth} / depth 2 cold time L={n}: {ratio:.1f}x")
 

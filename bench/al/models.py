@@ -136,6 +136,8 @@ class CarveModel:
         self.state: learner.LearnerState | None = None
         self.net: learner.ReLUNetwork | None = None
         self.statuses: list[str] = []
+        #: The last recentre's suspect labels (indices into the labels given to ``fit``).
+        self.suspects: tuple[int, ...] = ()
 
     def start(self, X_pool: NDArray[Any]) -> None:
         self.state = learner.init_state(self.config, X_pool)
@@ -148,6 +150,7 @@ class CarveModel:
             self.state = learner.with_labels(self.state, X_lab[have:], y_lab[have:])
         self.state, result = learner.recenter(self.state)
         self.statuses.append(result.status.value)
+        self.suspects = result.suspects
         if self.served == "convex":
             self.net, _ = learner.fit_network(self.state)
         else:

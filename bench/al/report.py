@@ -32,18 +32,21 @@ def eval_split(rows: list[dict[str, Any]], dataset: str) -> str:
     )
 
 
-def verdict(rows: list[dict[str, Any]], min_budget: int = 50) -> tuple[list[str], int, int]:
-    """Per dataset and budget >= min_budget: Carve's mean test accuracy vs the best baseline."""
+def verdict(
+    rows: list[dict[str, Any]], min_budget: int = 50, row: str = CARVE
+) -> tuple[list[str], int, int]:
+    """Per dataset and budget >= min_budget: Carve's mean test accuracy (the strategy ``row``)
+    vs the best baseline."""
     lines, wins, cells = [], 0, 0
     for dataset in sorted({r["dataset"] for r in rows}):
         curves = _curves(rows, eval_split(rows, dataset))[dataset]
-        if CARVE not in curves:
+        if row not in curves:
             continue
-        baselines = [s for s in curves if not s.startswith(CARVE)]
-        for n in sorted(curves[CARVE]):
+        baselines = [s for s in curves if not s.startswith(CARVE) and not is_noisy(s)]
+        for n in sorted(curves[row]):
             if n < min_budget:
                 continue
-            carve = float(np.mean(curves[CARVE][n]))
+            carve = float(np.mean(curves[row][n]))
             best, name = max((float(np.mean(curves[s][n])), s) for s in baselines if n in curves[s])
             cells += 1
             wins += carve >= best
@@ -51,6 +54,94 @@ def verdict(rows: list[dict[str, Any]], min_budget: int = 50) -> tuple[list[str]
                 f"{dataset} budget={n}: carve={carve:.4f} best_baseline={best:.4f} ({name})"
             )
     return lines, wins, cells
+
+
+#: Carve rows the verdict is printed for: the shipped default and automatic delta.
+VERDICT_ROWS = (CARVE, "carve-soft-auto")
+
+
+def summary_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """``<row> wins <k> of <m> dataset-budget cells`` and the per-dataset mean differences, for
+    each row of :data:`VERDICT_ROWS` the run has."""
+    out = []
+    present = {r["strategy"] for r in rows}
+    for row in VERDICT_ROWS:
+        if row not in present:
+            continue
+        _, wins, cells = verdict(rows, row=row)
+        out.append(f"{row} wins {wins} of {cells} dataset-budget cells")
+        out.extend(mean_differences(rows, row=row))
+    return out
+
+
+def mean_differences(
+    rows: list[dict[str, Any]], min_budget: int = 50, row: str = CARVE
+) -> list[str]:
+    """Per dataset: the mean over budgets >= min_budget of ``row``'s accuracy minus the best
+    baseline's at each budget (mean of seeds), in percentage points."""
+    out = []
+    for dataset in sorted({r["dataset"] for r in rows}):
+        curves = _curves(rows, eval_split(rows, dataset))[dataset]
+        if row not in curves:
+            continue
+        baselines = [s for s in curves if not s.startswith(CARVE) and not is_noisy(s)]
+        diffs = [
+            float(np.mean(curves[row][n]))
+            - max(float(np.mean(curves[s][n])) for s in baselines if n in curves[s])
+            for n in sorted(curves[row])
+            if n >= min_budget and any(n in curves[s] for s in baselines)
+        ]
+        if diffs:
+            out.append(
+                f"{dataset}: {row} - best baseline, mean over {len(diffs)} budgets >= "
+                f"{min_budget}: {100 * np.mean(diffs):+.2f} pp"
+            )
+    return out
+
+
+def is_noisy(strategy: str) -> bool:
+    """Rows of the noisy-label runs (``...-flip<percent>``): not part of the verdict."""
+    return "-flip" in strategy
+
+
+def noise_section(rows: list[dict[str, Any]]) -> str:
+    """Noisy-label runs: accuracy (clean evaluation split) and Carve's suspect precision."""
+    noisy = [r for r in rows if is_noisy(r["strategy"])]
+    if not noisy:
+        return ""
+    out = [
+        "## Noisy labels\n",
+        "A share of the pool's labels changed to another class before the run (the same items "
+        "for every strategy of a seed); accuracy on the clean evaluation split, mean over "
+        "seeds. *Suspect precision*: the share of flipped labels among Carve's top-k suspects, "
+        'k = the number of flipped labels it was given (docs/learner.md, "Suspect '
+        'labels"); the base rate is the flip share.\n',
+    ]
+    for dataset in sorted({r["dataset"] for r in noisy}):
+        split = eval_split(rows, dataset)
+        curves = _curves(rows, split)[dataset]
+        names = sorted(s for s in curves if is_noisy(s) or s in ("carve", "entropy-logreg"))
+        budgets = [b for b in TABLE_BUDGETS if b >= 50 and any(b in curves[s] for s in names)]
+        out.append(f"**{dataset}** ({split})\n")
+        out.append(
+            "| strategy | " + " | ".join(str(b) for b in budgets) + " | suspect precision (last) |"
+        )
+        out.append("|---|" + "---:|" * (len(budgets) + 1))
+        for s in names:
+            accs = [f"{np.mean(curves[s][b]):.3f}" if b in curves[s] else "–" for b in budgets]
+            last = max(curves[s])
+            prec = [
+                float(r["suspect_precision"])
+                for r in noisy
+                if r["strategy"] == s
+                and r["split"] == split
+                and int(r["labels"]) == last
+                and not math.isnan(float(r["suspect_precision"]))
+            ]
+            p = f"{np.mean(prec):.2f}" if prec else "–"
+            out.append(f"| {s} | " + " | ".join(accs) + f" | {p} |")
+        out.append("")
+    return "\n".join(out)
 
 
 def labels_to_reach(acc_by_n: dict[int, list[float]], target: float) -> int | None:
@@ -76,7 +167,11 @@ def plot(
         curves = _curves(rows, split)[dataset]
         fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), sharey=True)
         for ax, model in zip(axes, ("logreg", "mlp"), strict=True):
-            names = [s for s in sorted(curves) if s.endswith(model) or s.startswith(CARVE)]
+            names = [
+                s
+                for s in sorted(curves)
+                if (s.endswith(model) or s.startswith(CARVE)) and not is_noisy(s)
+            ]
             for s in names:
                 ns = sorted(curves[s])
                 mean = np.array([np.mean(curves[s][n]) for n in ns])
@@ -140,6 +235,8 @@ def markdown(
             out.append("| strategy | " + " | ".join(str(b) for b in budgets) + " |")
             out.append("|---|" + "---:|" * len(budgets))
             for s in sorted(curves, key=lambda s: (not s.startswith(CARVE), s)):
+                if is_noisy(s):
+                    continue  # in the noisy-label section
                 cells_txt = []
                 for b in budgets:
                     acc = curves[s].get(b, [])
@@ -168,10 +265,11 @@ def markdown(
             out.append(f"| {s} | {reach[0]} | {reach[1]} | {_fmt(mean_t)} | {_fmt(last_t)} |")
         out.append("")
         out.append(f"![{dataset} learning curves]({image_prefix}-{dataset}.svg)\n")
+    out.append(noise_section(rows))
     out.append(extra)
     out.append("## Verdict lines\n\n```")
     out.extend(lines)
-    out.append(f"carve wins {wins} of {cells} dataset-budget cells")
+    out.extend(summary_lines(rows))
     out.append("```\n")
     return "\n".join(out)
 
@@ -207,7 +305,8 @@ def header(quick: bool, meta: dict[str, Any]) -> str:
     cfg = learner.LearnerConfig.recommended(384)
     settings = (
         f"`LearnerConfig.recommended(384)` (P={cfg.n_gates}, {cfg.projection.value} to "
-        f"{cfg.n_components} dimensions, {cfg.gate_init.value} gates, R={cfg.radius:g})"
+        f"{cfg.n_components} dimensions, {cfg.gate_init.value} gates, R={cfg.radius:g}, "
+        f"delta={cfg.delta:g})"
     )
     cut = f" (each part cut to {scale:.0%} in this quick run)" if scale < 1 else ""
     return f"""# Real-data active-learning benchmark
@@ -217,14 +316,18 @@ BLAS thread per process, {meta["jobs"]} processes, {meta["minutes"]} min in all.
 
 Protocol: embeddings from `{meta["model"]}` (384-d, normalised). SST-2: pool of 10,000 train
 items, scored on validation and test; MR: fixed 80/20 split; IMDB: 5,000 train reviews as the
-pool, 5,000 test reviews{cut}.
-Start from 10 labels (5 per class, random), then batches of 10 up to {budget}; {seeds} seeds;
-every label counts. Baseline strategies run with logistic regression (`-logreg`, C=1) and a
+pool, 5,000 test reviews; AG News (4 topic classes): train (5,700) as the pool, test
+(1,900){cut}.
+Start from 5 labels per class (random), then batches of 10 up to {budget}; {seeds} seeds;
+every label counts. Baseline strategies run with logistic regression (`-logreg`, C=1; `-logregcv`,
+C chosen by stratified 5-fold cross-validation on the labels every round) and a
 one-hidden-layer ReLU MLP trained from gradients by L-BFGS (`-mlp`, 64 units); random, entropy,
 breaking ties, core-set, k-means and CAL are small-text's, BADGE is ours (see
-`bench/al/strategies.py`). `carve` is Carve's learner with {settings}: the analytic centre
-answers and its distance rule picks the batch; `carve_extremes` is the same learner with the
-reference code's rule (most positive and most negative centre predictions). Ceilings: the
+`bench/al/strategies.py`). `carve` is Carve's learner with {settings}: the analytic centre of
+the soft version space (docs/learner.md, "Soft version space") answers and its distance rule
+picks the batch; `carve-hard` is the same with hard cuts (delta = 0), `carve-soft-auto` with
+delta cross-validated per run (`auto_delta`); `carve_extremes` is the reference code's rule
+(most positive and most negative centre predictions; binary only). Ceilings: the
 baseline models trained on the whole pool.
 """
 

@@ -31,6 +31,7 @@ class Job:
     settings: dict[str, Any] = field(default_factory=dict)  # carve: config and query overrides
     served: str = "center"
     label: str = ""  # row name in tables; defaults to strategy[-model]
+    flip: float = 0.0  # share of pool labels changed to another class before the run
 
     @property
     def name(self) -> str:
@@ -62,18 +63,45 @@ def make_model(job: Job, n_raw: int, n_classes: int = 2) -> Baseline | CarveMode
     return Baseline(job.model, job.seed, n_classes)
 
 
+def flipped_labels(
+    y: np.ndarray, share: float, seed: int, n_classes: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The pool labels with ``share`` of them changed to a random other class (a seeded choice,
+    the same for every strategy of a seed), and the mask of changed items."""
+    rng = np.random.default_rng([seed, 4242])
+    mask = np.zeros(len(y), dtype=bool)
+    mask[rng.choice(len(y), int(round(share * len(y))), replace=False)] = True
+    noisy = y.copy()
+    noisy[mask] = (y[mask] + rng.integers(1, n_classes, int(mask.sum()))) % n_classes
+    return noisy, mask
+
+
+def suspect_precision(model: Baseline | CarveModel, flipped: np.ndarray) -> float:
+    """Share of flipped labels among the top-k suspects, k = number of flipped labels given
+    (``flipped`` is the mask over the labeled items, in the order they were given); nan when
+    the model names no suspects or no label was flipped."""
+    if not isinstance(model, CarveModel) or not flipped.any() or not model.suspects:
+        return float("nan")
+    top = np.asarray(model.suspects[: int(flipped.sum())], dtype=np.intp)
+    return float(flipped[top].mean())
+
+
 def accuracy(model: Baseline | CarveModel, part: Part) -> float:
     return float(np.mean(model.proba(part.X).argmax(axis=1) == part.y))
 
 
 def run(job: Job, data: Dataset) -> list[dict[str, Any]]:
-    """Rows ``{dataset, strategy, seed, labels, split, accuracy, fit_s, query_s}`` per budget."""
+    """Rows ``{dataset, strategy, seed, labels, split, accuracy, fit_s, query_s, flipped,
+    suspect_precision}`` per budget (the last two for runs with flipped labels)."""
     if (job.model == "carve") != (job.strategy in CARVE_STRATEGIES):
         raise ValueError(f"strategy {job.strategy} does not go with model {job.model}")
     rng = np.random.default_rng(job.seed)
     np.random.seed(job.seed)  # small-text's random sampling and k-means use the global generator
     X, y = data.pool.X, data.pool.y
     n_classes = int(y.max()) + 1
+    flips = np.zeros(len(y), dtype=bool)
+    if job.flip:
+        y, flips = flipped_labels(y, job.flip, job.seed, n_classes)  # the evals stay clean
     labeled = initial_labels(y, job.step // 2, rng)
     model = make_model(job, X.shape[1], n_classes)
     if isinstance(model, CarveModel):
@@ -100,6 +128,8 @@ def run(job: Job, data: Dataset) -> list[dict[str, Any]]:
                     "accuracy": round(accuracy(model, part), 5),
                     "fit_s": round(fit_s, 4),
                     "query_s": round(query_s, 4),
+                    "flipped": int(flips[labeled].sum()),
+                    "suspect_precision": round(suspect_precision(model, flips[labeled]), 4),
                 }
             )
         if len(labeled) >= job.budget:

@@ -163,6 +163,30 @@ def test_a_multi_class_dataset_runs_the_protocol(strategy: str, model: str) -> N
     assert rows[-1]["accuracy"] >= 0.8
 
 
+def test_flipped_labels_are_seeded_and_change_the_class() -> None:
+    from bench.al.run import flipped_labels
+
+    y = np.arange(200) % 3
+    noisy, mask = flipped_labels(y, 0.15, seed=1, n_classes=3)
+    assert mask.sum() == 30 and np.all(noisy[mask] != y[mask]) and np.all(noisy[~mask] == y[~mask])
+    again, mask2 = flipped_labels(y, 0.15, seed=1, n_classes=3)
+    assert np.array_equal(again, noisy) and np.array_equal(mask, mask2)
+
+
+def test_a_noisy_carve_run_reports_how_many_flips_it_was_given_and_its_suspect_precision() -> None:
+    job = Job(
+        "tiny", "carve", "carve", seed=3, budget=120, step=30, label="carve-flip15", flip=0.15
+    )
+    rows = run(job, TINY)
+    last = rows[-1]
+    assert last["strategy"] == "carve-flip15" and last["labels"] == 120
+    assert 5 <= last["flipped"] <= 35  # ~15% of 120
+    # Separable blobs: the flipped labels are what the soft centre gets wrong.
+    assert last["suspect_precision"] >= 0.5
+    clean = run(Job("tiny", "entropy", "logreg", seed=3, budget=60, step=30), TINY)
+    assert clean[-1]["flipped"] == 0 and np.isnan(clean[-1]["suspect_precision"])
+
+
 def test_carve_model_adds_only_new_labels_and_the_run_is_reproducible() -> None:
     job = Job("tiny", "carve", "carve", seed=2, budget=18, step=6)
     first = [(r["labels"], r["accuracy"]) for r in run(job, TINY)]
@@ -208,6 +232,13 @@ def test_verdict_counts_cells_against_the_best_baseline() -> None:
     )
     lines, wins, cells = report.verdict(rows)
     assert (wins, cells) == (1, 2)
+    # Noisy-label rows are no baselines; the mean difference is over the verdict's budgets.
+    noisy = rows + rows_for("entropy-logreg-flip15", {50: [0.95, 0.95], 60: [0.95, 0.95]})
+    assert report.verdict(noisy)[1:] == (1, 2)
+    assert report.mean_differences(rows) == [
+        "d: carve - best baseline, mean over 2 budgets >= 50: -2.00 pp"
+    ]
+    assert report.summary_lines(rows)[0] == "carve wins 1 of 2 dataset-budget cells"
     assert lines == [
         "d budget=50: carve=0.8000 best_baseline=0.7900 (entropy-mlp)",
         "d budget=60: carve=0.8000 best_baseline=0.8500 (random-logreg)",
@@ -272,3 +303,13 @@ def test_publish_writes_report_and_plots_from_the_csv_files(
     assert "## tiny" in doc and "| random-logreg |" in doc and "cut to 30%" in doc
     for ext in ("png", "svg"):
         assert (tmp_path / f"bench-al-quick-tiny.{ext}").stat().st_size > 1000
+
+
+def test_the_noise_section_lists_the_flip_rows_with_their_suspect_precision() -> None:
+    rows = rows_for("carve", {50: [0.8, 0.8]}) + rows_for("carve-flip15", {50: [0.7, 0.74]})
+    for r in rows:
+        r["suspect_precision"] = 0.6 if r["strategy"] == "carve-flip15" else float("nan")
+    text = report.noise_section(rows)
+    assert "| carve-flip15 | 0.720 | 0.60 |" in text
+    assert "| carve | 0.800 | – |" in text
+    assert report.noise_section(rows_for("carve", {50: [0.8]})) == ""
