@@ -162,6 +162,7 @@ def select_batch(
     features: Any = None,
     diversity: float = 1.0,
     pool_factor: int = 10,
+    explore: float = 0.0,
 ) -> QueryResult:
     """Pick k distinct items with low scores that are unlike each other.
 
@@ -172,7 +173,10 @@ def select_batch(
         rank(x) / n_candidates + diversity * max_{s picked} cos(x, s)^+
 
     so concurrent annotators get informative items that do not cut the same region twice.
-    ``diversity = 0`` (or no ``features``) is plain top-k.
+    ``diversity = 0`` (or no ``features``) is plain top-k. With ``explore`` > 0, a share
+    ``round(explore * k)`` of the batch is instead drawn uniformly from the other selectable
+    items (an exploration share: labels away from the decision boundary, which uncertainty
+    sampling alone never asks for; their scores are reported as they are).
 
     Parameters
     ----------
@@ -193,6 +197,8 @@ def select_batch(
         raise ValueError(f"k must be an integer >= 1, got {k!r}")
     if not diversity >= 0:
         raise ValueError(f"diversity must be >= 0, got {diversity}")
+    if not 0 <= explore <= 1:
+        raise ValueError(f"explore must be in [0, 1], got {explore}")
     scores = np.asarray(scores)
     ok = np.isfinite(scores)
     if exclude is not None:
@@ -206,6 +212,25 @@ def select_batch(
     if available.size == 0:
         raise PoolExhaustedError("no selectable pool item is left")
     k = min(k, available.size)
+    n_random = int(round(explore * k))
+    if n_random:
+        informed = (
+            select_batch(
+                scores,
+                k - n_random,
+                rng,
+                exclude=exclude,
+                features=features,
+                diversity=diversity,
+                pool_factor=pool_factor,
+            ).indices
+            if k > n_random
+            else np.zeros(0, dtype=np.intp)
+        )
+        rest = np.setdiff1d(available, informed)
+        drawn = rng.choice(rest, n_random, replace=False)
+        chosen = np.concatenate([informed, drawn]).astype(np.intp)
+        return QueryResult(chosen, scores[chosen].astype(np.float32))
     n_cand = min(available.size, max(pool_factor * k, 50))
     # Random tie-breaking: shuffle first, then a stable partial sort.
     shuffled = available[rng.permutation(available.size)]

@@ -30,7 +30,8 @@ class ReferenceResult:
     status : str
         cvxpy's status string.
     objective : float
-        Our barrier value (eq. AC) at ``x``, for a like-for-like comparison; inf if infeasible.
+        Our barrier value (eq. AC) at ``x``, for a like-for-like comparison; inf if infeasible
+        or if ``x`` leaves a slack non-positive.
     solver : str
     seconds : float
         Wall time of ``problem.solve`` including cvxpy's compilation.
@@ -92,5 +93,7 @@ def reference_center(
     if theta.value is None or status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE):
         return ReferenceResult(np.zeros((K, 2, P, d)), status, float("inf"), solver, seconds)
     x = np.asarray(theta.value).T.reshape(K, 2, P, d)
-    bar = Barrier(vs, None)
-    return ReferenceResult(x, status, Barrier.value(bar.slacks(x)), solver, seconds)
+    sl = Barrier(vs, None).slacks(x)
+    # A point outside the barrier's domain (an inaccurate solve): no finite objective.
+    objective = Barrier.value(sl) if sl.positive() else float("inf")
+    return ReferenceResult(x, status, objective, solver, seconds)

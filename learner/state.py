@@ -328,6 +328,7 @@ def query(
     strategy: QueryStrategy | str = QueryStrategy.DISTANCE,
     diversity: float = 1.0,
     n_samples: int = 16,
+    explore: float = 0.0,
 ) -> QueryResult:
     """The k most informative, mutually diverse pool items (see :mod:`learner.query`).
 
@@ -364,6 +365,7 @@ def query(
         exclude=exclude,
         features=lambda idx: state.feature_map.transform(np.asarray(E_pool)[idx]),
         diversity=diversity,
+        explore=explore,
     )
 
 

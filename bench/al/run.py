@@ -47,7 +47,7 @@ def initial_labels(y: np.ndarray, per_class: int, rng: np.random.Generator) -> n
 
 
 #: Job.settings keys that set learner.query's arguments instead of the LearnerConfig.
-QUERY_KEYS = {"diversity": "diversity", "query_strategy": "strategy"}
+QUERY_KEYS = {"diversity": "diversity", "query_strategy": "strategy", "explore": "explore"}
 
 
 def make_model(job: Job, n_raw: int, n_classes: int = 2) -> Baseline | CarveModel:

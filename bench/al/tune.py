@@ -31,6 +31,8 @@ SETTINGS: dict[str, tuple[dict[str, object], str]] = {
     "soft auto-delta": ({"auto_delta": True}, "center"),
     "soft delta=0.0025": ({"delta": 0.0025}, "center"),
     "soft delta=0.01": ({"delta": 0.01}, "center"),
+    "soft explore=0.2": ({"explore": 0.2}, "center"),
+    "soft diversity=2": ({"diversity": 2.0}, "center"),
     "P32 raw384": ({"projection": "none", "n_components": None}, "center"),
     "P32 pca32": ({"projection": "pca", "n_components": 32}, "center"),
     "P32 pca64": ({"projection": "pca", "n_components": 64}, "center"),
@@ -73,6 +75,11 @@ def main() -> None:
     parser.add_argument("--settings", default=",".join(SETTINGS))
     parser.add_argument("--append", action="store_true", help="add to the existing CSV")
     parser.add_argument("--datasets", default="sst2,mr,agnews")
+    parser.add_argument(
+        "--no-baselines",
+        action="store_true",
+        help="skip the reference baselines (keep those of the existing CSV with --append)",
+    )
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
     data_dir = Path(os.environ.get("DATA_DIR", al.ROOT.parent / "shared" / "data"))
@@ -98,7 +105,7 @@ def main() -> None:
                         label,
                     )
                 )
-    for seed in range(args.seeds):  # reference points: the strongest simple baselines
+    for seed in range(0 if args.no_baselines else args.seeds):  # reference points
         for dataset in al.DATA:
             for strategy, model in (
                 ("random", "logreg"),

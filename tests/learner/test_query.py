@@ -258,3 +258,19 @@ def test_state_query_returns_distinct_unlabeled_items_for_every_task(seed, task,
         assert np.all(batch.scores <= 0) and batch.scores.min() < 0
     again = query(state, E_pool, k=5, rng=seed, exclude=exclude)
     np.testing.assert_array_equal(batch.indices, again.indices)
+
+
+def test_an_exploration_share_of_the_batch_is_drawn_from_the_rest_of_the_pool():
+    rng = np.random.default_rng(0)
+    scores = np.arange(1000, dtype=float)  # item i has the i-th best score
+    exclude = np.zeros(1000, dtype=bool)
+    exclude[:3] = True
+    picked = select_batch(scores, 10, rng, exclude=exclude, explore=0.3)
+    idx = picked.indices
+    assert len(set(idx.tolist())) == 10 and not exclude[idx].any()
+    np.testing.assert_array_equal(idx[:7], np.arange(3, 10))  # the 7 best selectable items
+    assert np.all(idx[7:] >= 10)  # 3 drawn from the rest
+    again = select_batch(scores, 10, np.random.default_rng(0), exclude=exclude, explore=0.3)
+    np.testing.assert_array_equal(again.indices, idx)  # seeded
+    with pytest.raises(ValueError, match="explore"):
+        select_batch(scores, 10, rng, explore=1.5)
