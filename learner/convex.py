@@ -77,6 +77,8 @@ class ConvexFitResult:
     objective : float
     seconds : float
     n_labels : int
+    beta : float
+        The group-lasso weight of this fit.
     """
 
     theta: Array
@@ -85,6 +87,7 @@ class ConvexFitResult:
     objective: float
     seconds: float
     n_labels: int
+    beta: float = float("nan")
 
 
 def convex_fit(
@@ -173,6 +176,7 @@ def convex_fit(
                 objective=float(problem.value),
                 seconds=time.perf_counter() - start,
                 n_labels=L,
+                beta=float(beta),
             )
         failures.append(f"{solver}: status {problem.status}")
         warnings.warn(

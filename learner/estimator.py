@@ -57,6 +57,9 @@ class CuttingPlaneClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[mi
     final_model : {"convex", "center"}, default="convex"
     loss : {"hinge", "squared"}, default="hinge"
     beta : float, default=1e-3
+        Group-lasso weight of the convex fit: a near hard-margin fit for arbitrary features
+        (the platform's :func:`learner.fit_network` default, 0.02, was validated on sentence
+        embeddings only; docs/learner.md, "Final model").
     tol : float, default=1e-9
     max_iter : int, default=200
     random_state : int, RandomState instance or None, default=None
@@ -84,7 +87,7 @@ class CuttingPlaneClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[mi
         gate_init: str = "gaussian",
         final_model: str = "convex",
         loss: str = "hinge",
-        beta: float = 1e-3,
+        beta: float = 1e-3,  # not DEFAULT_BETA: see the docstring
         tol: float = 1e-9,
         max_iter: int = 200,
         random_state: Any = None,

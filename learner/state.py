@@ -426,22 +426,46 @@ def center_network(state: LearnerState) -> ReLUNetwork:
     )
 
 
+#: Default group-lasso weight of :func:`fit_network` (docs/learner.md, "Final model").
+DEFAULT_BETA = 0.02
+
+#: A fit is refitted with beta / 4 (at most this many times) when it collapsed.
+_COLLAPSE_RETRIES = 3
+
+
 def fit_network(
     state: LearnerState,
     *,
     loss: Loss | str | None = None,
-    beta: float = 1e-3,
+    beta: float = DEFAULT_BETA,
 ) -> tuple[ReLUNetwork, ConvexFitResult]:
     """Final model: the convex fit on all labels, as a ReLU network.
 
-    ``loss`` defaults to hinge for classification and squared for regression.
+    ``loss`` defaults to hinge for classification and squared for regression. A
+    classification fit that collapsed (its training accuracy is no better than always
+    answering the most common label, which a too-large ``beta`` does) is refitted with
+    ``beta / 4``, at most three times; ``ConvexFitResult.beta`` says which beta was kept.
     """
     cfg = state.config
     chosen = (
         loss if loss is not None else (Loss.SQUARED if cfg.task is Task.REGRESSION else Loss.HINGE)
     )
-    fit = convex_fit(state.version_space, loss=chosen, beta=beta)
+    vs = state.version_space
+    fit = convex_fit(vs, loss=chosen, beta=beta)
+    if cfg.task is not Task.REGRESSION and vs.n_labels:
+        majority = float(np.bincount(vs.y.astype(np.intp)).max()) / vs.n_labels
+        for _ in range(_COLLAPSE_RETRIES):
+            if fit.beta <= 0 or _training_accuracy(vs, fit.theta) > majority:
+                break
+            fit = convex_fit(vs, loss=chosen, beta=fit.beta / 4)
     net = network_from_theta(
         fit.theta, state.feature_map, cfg.task, cfg.n_classes, sizes=state.gates.sizes
     )
     return net, fit
+
+
+def _training_accuracy(vs: VersionSpace, theta: NDArray[np.float64]) -> float:
+    """Share of the labels the gated model ``theta`` predicts (classification)."""
+    f = vs.decision(theta)
+    pred = (f[:, 0] > 0) if vs.task is Task.BINARY else np.argmax(f, axis=1)
+    return float(np.mean(pred.astype(np.float64) == vs.y))

@@ -150,3 +150,22 @@ def test_unknown_loss_is_rejected():
 
     with pytest.raises(ValueError, match="absolute"):
         convex_fit(teacher.vs, loss="absolute")
+
+
+def test_fit_network_refits_a_collapsed_fit_with_a_smaller_beta():
+    import learner
+
+    rng = np.random.default_rng(0)
+    E = rng.standard_normal((120, 5))
+    y = (E[:, 0] + 0.3 * E[:, 1] > 0).astype(int)
+    state = learner.init_state(learner.LearnerConfig(n_gates=6, seed=0), E)
+    state = learner.with_labels(state, E[:60], y[:60])
+    # beta = 5 zeroes every weight: a constant answer, no better than the majority label.
+    collapsed = learner.convex_fit(state.version_space, beta=5.0)
+    assert np.abs(collapsed.theta).max() < 1e-6
+    net, fit = learner.fit_network(state, beta=5.0)
+    assert fit.beta < 5.0
+    majority = max(np.mean(y[:60]), 1 - np.mean(y[:60]))
+    assert np.mean(net.predict(E[:60]) == y[:60]) > majority
+    _, default = learner.fit_network(state)
+    assert default.beta == learner.state.DEFAULT_BETA  # a sound fit keeps its beta
