@@ -163,6 +163,12 @@ def main() -> None:
         "add its rows to the last run's CSV (replacing earlier carve-depth3 rows)",
     )
     parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the last run's rows of the datasets not in --datasets (a full run made in "
+        "parts, e.g. one dataset at a time; the report says how long each part took)",
+    )
+    parser.add_argument(
         "--report-only",
         action="store_true",
         help="rewrite the report and plots from the last run's CSV files, running nothing",
@@ -207,6 +213,18 @@ def main() -> None:
     jobs = jobs_for(datasets, seeds, budget)
     jobs.sort(key=lambda j: (j.model != "carve", j.model != "mlp"))  # longest first
     rows = run_all(jobs, args.jobs)
+    minutes = round((time.perf_counter() - start) / 60, 1)
+    parts = {",".join(datasets): minutes}
+    if args.merge and (args.out / f"{stem}.csv").exists():
+        old_meta = json.loads((args.out / f"{stem}-meta.json").read_text())
+        if (old_meta["seeds"], old_meta["budget"]) != (seeds, budget):
+            raise SystemExit("--merge needs the same seeds and budget as the last run")
+        rows += [r for r in read_rows(args.out / f"{stem}.csv") if r["dataset"] not in datasets]
+        ceil_rows += [
+            c for c in read_rows(args.out / f"{stem}-ceilings.csv") if c["dataset"] not in datasets
+        ]
+        parts = {**old_meta.get("parts", {}), **parts}
+        minutes = round(sum(parts.values()), 1)
     write_rows(args.out / f"{stem}.csv", rows)
     write_rows(args.out / f"{stem}-ceilings.csv", ceil_rows)
     meta = {
@@ -215,7 +233,8 @@ def main() -> None:
         "scale": scale,
         "jobs": args.jobs,
         "model": args.model,
-        "minutes": round((time.perf_counter() - start) / 60, 1),
+        "minutes": minutes,
+        "parts": parts,
         "machine": machine(),
     }
     (args.out / f"{stem}-meta.json").write_text(json.dumps(meta, indent=1))
