@@ -27,10 +27,12 @@ def machine() -> str:
 
 
 def write_rows(path: Path, rows: list[dict[str, Any]]) -> Path:
-    """Rows (dicts with the same keys) as a CSV file with a header."""
+    """Rows as a CSV file with a header: every key of any row, in order of appearance (a
+    row without a key leaves its cell empty, e.g. older rows merged with newer ones)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    fields = list(dict.fromkeys(key for row in rows for key in row))
     with path.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(fh, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
     return path

@@ -130,14 +130,12 @@ def noise_section(rows: list[dict[str, Any]]) -> str:
         for s in names:
             accs = [f"{np.mean(curves[s][b]):.3f}" if b in curves[s] else "–" for b in budgets]
             last = max(curves[s])
-            prec = [
-                float(r["suspect_precision"])
+            given = [
+                float(r.get("suspect_precision") or "nan")
                 for r in noisy
-                if r["strategy"] == s
-                and r["split"] == split
-                and int(r["labels"]) == last
-                and not math.isnan(float(r["suspect_precision"]))
+                if r["strategy"] == s and r["split"] == split and int(r["labels"]) == last
             ]
+            prec = [p for p in given if not math.isnan(p)]
             p = f"{np.mean(prec):.2f}" if prec else "–"
             out.append(f"| {s} | " + " | ".join(accs) + f" | {p} |")
         out.append("")

@@ -313,3 +313,10 @@ def test_the_noise_section_lists_the_flip_rows_with_their_suspect_precision() ->
     assert "| carve-flip15 | 0.720 | 0.60 |" in text
     assert "| carve | 0.800 | – |" in text
     assert report.noise_section(rows_for("carve", {50: [0.8]})) == ""
+
+
+def test_rows_with_different_keys_are_written_with_every_column(tmp_path: Path) -> None:
+    from bench._common import read_rows, write_rows
+
+    path = write_rows(tmp_path / "r.csv", [{"a": 1}, {"a": 2, "b": 3}])
+    assert read_rows(path) == [{"a": "1", "b": ""}, {"a": "2", "b": "3"}]
