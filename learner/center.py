@@ -43,6 +43,7 @@ from learner._conflicts import (
 from learner._newton import _Lagged, _newton, _Objective
 from learner._options import CenterOptions
 from learner._phase1 import _cold_start, _Feasibility, _normalized, _phase1, _start_point
+from learner.config import Task
 from learner.version_space import VersionSpace
 
 __all__ = ["CenterOptions", "CenterResult", "CenterStatus", "analytic_center", "has_interior"]
@@ -173,7 +174,8 @@ def analytic_center(
         lag = _Lagged(n_factor=run.n_factor, n_cg=run.n_cg)
         ph1 = _phase1(bar, _start_point(bar, sub, theta_full), opts, lag)
         run.add(ph1.nit, lag, phase1=True)
-        if ph1.status is _Feasibility.UNKNOWN and (theta_full is not None or not sub.soft):
+        hard_classes = not sub.soft and sub.task is not Task.REGRESSION
+        if ph1.status is _Feasibility.UNKNOWN and (theta_full is not None or hard_classes):
             # Phase I broke down (a near-singular Newton system). Retry from a start that is
             # well inside every pattern row: the cold start for soft cuts (strictly feasible),
             # the centre of the slightly softened problem for hard ones.
@@ -246,12 +248,13 @@ _RESTART_DELTA = 1e-3
 def _recovery_start(bar: Barrier, sub: VersionSpace, opts: CenterOptions) -> Array:
     """A restart point for phase I, in ``bar``'s coordinates.
 
-    Soft cuts: the cold start, inside every row. Hard cuts: the analytic centre of the same
-    labels with soft cuts of delta = 1e-3 (eq. SV). That problem needs no phase I, and its
+    Soft cuts and regression: the cold start. Hard classification cuts: the analytic centre
+    of the same labels with soft cuts of delta = 1e-3 (eq. SV; it is soft, so this does not
+    recurse). That problem needs no phase I, and its
     centre keeps every pattern row well inside, so phase I only has to push the few label
     cuts it violates across (a cold start can begin a hair from a pattern row's boundary).
     """
-    if sub.soft:
+    if sub.soft or sub.task is Task.REGRESSION:
         return _cold_start(bar, sub)
     soft = analytic_center(replace(sub, delta=_RESTART_DELTA, _cuts={}), options=opts)
     if not soft.success:

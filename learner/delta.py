@@ -19,7 +19,6 @@ incremental campaign and a rebuild choose the same delta.
 from __future__ import annotations
 
 import enum
-import math
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -101,12 +100,10 @@ def checkpoint(n_labels: int) -> int:
     """
     if n_labels < MIN_CV_LABELS:
         return 0
-    j = math.floor(math.log(n_labels / MIN_CV_LABELS) / math.log(CV_GROWTH) + 1e-9)
-    m = int(MIN_CV_LABELS * CV_GROWTH**j)
-    while m > n_labels:  # guard against rounding
-        j -= 1
-        m = int(MIN_CV_LABELS * CV_GROWTH**j)
-    return m
+    j = 0
+    while int(MIN_CV_LABELS * CV_GROWTH ** (j + 1)) <= n_labels:
+        j += 1
+    return int(MIN_CV_LABELS * CV_GROWTH**j)
 
 
 def _folds(y: NDArray[np.float64], n_folds: int, rng: np.random.Generator) -> NDArray[np.intp]:

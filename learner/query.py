@@ -174,9 +174,10 @@ def select_batch(
 
     so concurrent annotators get informative items that do not cut the same region twice.
     ``diversity = 0`` (or no ``features``) is plain top-k. With ``explore`` > 0, a share
-    ``round(explore * k)`` of the batch is instead drawn uniformly from the other selectable
+    ``explore * k`` of the batch is instead drawn uniformly from the other selectable
     items (an exploration share: labels away from the decision boundary, which uncertainty
-    sampling alone never asks for; their scores are reported as they are).
+    sampling alone never asks for; their scores are reported as they are). A fractional
+    share is rounded up with probability equal to its fraction.
 
     Parameters
     ----------
@@ -212,7 +213,9 @@ def select_batch(
     if available.size == 0:
         raise PoolExhaustedError("no selectable pool item is left")
     k = min(k, available.size)
-    n_random = int(round(explore * k))
+    # Stochastic rounding: k = 1 with explore = 0.2 explores on one query in five.
+    whole = int(explore * k)
+    n_random = whole + int(explore * k - whole > 0 and rng.random() < explore * k - whole)
     if n_random:
         informed = (
             select_batch(

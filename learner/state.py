@@ -242,6 +242,11 @@ def with_labels(state: LearnerState, E_new: Any, y_new: Any) -> LearnerState:
     E_new = as_matrix(E_new, "E_new", n_features=state.feature_map.n_raw)
     X_new = state.feature_map.transform(E_new)
     vs = add_labels(state.version_space, X_new, y_new)
+    if state.config.task is not Task.REGRESSION:
+        # The level in force, ramped to the new label count (recenter re-chooses the level at
+        # an auto_delta checkpoint).
+        level = state.delta_level if state.delta_level >= 0 else state.config.delta
+        vs = replace(vs, delta=level * ramp(vs.n_labels), _cuts={})
     return replace(state, version_space=vs)
 
 
@@ -452,7 +457,7 @@ def fit_network(
     )
     vs = state.version_space
     fit = convex_fit(vs, loss=chosen, beta=beta)
-    if cfg.task is not Task.REGRESSION and vs.n_labels:
+    if cfg.task is not Task.REGRESSION and np.unique(vs.y).size > 1:
         majority = float(np.bincount(vs.y.astype(np.intp)).max()) / vs.n_labels
         for _ in range(_COLLAPSE_RETRIES):
             if fit.beta <= 0 or _training_accuracy(vs, fit.theta) > majority:

@@ -41,6 +41,9 @@ from learner.lift import (
     start_blocks,
 )
 
+#: Smallest delta that softens the cuts (10 times the default ``CenterOptions.margin_tol``).
+MIN_SOFT_DELTA = 1e-4
+
 
 @dataclass(frozen=True)
 class LabelCuts:
@@ -176,8 +179,13 @@ class VersionSpace:
 
     @property
     def soft(self) -> bool:
-        """Whether the classification cuts have an offset (a noise-tolerant version space)."""
-        return self.delta > 0 and self.task is not Task.REGRESSION
+        """Whether the classification cuts have an offset (a noise-tolerant version space).
+
+        A delta below :data:`MIN_SOFT_DELTA` counts as 0: so close to the solver's
+        ``margin_tol`` the offsets cannot keep contradicting labels apart, and the hard
+        version space's safeguards (conflicts, phase I) are the right ones.
+        """
+        return self.delta >= MIN_SOFT_DELTA and self.task is not Task.REGRESSION
 
     def hard_label_cuts(self) -> LabelCuts:
         """The label cuts without their soft offsets or the D3 rows (cached)."""

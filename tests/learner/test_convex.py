@@ -169,3 +169,14 @@ def test_fit_network_refits_a_collapsed_fit_with_a_smaller_beta():
     assert np.mean(net.predict(E[:60]) == y[:60]) > majority
     _, default = learner.fit_network(state)
     assert default.beta == learner.state.DEFAULT_BETA  # a sound fit keeps its beta
+
+
+def test_fit_network_keeps_its_beta_when_every_label_has_one_class():
+    import learner
+
+    rng = np.random.default_rng(1)
+    E = rng.standard_normal((30, 4))
+    state = learner.init_state(learner.LearnerConfig(n_gates=4, seed=0), E)
+    state = learner.with_labels(state, E[:10], np.ones(10, dtype=int))
+    _, fit = learner.fit_network(state)
+    assert fit.beta == learner.state.DEFAULT_BETA  # no pointless refits

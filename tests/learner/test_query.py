@@ -274,3 +274,9 @@ def test_an_exploration_share_of_the_batch_is_drawn_from_the_rest_of_the_pool():
     np.testing.assert_array_equal(again.indices, idx)  # seeded
     with pytest.raises(ValueError, match="explore"):
         select_batch(scores, 10, rng, explore=1.5)
+    # A fractional share is rounded up with probability equal to its fraction.
+    gen = np.random.default_rng(1)
+    explored = [
+        bool(select_batch(scores, 1, gen, explore=0.25).indices[0] != 0) for _ in range(400)
+    ]
+    assert 0.15 < np.mean(explored) < 0.35

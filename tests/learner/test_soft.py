@@ -137,6 +137,7 @@ def test_checkpoints_are_log_spaced_and_a_pure_function_of_the_count():
     assert checkpoint(20) == checkpoint(29) == 20
     assert checkpoint(30) == 30
     assert checkpoint(45) == checkpoint(66) == 45
+    assert checkpoint(67) == checkpoint(100) == 67 and checkpoint(101) == 101
     marks = sorted({checkpoint(n) for n in range(20, 2000)})
     ratios = np.diff(marks) / np.asarray(marks[:-1])
     assert np.all((ratios > 0.4) & (ratios < 0.6))
@@ -228,3 +229,33 @@ def test_cold_hard_recentres_that_broke_phase_one_on_sst2_now_centre():
         state = learner.with_labels(learner.init_state(cfg, X), X[idx], y[idx])
         _, result = learner.recenter(state)
         assert result.status is CenterStatus.OPTIMAL, (n_gates, seed, result.message)
+
+
+def test_a_regression_phase_one_breakdown_returns_instead_of_restarting_forever():
+    # Regression cuts are never soft: the restart through a softened problem must not apply
+    # (it used to recurse until RecursionError).
+    rng = np.random.default_rng(11)
+    E = rng.normal(size=(200, 8))
+    cfg = learner.LearnerConfig(task=Task.REGRESSION, n_gates=8)
+    state = learner.with_labels(learner.init_state(cfg, E), E[:40], E[:40, 0])
+    _, result = learner.recenter(state)
+    assert result.status is CenterStatus.NO_INTERIOR
+    assert result.phase1_nit <= 400  # one phase-I run, no restart
+    assert np.all(np.isfinite(result.x))
+
+
+def test_a_delta_too_small_to_matter_is_the_hard_version_space():
+    teacher = teacher_problem(0, 10, 5, 6)
+    tiny = soft(teacher.vs, 5e-5)
+    assert not tiny.soft and np.all(tiny.label_cuts().offset == 0)
+    assert soft(teacher.vs, 1e-4).soft
+
+
+def test_with_labels_keeps_the_ramped_delta_between_recentres():
+    rng = np.random.default_rng(0)
+    E = rng.standard_normal((100, 5))
+    state = learner.init_state(learner.LearnerConfig(seed=0, delta=0.01), E)
+    state = learner.with_labels(state, E[:40], (E[:40, 0] > 0).astype(int))
+    assert state.version_space.delta == pytest.approx(0.01 * 0.4)
+    state, _ = learner.recenter(state)
+    assert state.version_space.delta == pytest.approx(0.004)
