@@ -255,6 +255,8 @@ def markdown(
         out.append("| strategy | to 95% | to 98% | s/round (mean) | s/round (last) |")
         out.append("|---|---:|---:|---:|---:|")
         for s in sorted(curves, key=lambda s: (not s.startswith(CARVE), s)):
+            if is_noisy(s):
+                continue  # the noisy-label runs have their own section
             reach = []
             for frac in (0.95, 0.98):
                 n = labels_to_reach(curves[s], frac * best_ceiling)
