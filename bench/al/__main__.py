@@ -73,7 +73,8 @@ def jobs_for(datasets: list[str], seeds: int, budget: int) -> list[Job]:
             for strategy in CARVE_STRATEGIES:
                 if strategy == "carve_extremes" and dataset in MULTICLASS:
                     continue  # the reference rule is binary (most positive / most negative)
-                jobs.append(Job(dataset, strategy, "carve", seed, budget))
+                served = strategy == "carve"  # the default row compares the served models
+                jobs.append(Job(dataset, strategy, "carve", seed, budget, compare_served=served))
             for label, overrides in CARVE_VARIANTS:
                 jobs.append(
                     Job(dataset, "carve", "carve", seed, budget, settings=overrides, label=label)
@@ -169,6 +170,11 @@ def main() -> None:
         "parts, e.g. one dataset at a time; the report says how long each part took)",
     )
     parser.add_argument(
+        "--rows",
+        help="comma-separated row names: run only these rows on --datasets and put them in "
+        "place of the same rows of the last run (the other rows stay; the report says so)",
+    )
+    parser.add_argument(
         "--report-only",
         action="store_true",
         help="rewrite the report and plots from the last run's CSV files, running nothing",
@@ -211,6 +217,8 @@ def main() -> None:
         publish(args.out, stem, quick, kept + rows)
         return
     jobs = jobs_for(datasets, seeds, budget)
+    if args.rows:
+        return rerun_rows(args, stem, jobs, start, quick, ceil_rows)
     jobs.sort(key=lambda j: (j.model != "carve", j.model != "mlp"))  # longest first
     rows = run_all(jobs, args.jobs)
     minutes = round((time.perf_counter() - start) / 60, 1)
@@ -239,6 +247,47 @@ def main() -> None:
     }
     (args.out / f"{stem}-meta.json").write_text(json.dumps(meta, indent=1))
     publish(args.out, stem, quick, rows)
+
+
+def rerun_rows(
+    args: argparse.Namespace,
+    stem: str,
+    jobs: list[Job],
+    start: float,
+    quick: bool,
+    ceil_rows: list[dict[str, Any]],
+) -> None:
+    """``--rows``: run the named rows of ``jobs`` and replace them in the last run's CSV."""
+    names = {r.strip() for r in args.rows.split(",") if r.strip()}
+    unknown = names - {j.name for j in jobs}
+    if unknown:
+        raise SystemExit(f"--rows: no such row {', '.join(sorted(unknown))}")
+    old_meta = json.loads((args.out / f"{stem}-meta.json").read_text())
+    chosen = [j for j in jobs if j.name in names]
+    if (old_meta["seeds"], old_meta["budget"]) != (
+        max(j.seed for j in chosen) + 1,
+        chosen[0].budget,
+    ):
+        raise SystemExit("--rows needs the same seeds and budget as the last run")
+    rows = run_all(chosen, args.jobs)
+    datasets = {j.dataset for j in chosen}
+    kept = [
+        r
+        for r in read_rows(args.out / f"{stem}.csv")
+        if not (r["dataset"] in datasets and r["strategy"] in names)
+    ]
+    write_rows(args.out / f"{stem}.csv", kept + rows)
+    old_ceil = read_rows(args.out / f"{stem}-ceilings.csv")
+    write_rows(
+        args.out / f"{stem}-ceilings.csv",
+        [c for c in old_ceil if c["dataset"] not in datasets] + ceil_rows,
+    )
+    minutes = round((time.perf_counter() - start) / 60, 1)
+    key = f"{','.join(sorted(datasets))} rows {','.join(sorted(names))}"
+    old_meta["parts"] = {**old_meta.get("parts", {}), key: minutes}
+    old_meta["minutes"] = round(sum(old_meta["parts"].values()), 1)
+    (args.out / f"{stem}-meta.json").write_text(json.dumps(old_meta, indent=1))
+    publish(args.out, stem, quick, kept + rows)
 
 
 def publish(out: Path, stem: str, quick: bool, rows: list[dict[str, Any]]) -> None:

@@ -164,17 +164,46 @@ class CarveModel:
         assert self.net is not None, "call fit() first"
         if self.logreg is not None:
             return np.asarray(self.logreg.decision_function(X), dtype=np.float64)
-        f = np.asarray(self.net.decision_function(X), dtype=np.float64)
-        return f.reshape(len(X)) if f.size == len(X) else f.reshape(len(X), -1)
+        return _outputs(self.net, X)
+
+    def served_probas(self, parts: dict[str, NDArray[Any]]) -> dict[str, dict[str, Array]]:
+        """The centre, the convex fit on the same labels (:func:`learner.fit_network`) and
+        their ensemble, as class probabilities for each of ``parts`` (name -> X): each model's
+        outputs are divided by their standard deviation over the part (a temperature that
+        puts both on one scale; no label is used) and squashed as in :meth:`proba`, and the
+        ensemble averages the two. For the report's served-model comparison
+        (docs/learner.md, "Final model")."""
+        assert self.state is not None, "call fit() first"
+        nets = {
+            "centre": learner.center_network(self.state),
+            "convex": learner.fit_network(self.state)[0],
+        }
+        out = {}
+        for part, X in parts.items():
+            p = {name: _squash(_outputs(net, X)) for name, net in nets.items()}
+            p["ensemble"] = 0.5 * (p["centre"] + p["convex"])
+            out[part] = p
+        return out
 
     def proba(self, X: NDArray[Any]) -> Array:
         """A monotone squashing of the decision, for the shared accuracy code only (the
         argmax is the network's prediction; multi-class: a softmax of the K outputs)."""
-        f = self.decision(X)
-        if f.ndim == 2 and f.shape[1] > 1:
-            z = f / (np.std(f) + 1e-12)
-            z = np.exp(z - z.max(axis=1, keepdims=True))
-            return z / z.sum(axis=1, keepdims=True)
-        f = f.reshape(len(X))
-        p1 = 0.5 * (1.0 + np.tanh(f / (np.std(f) + 1e-12)))
-        return np.stack([1.0 - p1, p1], axis=1)
+        return _squash(self.decision(X))
+
+
+def _outputs(net: learner.ReLUNetwork, X: NDArray[Any]) -> Array:
+    """A network's decision values: shape (n,) for one output, (n, K) for K."""
+    f = np.asarray(net.decision_function(X), dtype=np.float64)
+    return f.reshape(len(X)) if f.size == len(X) else f.reshape(len(X), -1)
+
+
+def _squash(f: Array) -> Array:
+    """Probabilities of shape (n, K) from decisions scaled by their standard deviation:
+    a softmax of K outputs, or 0.5 (1 + tanh) of one."""
+    if f.ndim == 2 and f.shape[1] > 1:
+        z = f / (np.std(f) + 1e-12)
+        z = np.exp(z - z.max(axis=1, keepdims=True))
+        return z / z.sum(axis=1, keepdims=True)
+    f = f.reshape(len(f))
+    p1 = 0.5 * (1.0 + np.tanh(f / (np.std(f) + 1e-12)))
+    return np.stack([1.0 - p1, p1], axis=1)

@@ -142,6 +142,35 @@ def noise_section(rows: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+SERVED = ("centre", "convex", "ensemble")
+
+
+def served_section(rows: list[dict[str, Any]]) -> str:
+    """The served-model comparison of the default row: centre, convex fit and ensemble."""
+    scored = [r for r in rows if str(r.get("acc_convex") or "") not in ("", "nan")]
+    if not scored:
+        return ""
+    out = [
+        "## The served model\n",
+        "Carve's default row at a few label counts, on the same labels: the analytic centre "
+        '(what the rows above score), the convex fit `fit_network` (docs/learner.md, "Final '
+        "model\") and an ensemble averaging the two models' probabilities, each model's "
+        "outputs first divided by their standard deviation on the evaluation split (a "
+        "temperature from unlabeled data, no held-out labels). Mean over seeds; the platform "
+        "chooses between centre and convex fit on held-out gold labels.\n",
+        "| dataset | split | labels | centre | convex | ensemble |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    cells: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
+    for r in scored:
+        cells.setdefault((r["dataset"], r["split"], int(r["labels"])), []).append(r)
+    for (dataset, split, n), group in sorted(cells.items()):
+        accs = [np.mean([float(r[f"acc_{k}"]) for r in group]) for k in SERVED]
+        out.append(f"| {dataset} | {split} | {n} | " + " | ".join(f"{a:.3f}" for a in accs) + " |")
+    out.append("")
+    return "\n".join(out)
+
+
 def labels_to_reach(acc_by_n: dict[int, list[float]], target: float) -> int | None:
     for n in sorted(acc_by_n):
         if np.mean(acc_by_n[n]) >= target:
@@ -266,6 +295,7 @@ def markdown(
         out.append("")
         out.append(f"![{dataset} learning curves]({image_prefix}-{dataset}.svg)\n")
     out.append(noise_section(rows))
+    out.append(served_section(rows))
     out.append(extra)
     out.append("## Verdict lines\n\n```")
     out.extend(lines)

@@ -32,6 +32,7 @@ class Job:
     served: str = "center"
     label: str = ""  # row name in tables; defaults to strategy[-model]
     flip: float = 0.0  # share of pool labels changed to another class before the run
+    compare_served: bool = False  # carve: also score the convex fit and the ensemble
 
     @property
     def name(self) -> str:
@@ -86,13 +87,35 @@ def suspect_precision(model: Baseline | CarveModel, flipped: np.ndarray) -> floa
     return float(flipped[top].mean())
 
 
+#: Label counts at which a ``compare_served`` run also scores the convex fit and the ensemble
+#: (the convex fit takes about a minute at 500 labels, so not at every round).
+SERVED_AT = (100, 500)
+
+
+def served_accuracies(
+    model: Baseline | CarveModel, parts: dict[str, Part]
+) -> dict[str, dict[str, float]]:
+    """Per part: ``acc_centre``, ``acc_convex`` and ``acc_ensemble`` of a Carve model."""
+    assert isinstance(model, CarveModel)
+    probas = model.served_probas({name: part.X for name, part in parts.items()})
+    return {
+        name: {
+            f"acc_{kind}": round(float(np.mean(p.argmax(axis=1) == parts[name].y)), 5)
+            for kind, p in probas[name].items()
+        }
+        for name in parts
+    }
+
+
 def accuracy(model: Baseline | CarveModel, part: Part) -> float:
     return float(np.mean(model.proba(part.X).argmax(axis=1) == part.y))
 
 
 def run(job: Job, data: Dataset) -> list[dict[str, Any]]:
     """Rows ``{dataset, strategy, seed, labels, split, accuracy, fit_s, query_s, flipped,
-    suspect_precision}`` per budget (the last two for runs with flipped labels)."""
+    suspect_precision}`` per budget (the last two for runs with flipped labels), plus
+    ``acc_centre``, ``acc_convex`` and ``acc_ensemble`` at :data:`SERVED_AT` for a
+    ``compare_served`` run."""
     if (job.model == "carve") != (job.strategy in CARVE_STRATEGIES):
         raise ValueError(f"strategy {job.strategy} does not go with model {job.model}")
     rng = np.random.default_rng(job.seed)
@@ -117,6 +140,11 @@ def run(job: Job, data: Dataset) -> list[dict[str, Any]]:
             start = time.perf_counter()
             new = strategy.select(model, labeled, y[labeled], job.step)
             query_s = time.perf_counter() - start
+        served = (
+            served_accuracies(model, data.evals)
+            if job.compare_served and len(labeled) in SERVED_AT
+            else {}
+        )
         for split, part in data.evals.items():
             rows.append(
                 {
@@ -130,6 +158,7 @@ def run(job: Job, data: Dataset) -> list[dict[str, Any]]:
                     "query_s": round(query_s, 4),
                     "flipped": int(flips[labeled].sum()),
                     "suspect_precision": round(suspect_precision(model, flips[labeled]), 4),
+                    **served.get(split, {}),
                 }
             )
         if len(labeled) >= job.budget:

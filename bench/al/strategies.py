@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+from scipy import special
 from small_text.data.datasets import SklearnDataset
 from small_text.query_strategies import (
     BreakingTies,
@@ -38,9 +39,21 @@ from bench.al.models import Baseline, CarveModel
 
 Index = NDArray[np.intp]
 
+
+class FastPredictionEntropy(PredictionEntropy):  # type: ignore[misc]
+    """small-text's prediction entropy, computed for all rows at once (small-text calls
+    scipy's ``entropy`` once per row, a third of the benchmark's time); the same scores, so
+    the same picks up to floating-point ties."""
+
+    def get_confidence(self, clf: Any, dataset: Any, *_: Any) -> NDArray[np.float64]:
+        proba = np.asarray(clf.predict_proba(dataset), dtype=np.float64)
+        p = proba / proba.sum(axis=1, keepdims=True)
+        return np.asarray(-special.xlogy(p, p).sum(axis=1), dtype=np.float64)
+
+
 SMALL_TEXT = {
     "random": RandomSampling,
-    "entropy": PredictionEntropy,
+    "entropy": FastPredictionEntropy,
     "breaking_ties": BreakingTies,
     "coreset": lambda: GreedyCoreset(distance_metric="euclidean", normalize=True),
     "kmeans": lambda: EmbeddingKMeans(normalize=True),

@@ -320,3 +320,67 @@ def test_rows_with_different_keys_are_written_with_every_column(tmp_path: Path) 
 
     path = write_rows(tmp_path / "r.csv", [{"a": 1}, {"a": 2, "b": 3}])
     assert read_rows(path) == [{"a": "1", "b": ""}, {"a": "2", "b": "3"}]
+
+
+def test_fast_entropy_scores_like_small_texts_per_row_entropy() -> None:
+    from scipy.stats import entropy
+
+    from bench.al.strategies import FastPredictionEntropy
+
+    class Fixed:
+        def predict_proba(self, data: np.ndarray) -> np.ndarray:
+            return data
+
+    proba = np.random.default_rng(0).dirichlet(np.ones(4), size=300)
+    proba[0] = [1.0, 0.0, 0.0, 0.0]  # a zero probability counts as 0 log 0 = 0
+    want = np.apply_along_axis(lambda p: entropy(p), 1, proba)
+    got = FastPredictionEntropy().get_confidence(Fixed(), proba, None, None, None)
+    np.testing.assert_allclose(got, want, atol=1e-12)
+
+
+def test_a_compare_served_run_scores_centre_convex_and_ensemble_at_the_checkpoints() -> None:
+    from bench.al import run as run_mod
+
+    job = Job("tiny", "carve", "carve", seed=1, budget=100, step=10, compare_served=True)
+    rows = run(job, TINY)
+    scored = [r for r in rows if "acc_convex" in r]
+    assert [r["labels"] for r in scored] == [n for n in run_mod.SERVED_AT if n <= 100]
+    last = scored[-1]
+    assert last["acc_centre"] == last["accuracy"]  # the rows score the centre
+    assert min(last["acc_convex"], last["acc_ensemble"]) >= 0.8  # separable blobs
+    text = report.served_section(rows)
+    assert f"| tiny | test | 100 | {last['acc_centre']:.3f} | {last['acc_convex']:.3f} |" in text
+    assert report.served_section(rows_for("carve", {50: [0.8]})) == ""
+
+
+def test_rows_rerun_replaces_only_the_named_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+    import sys
+
+    from bench.al import __main__ as al
+
+    old = rows_for("carve", {50: [0.5]}) + rows_for("random-logreg", {50: [0.6]})
+    for r in old:
+        r["dataset"], r["split"] = "tiny", "test"
+    al.write_rows(tmp_path / "bench-al.csv", old)
+    al.write_rows(tmp_path / "bench-al-ceilings.csv", [])
+    meta = {"seeds": 1, "budget": 20, "scale": 1.0, "jobs": 1, "model": "m", "minutes": 1.0}
+    (tmp_path / "bench-al-meta.json").write_text(json.dumps({**meta, "machine": "t"}))
+    monkeypatch.setattr(al, "load", lambda *a, **k: TINY)
+    monkeypatch.setattr(al, "ceilings", lambda d: [])
+    monkeypatch.setattr(al, "publish", lambda *a: None)
+    monkeypatch.setattr(al, "Embedder", lambda model: None)
+    argv = ["bench.al", "--datasets", "tiny", "--seeds", "1", "--budget", "20", "--jobs", "1"]
+    monkeypatch.setattr(sys, "argv", [*argv, "--out", str(tmp_path), "--rows", "carve"])
+    al.main()
+    rows = al.read_rows(tmp_path / "bench-al.csv")
+    assert {r["strategy"] for r in rows} == {"carve", "random-logreg"}
+    assert [r["accuracy"] for r in rows if r["strategy"] == "random-logreg"] == ["0.6"]
+    assert [int(r["labels"]) for r in rows if r["strategy"] == "carve"] == [10, 20]
+    meta = json.loads((tmp_path / "bench-al-meta.json").read_text())
+    assert meta["parts"] == {"tiny rows carve": meta["minutes"]}
+    monkeypatch.setattr(sys, "argv", [*argv, "--out", str(tmp_path), "--rows", "nope"])
+    with pytest.raises(SystemExit, match="no such row nope"):
+        al.main()
