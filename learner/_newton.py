@@ -178,6 +178,8 @@ _MAX_CG = 25
 _SMALL = 1500
 #: CG tolerance used to confirm convergence when the last direction was inexact.
 _ETA_CONFIRM = 1e-4
+#: CG tolerance that counts as an exact Newton direction (float32 factor at the iterate).
+_ETA_EXACT = 1e-9
 
 
 def _direction(
@@ -231,10 +233,20 @@ def _direction(
         return hv + h * v_tau, float(np.sum(h * v_th)) + h_tt * v_tau
 
     def exact() -> tuple[Array, float]:
-        lag.factor = bar.factorize(theta, sl, path)
+        lag.factor = bar.factorize(theta, sl, path, single=True)
         lag.n_factor += 1
         lag.stale = False
         lag.exact = True
+        if lag.factor.single:
+            # A float32 factor at this very iterate: CG with it as preconditioner reaches a
+            # tight residual in a few steps, unless roundoff spoiled it (H very
+            # ill-conditioned); then factor again in float64.
+            tight = _pcg(matvec, precond_solver(lag.factor, True), -g, -g_tau, _ETA_EXACT, _MAX_CG)
+            if tight is not None:
+                lag.n_cg += tight[1]
+                return tight[0]
+            lag.factor = bar.factorize(theta, sl, path)
+            lag.n_factor += 1
         solve = precond_solver(lag.factor)
         x = solve(-g, -g_tau)
         # Iterative refinement against the exact Hessian-vector product: when a few rows have

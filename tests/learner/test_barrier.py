@@ -108,3 +108,20 @@ def test_span_basis_is_none_for_full_rank_and_orthonormal_otherwise():
     assert V is not None and V.shape == (5, 2)
     np.testing.assert_allclose(V.T @ V, np.eye(2), atol=1e-12)
     np.testing.assert_allclose(low @ V @ V.T, low, atol=1e-10)  # rows lie in the span
+
+
+@pytest.mark.parametrize("path", [HessianPath.LABEL_SPACE, HessianPath.GATE_SPACE])
+def test_a_single_precision_factor_preconditions_to_float32_accuracy(seed, path, monkeypatch):
+    import learner._barrier as barrier
+
+    vs, bar, theta, sl, rng = _random_problem(seed, Task.BINARY, 2, 9, 4)
+    H, _, _ = _dense_hessian(bar, vs, theta, sl)
+    Y = rng.standard_normal((2, *theta.shape))
+    expected = np.linalg.solve(H, Y.reshape(2, -1).T).T
+    assert not bar.factorize(theta, sl, path, single=True).single  # small: stays float64
+    monkeypatch.setattr(barrier, "_SINGLE_PRECISION_MIN", 0)
+    fac = bar.factorize(theta, sl, path, single=True)
+    assert fac.single and fac._chol32 is not None and fac._chol32.dtype == np.float32
+    X = fac.solve(Y, approximate=True).reshape(2, -1)
+    err = np.abs(X - expected).max() / np.abs(expected).max()
+    assert 0 < err < 1e-3  # float32's rounding shows, and nothing worse

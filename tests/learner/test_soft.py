@@ -259,3 +259,17 @@ def test_with_labels_keeps_the_ramped_delta_between_recentres():
     assert state.version_space.delta == pytest.approx(0.01 * 0.4)
     state, _ = learner.recenter(state)
     assert state.version_space.delta == pytest.approx(0.004)
+
+
+@pytest.mark.parametrize("soft_delta", [0.0, 0.05])
+def test_newton_with_float32_factors_reaches_the_same_centre(seed, soft_delta, monkeypatch):
+    import learner._barrier as barrier
+
+    teacher = teacher_problem(seed, 30, 5, 6, Task.BINARY, 2)
+    vs = soft(flipped(teacher, 0.2, seed)[0], soft_delta) if soft_delta else teacher.vs
+    want = analytic_center(vs)
+    monkeypatch.setattr(barrier, "_SINGLE_PRECISION_MIN", 0)  # every factor float32
+    got = analytic_center(vs)
+    assert got.status is want.status is CenterStatus.OPTIMAL
+    assert abs(got.objective - want.objective) <= 1e-9 * abs(want.objective)
+    np.testing.assert_allclose(got.x, want.x, atol=1e-5 * np.abs(want.x).max())
