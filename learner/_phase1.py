@@ -154,7 +154,9 @@ def _dikin_recovery(
     is skipped entirely. Returns None when the step would leave the ellipsoid.
     """
     masked = Slacks(p=np.where(vp, np.inf, sl.p), t=np.where(vt, np.inf, sl.t), sb=sl.sb)
-    fac = bar.factorize(theta0, masked, path)
+    # float32 is enough (large systems): the step is checked directly, and the factor then
+    # only preconditions the Newton steps that follow.
+    fac = bar.factorize(theta0, masked, path, single=True)
     lag.factor = fac
     lag.n_factor += 1
     rows = _row_vectors(bar, vp, vt)
