@@ -141,3 +141,31 @@ def test_an_annotator_labels_with_the_keyboard_without_page_reloads(
     )
     assert [(str(i), v) for i, v, _ in labels] == [(first, "positive"), (second, "negative")]
     assert labels[0][2] is None and labels[1][2] is not None
+
+
+@pytest.mark.parametrize("javascript", [True, False])
+def test_enter_in_the_comment_field_never_records_a_label(
+    campaign: Campaign, live_server: Any, page: Any, javascript: bool
+) -> None:
+    def setup() -> None:
+        Campaign.objects.filter(pk=campaign.pk).update(gold_rate=0)
+        body = 'text\n"A clearly positive review: wonderful, moving, funny."\n"Another one."\n'
+        import_file(campaign, campaign.created_by, body.encode(), "reviews.csv")
+
+    db(setup)
+    if not javascript:  # no htmx either: the plain HTML form must behave the same
+        page.route("**/*.js", lambda route: route.abort())
+    page.goto(f"{live_server.url}/campaigns/{campaign.pk}/label/")
+    first = page.locator("#item-text").get_attribute("data-item")
+    comment = page.locator("input[name=comment]")
+    comment.fill("great acting")
+    comment.press("Enter")
+    page.wait_for_timeout(500)  # a submission would have posted by now
+
+    assert db(lambda: Label.objects.count()) == 0
+    assert page.locator("#item-text").get_attribute("data-item") == first
+    assert comment.input_value() == "great acting"  # nothing was reset or lost
+    page.get_by_role("button", name="positive").click()
+    page.wait_for_function(f"document.querySelector('#item-text').dataset.item !== '{first}'")
+    labels = db(lambda: list(Label.objects.values_list("item_id", "value", "comment")))
+    assert [(str(i), v, c) for i, v, c in labels] == [(first, "positive", "great acting")]
