@@ -56,8 +56,8 @@ def verdict(
     return lines, wins, cells
 
 
-#: Carve rows the verdict is printed for: the shipped default and automatic delta.
-VERDICT_ROWS = (CARVE, "carve-soft-auto")
+#: Carve rows the verdict is printed for: the shipped default, automatic delta and hard cuts.
+VERDICT_ROWS = (CARVE, "carve-soft-auto", "carve-hard")
 
 
 def summary_lines(rows: list[dict[str, Any]]) -> list[str]:
