@@ -1,4 +1,4 @@
-"""Carve's learner: a gradient-free cutting-plane learner for two-layer ReLU networks.
+"""Carve's learner: a gradient-free cutting-plane learner for ReLU networks of depth 2 to 4.
 
 A pure numerical library (numpy, scipy, cvxpy): no Django, no Celery, no database. The
 sklearn-style estimator lives in :mod:`learner.estimator` (it imports scikit-learn) and is not
