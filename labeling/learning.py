@@ -70,6 +70,10 @@ def learner_config(campaign: Campaign, n_raw: int) -> learner.LearnerConfig:
             "projection": learner.Projection.PCA,
             "n_components": campaign.projection_dim,
         }
+    # Blank softness: delta cross-validated on the labels (docs/learner.md, "Choosing delta").
+    softness: dict[str, Any] = {"auto_delta": True}
+    if campaign.softness is not None:
+        softness = {"delta": campaign.softness, "auto_delta": False}
     return learner.LearnerConfig(
         task=task,
         n_classes=k,
@@ -79,6 +83,7 @@ def learner_config(campaign: Campaign, n_raw: int) -> learner.LearnerConfig:
         radius=campaign.radius,
         seed=campaign.seed,
         **projection,
+        **softness,
     )
 
 

@@ -78,6 +78,17 @@ class Campaign(models.Model):
         validators=[MinValueValidator(1e-6), MaxValueValidator(1e6)],
         help_text="Radius of the box bounding the network weights.",
     )
+    softness = models.FloatField(
+        "label softness (delta)",
+        null=True,
+        blank=True,
+        default=None,
+        validators=[MinValueValidator(0.0), MaxValueValidator(0.1)],
+        help_text="How far the learner's networks may disagree with a label, as a fraction of "
+        "the weight radius (noisy labels then become suspects instead of being fitted). Blank: "
+        "chosen by cross-validation on the campaign's labels (recommended); 0: every label is "
+        "fitted exactly (hard cuts).",
+    )
     batch_size = models.PositiveIntegerField(
         default=4,
         validators=[MinValueValidator(1), MaxValueValidator(64)],
@@ -143,6 +154,7 @@ CAMPAIGN_SETTINGS = (
     "n_gates",
     "projection_dim",
     "radius",
+    "softness",
     "batch_size",
     "seed",
     "overlap",

@@ -1,13 +1,14 @@
 """make bench-al [QUICK=1]: Carve's learner vs established active-learning strategies.
 
 Full run: SST-2, MR, IMDB and AG News, 5 seeds, budgets up to 500 in batches of 10; Carve's
-rows (default, hard cuts, automatic delta), 14 baseline rows with C = 1 logistic regression and
-the MLP, 2 with cross-validated C, and noisy-label runs on SST-2. Quick run (``--quick``): 30%
-of every part, 3 seeds, budgets up to 200. Prints, per dataset and budget >= 50,
+rows (the default with delta cross-validated per run, the fixed default delta, hard cuts), 14
+baseline rows with C = 1 logistic regression and the MLP, 2 with cross-validated C, and
+noisy-label runs on SST-2. Quick run (``--quick``): 30% of every part, 3 seeds, budgets up to
+200. Prints, per dataset and budget >= 50,
 ``<dataset> budget=<n>: carve=<acc> best_baseline=<acc> (<name>)`` and at the end
 ``<row> wins <k> of <m> dataset-budget cells`` with the per-dataset mean difference, for
-``carve`` and ``carve-soft-auto``; writes every run to a CSV, learning curves as PNG and SVG,
-and the report (``docs/benchmarks.md`` for the full run).
+``carve``, ``carve-soft`` and ``carve-hard``; writes every run to a CSV, learning curves as
+PNG and SVG, and the report (``docs/benchmarks.md`` for the full run).
 """
 
 from __future__ import annotations
@@ -45,10 +46,11 @@ DATA: dict[str, Any] = {}
 DEPTH3 = "carve-depth3"
 
 #: Carve's extra rows: (row name, LearnerConfig overrides). The plain ``carve`` row is the
-#: shipped default (soft cuts with the default delta, docs/learner.md "Soft version space").
+#: shipped default (soft cuts, delta cross-validated per run; docs/learner.md "Choosing
+#: delta"); ``carve-soft`` keeps the default delta fixed, ``carve-hard`` has hard cuts.
 CARVE_VARIANTS: tuple[tuple[str, dict[str, Any]], ...] = (
-    ("carve-hard", {"delta": 0.0}),
-    ("carve-soft-auto", {"auto_delta": True}),
+    ("carve-soft", {"auto_delta": False}),
+    ("carve-hard", {"delta": 0.0, "auto_delta": False}),
 )
 
 #: Baselines whose C is chosen by cross-validation at every round (what a careful user runs).

@@ -56,8 +56,9 @@ def verdict(
     return lines, wins, cells
 
 
-#: Carve rows the verdict is printed for: the shipped default, automatic delta and hard cuts.
-VERDICT_ROWS = (CARVE, "carve-soft-auto", "carve-hard")
+#: Carve rows the verdict is printed for: the shipped default (automatic delta), the fixed
+#: default delta and hard cuts.
+VERDICT_ROWS = (CARVE, "carve-soft", "carve-hard")
 
 
 def summary_lines(rows: list[dict[str, Any]]) -> list[str]:
@@ -336,7 +337,7 @@ def header(quick: bool, meta: dict[str, Any]) -> str:
     settings = (
         f"`LearnerConfig.recommended(384)` (P={cfg.n_gates}, {cfg.projection.value} to "
         f"{cfg.n_components} dimensions, {cfg.gate_init.value} gates, R={cfg.radius:g}, "
-        f"delta={cfg.delta:g})"
+        f"delta {'cross-validated per run' if cfg.auto_delta else f'= {cfg.delta:g}'})"
     )
     cut = f" (each part cut to {scale:.0%} in this quick run)" if scale < 1 else ""
     runs = meta.get("parts", {})
@@ -361,8 +362,9 @@ one-hidden-layer ReLU MLP trained from gradients by L-BFGS (`-mlp`, 64 units); r
 breaking ties, core-set, k-means and CAL are small-text's, BADGE is ours (see
 `bench/al/strategies.py`). `carve` is Carve's learner with {settings}: the analytic centre of
 the soft version space (docs/learner.md, "Soft version space") answers and its distance rule
-picks the batch; `carve-hard` is the same with hard cuts (delta = 0), `carve-soft-auto` with
-delta cross-validated per run (`auto_delta`); `carve_extremes` is the reference code's rule
+picks the batch; `carve-soft` is the same with delta fixed at {learner.LearnerConfig().delta:g}
+(ramped in over the first 100 labels), `carve-hard` with hard cuts (delta = 0);
+`carve_extremes` is the reference code's rule
 (most positive and most negative centre predictions; binary only). Ceilings: the
 baseline models trained on the whole pool.
 """
@@ -376,9 +378,10 @@ def tuning_section(path: Path) -> str:
 
     rows = read_rows(path)
     out = [
-        "## Tuning the learner's settings (SST-2 validation, MR training part only)\n",
+        "## Tuning the learner's settings (tuning splits only)\n",
         "Written by `python -m bench.al.tune`: Carve's accuracy on the tuning splits (SST-2 "
-        "validation; a held-out 20% of MR's training part) for each setting, mean over seeds. "
+        "validation; a held-out 20% of MR's and of AG News's training parts) for each setting, "
+        "mean over seeds. "
         "No test split was looked at.\n",
     ]
     for dataset in sorted({r["dataset"] for r in rows}):

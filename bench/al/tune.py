@@ -26,11 +26,11 @@ from bench.al.run import Job  # noqa: E402
 #: out: every cut is homogeneous, so the ball only scales the centre and no prediction
 #: depends on it.
 SETTINGS: dict[str, tuple[dict[str, object], str]] = {
-    "soft (default)": ({}, "center"),
-    "hard delta=0": ({"delta": 0.0}, "center"),
-    "soft auto-delta": ({"auto_delta": True}, "center"),
-    "soft delta=0.0025": ({"delta": 0.0025}, "center"),
-    "soft delta=0.01": ({"delta": 0.01}, "center"),
+    "soft auto-delta (default)": ({}, "center"),
+    "soft delta=0.005": ({"auto_delta": False}, "center"),
+    "hard delta=0": ({"delta": 0.0, "auto_delta": False}, "center"),
+    "soft delta=0.0025": ({"delta": 0.0025, "auto_delta": False}, "center"),
+    "soft delta=0.01": ({"delta": 0.01, "auto_delta": False}, "center"),
     "soft explore=0.2": ({"explore": 0.2}, "center"),
     "soft diversity=2": ({"diversity": 2.0}, "center"),
     "P32 raw384": ({"projection": "none", "n_components": None}, "center"),

@@ -103,6 +103,13 @@ def test_a_manager_creates_a_campaign(manager: Any, annotator: Any) -> None:
     )
     campaign = Campaign.objects.get(pk=body["id"])
     assert campaign.overlap == 2 and list(campaign.annotators.all()) == [annotator]
+    assert body["softness"] is None and campaign.softness is None  # automatic by default
+    response = _api(manager).patch(
+        f"/api/v1/campaigns/{campaign.pk}/", {"softness": 0.01}, format="json"
+    )
+    assert response.status_code == 200 and response.json()["softness"] == 0.01
+    campaign.refresh_from_db()
+    assert campaign.softness == 0.01
 
 
 def test_an_annotator_cannot_create_or_change_campaigns(campaign: Campaign, annotator: Any) -> None:
@@ -120,6 +127,9 @@ def test_an_annotator_cannot_create_or_change_campaigns(campaign: Campaign, anno
         ({"labels": ["only"]}, "labels"),
         ({"labels": ["a", "A"]}, "labels"),
         ({"n_gates": 0}, "n_gates"),
+        ({"softness": -0.01}, "softness"),
+        ({"softness": 0.2}, "softness"),
+        ({"softness": "soft"}, "softness"),
         ({"annotators": ["nobody"]}, "annotators"),
         ({"name": ""}, "name"),
     ],

@@ -409,3 +409,25 @@ def test_a_campaign_can_be_created_with_a_deeper_network(manager: Any) -> None:
 
     config = learner_config(campaign, 384)
     assert (config.depth, config.layer_gates) == (3, (8, 2))
+
+
+def test_label_softness_is_automatic_unless_the_manager_fixes_it(manager: Any) -> None:
+    from labeling.learning import learner_config
+
+    client = _client(manager)
+    bad = client.post(reverse("campaign-create"), _campaign_post(softness="0.5"))
+    assert bad.status_code == 200 and "softness" in bad.context["form"].errors
+    client.post(reverse("campaign-create"), _campaign_post())
+    campaign = Campaign.objects.get(name="Hotel reviews")
+    assert campaign.softness is None
+    config = learner_config(campaign, 384)
+    assert config.auto_delta  # blank: cross-validated on the labels
+    page = client.get(reverse("campaign-detail", args=[campaign.pk])).content.decode()
+    assert "softness automatic" in page
+    post = _campaign_post(softness="0")
+    post["labels_text"] = "\n".join(campaign.labels)
+    response = client.post(reverse("campaign-edit", args=[campaign.pk]), post)
+    assert response.status_code == 302, response.context["form"].errors
+    campaign.refresh_from_db()
+    config = learner_config(campaign, 384)
+    assert campaign.softness == 0 and (config.delta, config.auto_delta) == (0.0, False)

@@ -117,8 +117,9 @@ def test_config_is_immutable():
 def test_recommended_projects_wide_embeddings_and_keeps_narrow_ones() -> None:
     wide = LearnerConfig.recommended(384, seed=3)
     assert wide.projection is Projection.PCA and wide.n_components == 64 and wide.seed == 3
+    assert wide.auto_delta  # delta cross-validated per campaign (docs/benchmarks.md)
     assert LearnerConfig.recommended(384, projection="none", n_components=None).projection is (
         Projection.NONE
     )
     narrow = LearnerConfig.recommended(16)
-    assert narrow == LearnerConfig()
+    assert narrow == LearnerConfig(auto_delta=True)

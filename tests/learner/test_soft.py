@@ -225,7 +225,9 @@ def test_cold_hard_recentres_that_broke_phase_one_on_sst2_now_centre():
     X, y = d.pool.X, d.pool.y
     for n_gates, seed in ((32, 1), (64, 1), (64, 3)):
         idx = np.random.default_rng(1000 + seed).permutation(len(X))[:400]
-        cfg = learner.LearnerConfig.recommended(384, seed=seed, delta=0.0, n_gates=n_gates)
+        cfg = learner.LearnerConfig.recommended(
+            384, seed=seed, delta=0.0, auto_delta=False, n_gates=n_gates
+        )
         state = learner.with_labels(learner.init_state(cfg, X), X[idx], y[idx])
         _, result = learner.recenter(state)
         assert result.status is CenterStatus.OPTIMAL, (n_gates, seed, result.message)
