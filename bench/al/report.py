@@ -148,7 +148,11 @@ SERVED = ("centre", "convex", "ensemble")
 
 def served_section(rows: list[dict[str, Any]]) -> str:
     """The served-model comparison of the default row: centre, convex fit and ensemble."""
-    scored = [r for r in rows if str(r.get("acc_convex") or "") not in ("", "nan")]
+    scored = [
+        r
+        for r in rows
+        if r["strategy"] == CARVE and str(r.get("acc_convex") or "") not in ("", "nan")
+    ]
     if not scored:
         return ""
     out = [

@@ -351,6 +351,8 @@ def test_a_compare_served_run_scores_centre_convex_and_ensemble_at_the_checkpoin
     text = report.served_section(rows)
     assert f"| tiny | test | 100 | {last['acc_centre']:.3f} | {last['acc_convex']:.3f} |" in text
     assert report.served_section(rows_for("carve", {50: [0.8]})) == ""
+    # Only the default row's comparison is reported.
+    assert report.served_section([{**r, "strategy": "carve-soft"} for r in rows]) == ""
 
 
 def test_rows_rerun_replaces_only_the_named_rows(
