@@ -146,7 +146,9 @@ STATIC_URL = "static/"
 # Vendored front-end files (htmx) live in the repository's static/ directory.
 STATICFILES_DIRS = [BASE_DIR / "static"]
 # `collectstatic` target. The Docker image sets it outside the data volume.
-STATIC_ROOT = (BASE_DIR / envstr("STATIC_ROOT", str(CARVE_DATA_DIR / "static"))).resolve()
+STATIC_ROOT: Path | None = (
+    BASE_DIR / envstr("STATIC_ROOT", str(CARVE_DATA_DIR / "static"))
+).resolve()
 
 # --- API ----------------------------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 # real Celery worker process that must open the same test database.
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
     _test_db = Path(tempfile.gettempdir()) / f"carve-test-{os.getpid()}.sqlite3"
-    DATABASES["default"]["NAME"] = _test_db  # noqa: F405
+    DATABASES["default"]["NAME"] = str(_test_db)  # noqa: F405
     DATABASES["default"]["TEST"] = {"NAME": str(_test_db)}  # noqa: F405
 # Deterministic hash-seeded vectors: no model download, no torch.
 CARVE_EMBEDDER = "fake"

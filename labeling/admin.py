@@ -8,19 +8,19 @@ from labeling.models import Campaign, EmbeddingJob, ImportJob, Item, Upload
 
 
 @admin.register(Campaign)
-class CampaignAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class CampaignAdmin(admin.ModelAdmin):  # type: ignore[type-arg]  # generic in the stubs only
     list_display = ["name", "created_by", "created_at"]
     filter_horizontal = ["annotators"]
 
 
 @admin.register(Upload)
-class UploadAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class UploadAdmin(admin.ModelAdmin):  # type: ignore[type-arg]  # generic in the stubs only
     list_display = ["filename", "campaign", "n_rows", "n_created", "created_at"]
     list_filter = ["campaign"]
 
 
 @admin.register(Item)
-class ItemAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class ItemAdmin(admin.ModelAdmin):  # type: ignore[type-arg]  # generic in the stubs only
     list_display = ["position", "campaign", "text", "gold"]
     list_filter = ["campaign"]
     search_fields = ["text"]
@@ -28,14 +28,14 @@ class ItemAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
 
 @admin.register(EmbeddingJob)
-class EmbeddingJobAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class EmbeddingJobAdmin(admin.ModelAdmin):  # type: ignore[type-arg]  # generic in the stubs only
     list_display = ["pk", "campaign", "status", "n_done", "n_total", "attempt", "created_at"]
     list_filter = ["status"]
     readonly_fields = [f.name for f in EmbeddingJob._meta.fields]
 
 
 @admin.register(ImportJob)
-class ImportJobAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class ImportJobAdmin(admin.ModelAdmin):  # type: ignore[type-arg]  # generic in the stubs only
     list_display = ["pk", "campaign", "filename", "status", "size_bytes", "attempt", "created_at"]
     list_filter = ["status"]
     # The stored file can be tens of MB: never rendered.

@@ -26,7 +26,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -104,7 +104,7 @@ class SentenceTransformerEmbedder:
 
 
 @functools.lru_cache(maxsize=2)
-def _load_model(name: str, device: str):  # type: ignore[no-untyped-def]
+def _load_model(name: str, device: str) -> Any:
     from sentence_transformers import SentenceTransformer
 
     if name in _OFFLINE_ALIASES:
@@ -225,7 +225,7 @@ class EmbeddingStore:
         manifest = self.manifest()
         if manifest is None:
             raise FileNotFoundError(f"no embeddings cached in {self.root}")
-        rows = int(manifest["n"]) if n is None else n  # type: ignore[call-overload]
+        rows = int(str(manifest["n"])) if n is None else n
         matrix = np.load(self.matrix_path, mmap_mode="r")
         if matrix.shape[0] < rows:
             raise RuntimeError(f"{self.matrix_path} has {matrix.shape[0]} rows, expected {rows}")

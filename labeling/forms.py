@@ -31,7 +31,7 @@ def check_labels_in_use(campaign: Campaign, labels: list[str]) -> None:
             )
 
 
-class CampaignForm(forms.ModelForm):  # type: ignore[type-arg]
+class CampaignForm(forms.ModelForm):  # type: ignore[type-arg]  # generic in the stubs only
     labels_text = forms.CharField(
         label="Labels",
         initial="\n".join(DEFAULT_LABELS),
@@ -51,6 +51,7 @@ class CampaignForm(forms.ModelForm):  # type: ignore[type-arg]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         users = get_user_model().objects.filter(is_active=True).order_by("username")
+        # A ModelMultipleChoiceField (the stubs type fields[...] as the base Field).
         self.fields["annotators"].queryset = users  # type: ignore[attr-defined]
         self.fields["annotators"].required = False
         if self.instance.pk:

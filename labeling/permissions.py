@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.contrib.auth.models import AnonymousUser, User
 from django.core.exceptions import PermissionDenied
 from django.db.models import Q, QuerySet
 from django.shortcuts import get_object_or_404
@@ -16,6 +17,13 @@ from django.shortcuts import get_object_or_404
 from labeling.models import Campaign
 
 MANAGER_GROUP = "campaign manager"
+
+
+def signed_in(user: User | AnonymousUser) -> User:
+    """The user of a request that passed the login check (PermissionDenied for anonymous)."""
+    if isinstance(user, AnonymousUser):
+        raise PermissionDenied("Sign in first.")
+    return user
 
 
 def is_manager(user: Any) -> bool:

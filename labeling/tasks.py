@@ -53,7 +53,7 @@ def import_items(self: Any, job_id: int) -> str:
     return outcome.value
 
 
-@shared_task(**IDEMPOTENT)
+@shared_task(bind=False, **IDEMPOTENT)
 def update_learner(campaign_id: int) -> str:
     """Bring a campaign's learner up to date (:func:`labeling.learning.update_learner`).
 
@@ -69,7 +69,7 @@ def update_learner(campaign_id: int) -> str:
         raise
 
 
-@shared_task(**IDEMPOTENT)
+@shared_task(bind=False, **IDEMPOTENT)
 def retrain(version_id: int) -> str:
     """Fit model version ``version_id`` (:func:`labeling.training.retrain`)."""
     from labeling import training

@@ -131,7 +131,7 @@ def _detail(
 
 
 def _upload_form(data: object = None, files: object = None) -> UploadForm:
-    return UploadForm(data, files, max_bytes=settings.CARVE_UPLOAD_MAX_BYTES)  # type: ignore[arg-type]
+    return UploadForm(data, files, max_bytes=settings.CARVE_UPLOAD_MAX_BYTES)
 
 
 @never_cache
@@ -185,7 +185,9 @@ def _label_page(
 ) -> HttpResponse:
     served = annotation.next_assignment(campaign, request.user, learning.ranked_queue(campaign))
     mine = Label.objects.filter(
-        item__campaign=campaign, annotator=request.user, undone_at__isnull=True
+        item__campaign=campaign,
+        annotator=permissions.signed_in(request.user),
+        undone_at__isnull=True,
     )
     n_mine = mine.count()
     last = mine.order_by("-created_at", "-pk").values_list("item_id", flat=True).first()
@@ -231,7 +233,9 @@ def label(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     else:
         served = (
             Assignment.objects.filter(
-                item_id=form.cleaned_data["item"], item__campaign=campaign, annotator=request.user
+                item_id=form.cleaned_data["item"],
+                item__campaign=campaign,
+                annotator=permissions.signed_in(request.user),
             )
             .select_related("item")
             .first()
@@ -355,7 +359,7 @@ def api_tokens(request: HttpRequest) -> HttpResponse:
             form = TokenForm()
         else:
             status = 400
-    rows = request.user.api_tokens.all()
+    rows = permissions.signed_in(request.user).api_tokens.all()
     return render(
         request,
         "labeling/tokens.html",

@@ -33,6 +33,7 @@ class ApiTokenAuthentication(authentication.BaseAuthentication):
         return self.keyword  # makes DRF answer 401 (not 403) when credentials are missing
 
 
+# drf-spectacular's extension base class is untyped (its metaclass call).
 class ApiTokenScheme(OpenApiAuthenticationExtension):  # type: ignore[no-untyped-call]
     target_class = "labeling.api.auth.ApiTokenAuthentication"
     name = "tokenAuth"

@@ -13,7 +13,7 @@ from labeling.forms import check_labels_in_use
 from labeling.models import CAMPAIGN_SETTINGS, Campaign, ImportJob, validate_label_set
 
 
-class CampaignSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
+class CampaignSerializer(serializers.ModelSerializer[Any]):
     labels = serializers.ListField(
         child=serializers.CharField(max_length=200), min_length=2, max_length=20, required=False
     )
@@ -56,7 +56,7 @@ class CampaignSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
         return data
 
 
-class ItemSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class ItemSerializer(serializers.Serializer[Any]):
     id = serializers.IntegerField()
     position = serializers.IntegerField()
     text = serializers.CharField()
@@ -65,19 +65,19 @@ class ItemSerializer(serializers.Serializer):  # type: ignore[type-arg]
     gold = serializers.CharField(required=False, help_text="Managers only.")
 
 
-class NextItemSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class NextItemSerializer(serializers.Serializer[Any]):
     id = serializers.IntegerField()
     text = serializers.CharField()
     lease_expires_at = serializers.DateTimeField()
 
 
-class LabelInSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class LabelInSerializer(serializers.Serializer[Any]):
     item = serializers.IntegerField(min_value=1)
     value = serializers.CharField(max_length=200)
     comment = serializers.CharField(max_length=2000, required=False, allow_blank=True)
 
 
-class LabelOutSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class LabelOutSerializer(serializers.Serializer[Any]):
     id = serializers.IntegerField()
     item = serializers.IntegerField()
     value = serializers.CharField()
@@ -85,7 +85,7 @@ class LabelOutSerializer(serializers.Serializer):  # type: ignore[type-arg]
     created = serializers.BooleanField(help_text="False: a repeated submission; the first stands.")
 
 
-class ModelVersionSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class ModelVersionSerializer(serializers.Serializer[Any]):
     number = serializers.IntegerField()
     status = serializers.CharField()
     trigger = serializers.CharField()
@@ -98,21 +98,22 @@ class ModelVersionSerializer(serializers.Serializer):  # type: ignore[type-arg]
     finished_at = serializers.DateTimeField(allow_null=True)
 
 
-class PredictInSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class PredictInSerializer(serializers.Serializer[Any]):
     texts = serializers.ListField(child=serializers.JSONField(), allow_empty=True)
 
 
-class PredictionSerializer(serializers.Serializer):  # type: ignore[type-arg]
-    label = serializers.CharField()
+class PredictionSerializer(serializers.Serializer[Any]):
+    # A field named like Field.label: DRF's metaclass collects it, the stubs see the attribute.
+    label = serializers.CharField()  # type: ignore[assignment]
     scores = serializers.DictField(child=serializers.FloatField())
 
 
-class PredictOutSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class PredictOutSerializer(serializers.Serializer[Any]):
     model_version = serializers.IntegerField()
     predictions = PredictionSerializer(many=True)
 
 
-class ImportOptionsSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class ImportOptionsSerializer(serializers.Serializer[Any]):
     text_column = serializers.CharField(
         max_length=200, required=False, allow_blank=True, default="", help_text="Detected if blank."
     )
@@ -148,7 +149,7 @@ class ImportItemsSerializer(ImportOptionsSerializer):
     )
 
 
-class ImportResultSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class ImportResultSerializer(serializers.Serializer[Any]):
     n_rows = serializers.IntegerField()
     n_created = serializers.IntegerField()
     n_existing = serializers.IntegerField(help_text="Texts already in the campaign (merged).")
@@ -160,9 +161,11 @@ class ImportResultSerializer(serializers.Serializer):  # type: ignore[type-arg]
     message = serializers.CharField()
 
 
-class ImportJobSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
+class ImportJobSerializer(serializers.ModelSerializer[Any]):
     result = serializers.SerializerMethodField(help_text="Counts, once the job is done.")
-    errors = serializers.ListField(
+    # A field named like Serializer.errors (collected by DRF's metaclass; the stubs see the
+    # property).
+    errors = serializers.ListField(  # type: ignore[assignment]
         child=serializers.CharField(),
         read_only=True,
         help_text="Why the file was refused (status failed; nothing was imported).",
@@ -202,7 +205,7 @@ class ImportJobSerializer(serializers.ModelSerializer):  # type: ignore[type-arg
         return job.result or None
 
 
-class AnnotatorMetricsSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class AnnotatorMetricsSerializer(serializers.Serializer[Any]):
     username = serializers.CharField()
     n_labels = serializers.IntegerField()
     last_hour = serializers.IntegerField()
@@ -211,13 +214,13 @@ class AnnotatorMetricsSerializer(serializers.Serializer):  # type: ignore[type-a
     n_gold = serializers.IntegerField(help_text="Their labels on gold items.")
 
 
-class AgreementSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class AgreementSerializer(serializers.Serializer[Any]):
     statistic = serializers.CharField(help_text="Cohen's kappa, Fleiss' kappa, or empty.")
     value = serializers.FloatField(allow_null=True)
     n_items = serializers.IntegerField()
 
 
-class EmbeddingStatusSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class EmbeddingStatusSerializer(serializers.Serializer[Any]):
     status = serializers.CharField()
     model_name = serializers.CharField()
     n_done = serializers.IntegerField()
@@ -227,7 +230,7 @@ class EmbeddingStatusSerializer(serializers.Serializer):  # type: ignore[type-ar
     error = serializers.CharField()
 
 
-class CurvePointSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class CurvePointSerializer(serializers.Serializer[Any]):
     n_labels = serializers.IntegerField()
     gold_accuracy = serializers.FloatField(
         allow_null=True, help_text="Centre network on gold items not used for training."
@@ -238,7 +241,7 @@ class CurvePointSerializer(serializers.Serializer):  # type: ignore[type-arg]
     threshold = serializers.FloatField(allow_null=True)
 
 
-class LearnerDiagnosticsSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class LearnerDiagnosticsSerializer(serializers.Serializer[Any]):
     version = serializers.IntegerField(help_text="Label changes the learner reflects.")
     lag = serializers.IntegerField(help_text="Label changes it does not reflect yet.")
     n_labels = serializers.IntegerField()
@@ -264,7 +267,7 @@ class LearnerDiagnosticsSerializer(serializers.Serializer):  # type: ignore[type
     updated_at = serializers.DateTimeField()
 
 
-class MetricsSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class MetricsSerializer(serializers.Serializer[Any]):
     n_items = serializers.IntegerField()
     n_done = serializers.IntegerField(help_text="Items with a label or a manager's decision.")
     n_labels = serializers.IntegerField()
@@ -283,11 +286,11 @@ class MetricsSerializer(serializers.Serializer):  # type: ignore[type-arg]
     latest_model = serializers.IntegerField(allow_null=True, help_text="Newest finished version.")
 
 
-class ItemRefSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class ItemRefSerializer(serializers.Serializer[Any]):
     item = serializers.IntegerField(min_value=1)
 
 
-class UndoInSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class UndoInSerializer(serializers.Serializer[Any]):
     item = serializers.IntegerField(
         min_value=1,
         required=False,
@@ -295,12 +298,12 @@ class UndoInSerializer(serializers.Serializer):  # type: ignore[type-arg]
     )
 
 
-class DecisionInSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class DecisionInSerializer(serializers.Serializer[Any]):
     item = serializers.IntegerField(min_value=1)
     value = serializers.CharField(max_length=200)
 
 
-class DecisionOutSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class DecisionOutSerializer(serializers.Serializer[Any]):
     id = serializers.IntegerField()
     item = serializers.IntegerField()
     value = serializers.CharField()

@@ -81,7 +81,7 @@ class CampaignViewSet(
     mixins.RetrieveModelMixin,
     mixins.CreateModelMixin,
     mixins.UpdateModelMixin,
-    viewsets.GenericViewSet,  # type: ignore[type-arg]
+    viewsets.GenericViewSet[Any],
 ):
     """Campaigns the caller may see. Managers create campaigns and update their own;
     annotators read the campaigns they are assigned to. Others get 404."""
@@ -103,7 +103,9 @@ class CampaignViewSet(
 
     def perform_update(self, serializer: BaseSerializer[Any]) -> None:
         campaign = serializer.instance
-        if not permissions.can_manage(self.request.user, campaign):
+        if not isinstance(campaign, Campaign) or not permissions.can_manage(
+            self.request.user, campaign
+        ):
             raise PermissionDenied("Only the campaign's managers may change it.")
         with transaction.atomic():
             serializer.save()
@@ -390,7 +392,9 @@ class CampaignViewSet(
     def _served(self, campaign: Campaign, item_id: int) -> Assignment:
         served = (
             Assignment.objects.filter(
-                item_id=item_id, item__campaign=campaign, annotator=self.request.user
+                item_id=item_id,
+                item__campaign=campaign,
+                annotator=permissions.signed_in(self.request.user),
             )
             .select_related("item")
             .first()
