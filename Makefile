@@ -12,7 +12,7 @@ DEPTH ?=
 export HF_HUB_OFFLINE ?= 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install system-deps test-deps demo schema test test-postgres lint fmt bench-center bench-curve bench-loop bench-al bench-al-tune clean
+.PHONY: help install system-deps test-deps demo schema test test-postgres lint check fmt bench-center bench-curve bench-loop bench-al bench-al-tune clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -58,6 +58,9 @@ lint: $(STAMP) ## ruff (lint + format check), mypy --strict on learner/, labelin
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+
+check: lint ## the inner loop: lint, then the learner's and the bench's unit tests (no services)
+	$(BIN)/python -m pytest -q -x tests/learner tests/bench
 
 fmt: $(STAMP) ## apply ruff fixes and formatting
 	$(BIN)/ruff check --fix .
