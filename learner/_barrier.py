@@ -355,9 +355,17 @@ class Barrier:
         """Factor the barrier Hessian at ``theta`` (offsets enter through ``sl`` only).
 
         ``single=True`` allows the inner matrix to be formed and factored in float32 when it
-        is large (see :class:`HessianFactor`); the factor is then a preconditioner only.
+        is large (see :class:`HessianFactor`); the factor is then a preconditioner only. When
+        float32 cannot factor it (positive definite only in float64's precision), it is
+        factored again in float64, so ``single`` never changes what succeeds.
         """
-        return HessianFactor(self, theta, sl, self.choose_path(path), single=single)
+        chosen = self.choose_path(path)
+        if single:
+            try:
+                return HessianFactor(self, theta, sl, chosen, single=True)
+            except np.linalg.LinAlgError:
+                pass
+        return HessianFactor(self, theta, sl, chosen)
 
 
 class HessianFactor:

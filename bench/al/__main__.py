@@ -261,6 +261,8 @@ def rerun_rows(
 ) -> None:
     """``--rows``: run the named rows of ``jobs`` and replace them in the last run's CSV."""
     names = {r.strip() for r in args.rows.split(",") if r.strip()}
+    if not names:
+        raise SystemExit("--rows: name at least one row")
     unknown = names - {j.name for j in jobs}
     if unknown:
         raise SystemExit(f"--rows: no such row {', '.join(sorted(unknown))}")
@@ -282,7 +284,8 @@ def rerun_rows(
     old_ceil = read_rows(args.out / f"{stem}-ceilings.csv")
     write_rows(
         args.out / f"{stem}-ceilings.csv",
-        [c for c in old_ceil if c["dataset"] not in datasets] + ceil_rows,
+        [c for c in old_ceil if c["dataset"] not in datasets]
+        + [c for c in ceil_rows if c["dataset"] in datasets],
     )
     minutes = round((time.perf_counter() - start) / 60, 1)
     key = f"{','.join(sorted(datasets))} rows {','.join(sorted(names))}"

@@ -386,3 +386,49 @@ def test_rows_rerun_replaces_only_the_named_rows(
     monkeypatch.setattr(sys, "argv", [*argv, "--out", str(tmp_path), "--rows", "nope"])
     with pytest.raises(SystemExit, match="no such row nope"):
         al.main()
+
+
+def test_rows_rerun_keeps_one_ceiling_per_dataset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A row that runs on only some of --datasets (the binary-only reference rule) must not
+    # append new ceilings for the others next to their old ones.
+    import json
+    import sys
+
+    from bench.al import __main__ as al
+
+    tiny2 = Dataset("tiny2", blobs(150, 2), {"test": blobs(80, 3)})
+    old = []
+    for ds in ("tiny", "tiny2"):
+        for r in rows_for("carve", {50: [0.5]}) + rows_for("carve_extremes", {50: [0.6]}):
+            r["dataset"], r["split"] = ds, "test"
+            old.append(r)
+    al.write_rows(tmp_path / "bench-al.csv", old)
+    ceil = [
+        {"dataset": d, "model": "logreg", "split": "test", "accuracy": 0.9}
+        for d in ("tiny", "tiny2")
+    ]
+    al.write_rows(tmp_path / "bench-al-ceilings.csv", ceil)
+    meta = {"seeds": 1, "budget": 20, "scale": 1.0, "jobs": 1, "model": "m", "minutes": 1.0}
+    (tmp_path / "bench-al-meta.json").write_text(json.dumps({**meta, "machine": "t"}))
+    monkeypatch.setattr(al, "MULTICLASS", frozenset({"tiny2"}))  # no carve_extremes row there
+    monkeypatch.setattr(al, "load", lambda name, *a, **k: TINY if name == "tiny" else tiny2)
+    monkeypatch.setattr(
+        al,
+        "ceilings",
+        lambda d: [{"dataset": d.name, "model": "logreg", "split": "test", "accuracy": 0.8}],
+    )
+    monkeypatch.setattr(al, "publish", lambda *a: None)
+    monkeypatch.setattr(al, "Embedder", lambda model: None)
+    argv = ["bench.al", "--datasets", "tiny,tiny2", "--seeds", "1", "--budget", "20", "--jobs", "1"]
+    monkeypatch.setattr(sys, "argv", [*argv, "--out", str(tmp_path), "--rows", "carve_extremes"])
+    al.main()
+    ceilings = al.read_rows(tmp_path / "bench-al-ceilings.csv")
+    assert sorted((c["dataset"], c["accuracy"]) for c in ceilings) == [
+        ("tiny", "0.8"),
+        ("tiny2", "0.9"),
+    ]
+    monkeypatch.setattr(sys, "argv", [*argv, "--out", str(tmp_path), "--rows", ","])
+    with pytest.raises(SystemExit, match="at least one row"):
+        al.main()

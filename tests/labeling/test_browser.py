@@ -157,6 +157,7 @@ def test_enter_in_the_comment_field_never_records_a_label(
         page.route("**/*.js", lambda route: route.abort())
     page.goto(f"{live_server.url}/campaigns/{campaign.pk}/label/")
     first = page.locator("#item-text").get_attribute("data-item")
+    assert not page.locator("button.no-implicit-submit").is_visible()  # [hidden] beats CSS
     comment = page.locator("input[name=comment]")
     comment.fill("great acting")
     comment.press("Enter")

@@ -275,3 +275,28 @@ def test_newton_with_float32_factors_reaches_the_same_centre(seed, soft_delta, m
     assert got.status is want.status is CenterStatus.OPTIMAL
     assert abs(got.objective - want.objective) <= 1e-9 * abs(want.objective)
     np.testing.assert_allclose(got.x, want.x, atol=1e-5 * np.abs(want.x).max())
+
+
+def test_a_float32_factor_that_fails_is_redone_in_float64(seed, monkeypatch):
+    # Some Hessians are positive definite only in float64's precision (tiny-scale or
+    # duplicated embeddings): float32's Cholesky then fails, and analytic_center must neither
+    # raise nor take another path than the float64 solve would.
+    import learner._barrier as barrier
+
+    teacher = teacher_problem(seed, 30, 5, 6, Task.BINARY, 2)
+    want = analytic_center(teacher.vs)
+    real = barrier._cholesky
+    tried32 = []
+
+    def no_float32(M):
+        if M.dtype == np.float32:
+            tried32.append(M.shape)
+            raise np.linalg.LinAlgError("not positive definite in float32")
+        return real(M)
+
+    monkeypatch.setattr(barrier, "_SINGLE_PRECISION_MIN", 0)
+    monkeypatch.setattr(barrier, "_cholesky", no_float32)
+    got = analytic_center(teacher.vs)
+    assert tried32  # the float32 factor was attempted
+    assert got.status is want.status is CenterStatus.OPTIMAL
+    assert abs(got.objective - want.objective) <= 1e-9 * abs(want.objective)
