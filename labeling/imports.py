@@ -31,6 +31,7 @@ from kombu.exceptions import OperationalError as BrokerError
 
 from labeling import services
 from labeling.importing import UploadRejected
+from labeling.jobrows import error_text
 from labeling.jobs import LostClaim, Outcome
 from labeling.models import Campaign, ImportJob
 
@@ -214,7 +215,7 @@ def execute(job: ImportJob) -> Outcome:
             )
         raise
     except Exception as exc:
-        _finish(job, status=Status.FAILED, error=f"{type(exc).__name__}: {exc}"[:2000])
+        _finish(job, status=Status.FAILED, error=error_text(exc))
         raise
     logger.info("import job %s: %s", job.pk, job.filename)
     return Outcome.DONE

@@ -26,6 +26,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from labeling.embedding import Embedder, EmbeddingStore, make_embedder
+from labeling.jobrows import error_text
 from labeling.models import Campaign, EmbeddingJob, Item
 
 logger = logging.getLogger(__name__)
@@ -220,7 +221,7 @@ def run_embedding_job(job_id: int, worker: str = "") -> Outcome:
                 ).update(status=Status.QUEUED)
             raise
         except Exception as exc:  # incl. SoftTimeLimitExceeded: the row must say why
-            message = f"{type(exc).__name__}: {exc}"[:2000]
+            message = error_text(exc)
             EmbeddingJob.objects.filter(pk=job.pk, attempt=job.attempt).update(
                 status=Status.FAILED, error=message, finished_at=timezone.now()
             )

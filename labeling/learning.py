@@ -30,6 +30,7 @@ from django.utils import timezone
 
 import learner
 from labeling import jobs
+from labeling.jobrows import error_text
 from labeling.models import (
     Assignment,
     Campaign,
@@ -386,7 +387,7 @@ def nudge(campaign: Campaign) -> bool:
 
 def record_failure(campaign_id: int, exc: BaseException) -> None:
     """Show a failed update on the dashboard (the stored state stays as it was)."""
-    message = f"{type(exc).__name__}: {exc}"[:2000]
+    message = error_text(exc)
     if not LearnerSnapshot.objects.filter(campaign_id=campaign_id).update(error=message):
         LearnerSnapshot.objects.create(campaign_id=campaign_id, state=b"", error=message)
 

@@ -23,6 +23,7 @@ from kombu.exceptions import OperationalError as BrokerError
 
 import learner
 from labeling import learning
+from labeling.jobrows import error_text
 from labeling.models import Campaign, Item, LearnerSnapshot, ModelVersion
 
 logger = logging.getLogger(__name__)
@@ -99,7 +100,7 @@ def retrain(version_id: int) -> str:
     except Exception as exc:
         ModelVersion.objects.filter(pk=version_id).update(
             status=Status.FAILED,
-            error=f"{type(exc).__name__}: {exc}"[:2000],
+            error=error_text(exc),
             finished_at=timezone.now(),
         )
         raise
