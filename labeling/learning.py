@@ -61,12 +61,20 @@ def request_update(campaign_id: int) -> bool:
     return bool(sent)
 
 
-def learner_config(campaign: Campaign, n_raw: int) -> learner.LearnerConfig:
-    """The campaign's learner settings for embeddings of width ``n_raw``."""
+def learner_config(
+    campaign: Campaign, n_raw: int, n_pool: int | None = None
+) -> learner.LearnerConfig:
+    """The campaign's learner settings for embeddings of width ``n_raw``.
+
+    With ``n_pool`` items in the pool, PCA is used only once the pool has more items than the
+    projection has dimensions (a PCA of fewer items is not defined by them); until then the
+    embeddings are used as they are.
+    """
     k = len(campaign.labels)
     task = learner.Task.BINARY if k == 2 else learner.Task.MULTICLASS
     projection: dict[str, Any] = {"projection": learner.Projection.NONE, "n_components": None}
-    if campaign.projection_dim and campaign.projection_dim < n_raw:
+    big_enough = n_pool is None or n_pool > campaign.projection_dim
+    if campaign.projection_dim and campaign.projection_dim < n_raw and big_enough:
         projection = {
             "projection": learner.Projection.PCA,
             "n_components": campaign.projection_dim,
@@ -211,7 +219,7 @@ def update_learner(campaign_id: int) -> UpdateOutcome:
     if pool is None:
         return UpdateOutcome("no-embeddings")
     E, row_of, pool_key = pool
-    config = learner_config(campaign, E.shape[1])
+    config = learner_config(campaign, E.shape[1], E.shape[0])
     fingerprint = hashlib.sha256(
         json.dumps([config.to_dict(), pool_key], sort_keys=True).encode()
     ).hexdigest()

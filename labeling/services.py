@@ -97,7 +97,8 @@ def write_items(
                     + "."
                 ]
             )
-        start = (Item.objects.filter(campaign=campaign).aggregate(m=Max("position"))["m"] or -1) + 1
+        last = Item.objects.filter(campaign=campaign).aggregate(m=Max("position"))["m"]
+        start = 0 if last is None else last + 1  # (not `last or -1`: position 0 is falsy)
         new = [
             (item, key) for item, key in zip(parsed.items, keys, strict=True) if key not in existing
         ]

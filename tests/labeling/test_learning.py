@@ -53,6 +53,25 @@ def test_without_labels_the_queue_holds_distinct_items(campaign: Campaign, setti
     assert out.snapshot.n_labels == 0 and out.snapshot.center_status == ""
 
 
+def test_a_one_item_campaign_takes_a_second_import_and_its_learner_runs(
+    campaign: Campaign, annotator: Any
+) -> None:
+    # Position 0 once made the next import start at 0 again (a duplicate key, a 500), and a
+    # PCA projection of a one-item pool is not defined (the learner update failed).
+    Campaign.objects.filter(pk=campaign.pk).update(projection_dim=16)  # below the fake 32-d
+    items, _ = _setup(campaign, n=1)
+    annotation.submit_label(items[0], annotator, "positive")
+    out = learning.update_learner(campaign.pk)
+    assert out.status == "updated" and out.snapshot is not None
+    assert out.snapshot.n_labels == 1 and out.snapshot.center_status
+    import_file(campaign, campaign.created_by, b"text\nitem b\nitem c\n", "more.csv")
+    positions = list(Item.objects.filter(campaign=campaign).values_list("position", flat=True))
+    assert sorted(positions) == [0, 1, 2]
+    fresh = Campaign.objects.get(pk=campaign.pk)
+    assert learning.learner_config(fresh, 32, 1).projection is learner.Projection.NONE
+    assert learning.learner_config(fresh, 32, 17).projection is learner.Projection.PCA
+
+
 def test_labels_recentre_the_learner_and_the_queue_follows_its_scores(
     campaign: Campaign, annotator: Any
 ) -> None:
