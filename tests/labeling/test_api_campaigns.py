@@ -348,3 +348,40 @@ def test_stop_and_resume_serving(imported: Campaign, annotator: Any, manager: An
     resumed = _api(manager).post(f"{base}/resume/")
     assert resumed.json()["stopped_at"] is None
     assert _api(annotator).post(f"{base}/next/").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("limit=1e20", "limit"),
+        ("limit=abc", "limit"),
+        ("limit=0", "limit"),
+        ("limit=-1", "limit"),
+        ("offset=-5", "offset"),
+        ("offset=1.5", "offset"),
+        ("limit=" + "9" * 5000, "limit"),
+    ],
+)
+def test_a_page_that_is_not_a_whole_number_is_a_400(
+    campaign: Campaign, manager: Any, query: str, field: str
+) -> None:
+    response = _api(manager).get(f"/api/v1/campaigns/?{query}")
+    assert response.status_code == 400 and field in response.json()
+
+
+def test_pages_are_capped_and_an_offset_past_the_end_is_empty(
+    campaign: Campaign, manager: Any
+) -> None:
+    from labeling.api.pagination import MAX_LIMIT
+
+    api = _api(manager)
+    for i in range(3):
+        Campaign.objects.create(name=f"Extra {i}", created_by=manager)
+    body = api.get("/api/v1/campaigns/?limit=2").json()
+    assert body["count"] == 4 and len(body["results"]) == 2 and "limit=2" in body["next"]
+    body = api.get(f"/api/v1/campaigns/?limit={10**30}").json()
+    assert len(body["results"]) == 4 and body["next"] is None
+    body = api.get(f"/api/v1/campaigns/?limit={10**30}&offset=2").json()
+    assert f"limit={MAX_LIMIT}" in body["previous"]
+    body = api.get(f"/api/v1/campaigns/?offset={10**30}").json()
+    assert body["results"] == [] and body["count"] == 4
