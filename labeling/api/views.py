@@ -529,7 +529,7 @@ class CampaignViewSet(
     # ---- model versions and predictions ---------------------------------------------------
 
     @extend_schema(responses=ModelVersionSerializer(many=True))
-    @action(detail=True, methods=["get"])
+    @action(detail=True, methods=["get"], pagination_class=None)  # a plain list, unpaginated
     def models(self, request: Request, pk: Any = None) -> Response:
         """The campaign's model versions with their metrics, newest first."""
         campaign = self._campaign(pk)

@@ -161,6 +161,18 @@ def test_the_schema_is_served_and_validates() -> None:
     assert "openapi: 3" in out.getvalue()
 
 
+def test_the_model_versions_list_is_documented_as_the_plain_list_it_returns() -> None:
+    import yaml
+
+    out = io.StringIO()
+    call_command("spectacular", stdout=out)
+    schema = yaml.safe_load(out.getvalue())
+    ok = schema["paths"]["/api/v1/campaigns/{id}/models/"]["get"]["responses"]["200"]
+    body = ok["content"]["application/json"]["schema"]
+    assert body["type"] == "array"
+    assert body["items"]["$ref"] == "#/components/schemas/ModelVersion"
+
+
 def test_swagger_ui_is_served_offline() -> None:
     page = APIClient().get("/api/docs/").content.decode()
     assert "swagger-ui" in page and "cdn." not in page and "unpkg" not in page
