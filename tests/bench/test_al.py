@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -355,25 +356,41 @@ def test_a_compare_served_run_scores_centre_convex_and_ensemble_at_the_checkpoin
     assert report.served_section([{**r, "strategy": "carve-soft"} for r in rows]) == ""
 
 
+def _last_run(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    rows: list[dict],
+    ceilings: list[dict],
+    load: Any,
+    ceiling_of: Any,
+) -> Any:
+    """A fake previous full run in ``tmp_path`` (rows, ceilings, meta) and bench.al patched to
+    rerun rows on tiny data without embedding or publishing; returns bench.al.__main__."""
+    import json
+
+    from bench.al import __main__ as al
+
+    al.write_rows(tmp_path / "bench-al.csv", rows)
+    al.write_rows(tmp_path / "bench-al-ceilings.csv", ceilings)
+    meta = {"seeds": 1, "budget": 20, "scale": 1.0, "jobs": 1, "model": "m", "minutes": 1.0}
+    (tmp_path / "bench-al-meta.json").write_text(json.dumps({**meta, "machine": "t"}))
+    monkeypatch.setattr(al, "load", load)
+    monkeypatch.setattr(al, "ceilings", ceiling_of)
+    monkeypatch.setattr(al, "publish", lambda *a: None)
+    monkeypatch.setattr(al, "Embedder", lambda model: None)
+    return al
+
+
 def test_rows_rerun_replaces_only_the_named_rows(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import json
     import sys
 
-    from bench.al import __main__ as al
-
     old = rows_for("carve", {50: [0.5]}) + rows_for("random-logreg", {50: [0.6]})
     for r in old:
         r["dataset"], r["split"] = "tiny", "test"
-    al.write_rows(tmp_path / "bench-al.csv", old)
-    al.write_rows(tmp_path / "bench-al-ceilings.csv", [])
-    meta = {"seeds": 1, "budget": 20, "scale": 1.0, "jobs": 1, "model": "m", "minutes": 1.0}
-    (tmp_path / "bench-al-meta.json").write_text(json.dumps({**meta, "machine": "t"}))
-    monkeypatch.setattr(al, "load", lambda *a, **k: TINY)
-    monkeypatch.setattr(al, "ceilings", lambda d: [])
-    monkeypatch.setattr(al, "publish", lambda *a: None)
-    monkeypatch.setattr(al, "Embedder", lambda model: None)
+    al = _last_run(tmp_path, monkeypatch, old, [], lambda *a, **k: TINY, lambda d: [])
     argv = ["bench.al", "--datasets", "tiny", "--seeds", "1", "--budget", "20", "--jobs", "1"]
     monkeypatch.setattr(sys, "argv", [*argv, "--out", str(tmp_path), "--rows", "carve"])
     al.main()
@@ -393,10 +410,7 @@ def test_rows_rerun_keeps_one_ceiling_per_dataset(
 ) -> None:
     # A row that runs on only some of --datasets (the binary-only reference rule) must not
     # append new ceilings for the others next to their old ones.
-    import json
     import sys
-
-    from bench.al import __main__ as al
 
     tiny2 = Dataset("tiny2", blobs(150, 2), {"test": blobs(80, 3)})
     old = []
@@ -404,23 +418,19 @@ def test_rows_rerun_keeps_one_ceiling_per_dataset(
         for r in rows_for("carve", {50: [0.5]}) + rows_for("carve_extremes", {50: [0.6]}):
             r["dataset"], r["split"] = ds, "test"
             old.append(r)
-    al.write_rows(tmp_path / "bench-al.csv", old)
     ceil = [
         {"dataset": d, "model": "logreg", "split": "test", "accuracy": 0.9}
         for d in ("tiny", "tiny2")
     ]
-    al.write_rows(tmp_path / "bench-al-ceilings.csv", ceil)
-    meta = {"seeds": 1, "budget": 20, "scale": 1.0, "jobs": 1, "model": "m", "minutes": 1.0}
-    (tmp_path / "bench-al-meta.json").write_text(json.dumps({**meta, "machine": "t"}))
-    monkeypatch.setattr(al, "MULTICLASS", frozenset({"tiny2"}))  # no carve_extremes row there
-    monkeypatch.setattr(al, "load", lambda name, *a, **k: TINY if name == "tiny" else tiny2)
-    monkeypatch.setattr(
-        al,
-        "ceilings",
+    al = _last_run(
+        tmp_path,
+        monkeypatch,
+        old,
+        ceil,
+        lambda name, *a, **k: TINY if name == "tiny" else tiny2,
         lambda d: [{"dataset": d.name, "model": "logreg", "split": "test", "accuracy": 0.8}],
     )
-    monkeypatch.setattr(al, "publish", lambda *a: None)
-    monkeypatch.setattr(al, "Embedder", lambda model: None)
+    monkeypatch.setattr(al, "MULTICLASS", frozenset({"tiny2"}))  # no carve_extremes row there
     argv = ["bench.al", "--datasets", "tiny,tiny2", "--seeds", "1", "--budget", "20", "--jobs", "1"]
     monkeypatch.setattr(sys, "argv", [*argv, "--out", str(tmp_path), "--rows", "carve_extremes"])
     al.main()
