@@ -233,9 +233,9 @@ def _setup(n_items: int, n_annotators: int) -> tuple[int, list[Annotator], dict[
     from django.core.management import call_command
     from django.test import Client
 
-    from labeling.embedding import FakeEmbedder
+    from labeling.embeddings.embedders import FakeEmbedder
+    from labeling.imports.write import import_file
     from labeling.models import Campaign, Item
-    from labeling.services import import_file
 
     call_command("migrate", interactive=False, verbosity=0)
     users = get_user_model().objects

@@ -208,7 +208,7 @@ CARVE_FAKE_EMBED_DELAY = envint("FAKE_EMBED_DELAY_MS", 0) / 1000
 
 # --- Uploads ------------------------------------------------------------------------------------
 
-# Limits of one dataset upload (labeling.importing.ImportLimits); a file over any of them is
+# Limits of one dataset upload (labeling.imports.parse.ImportLimits); a file over any of them is
 # refused with a message naming the limit.
 CARVE_UPLOAD_MAX_BYTES = envint("CARVE_UPLOAD_MAX_BYTES", 50 * 1024 * 1024)
 CARVE_UPLOAD_MAX_ROWS = envint("CARVE_UPLOAD_MAX_ROWS", 200_000)

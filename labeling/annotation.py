@@ -24,7 +24,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
-from labeling import learning
+from labeling import campaign_learner
 from labeling.models import Assignment, Campaign, Item, Label
 
 State = Assignment.State
@@ -125,7 +125,7 @@ def next_assignment(
     campaign: Campaign, user: Any, ranked: list[int] | None = None, rng: random.Random | None = None
 ) -> Assignment | None:
     """The item this annotator should label now, leased to them; None when nothing is left
-    (or the campaign is stopped)."""
+    (or the campaign is stopped). ``ranked`` defaults to the learner's ranked queue."""
     if campaign.stopped_at is not None:
         return None
     current = current_assignment(campaign, user)
@@ -133,7 +133,9 @@ def next_assignment(
         return current
     rng = rng or random.Random()
     tried: set[int] = set()
-    for stage in candidate_stages(campaign, user, ranked or [], rng):
+    if ranked is None:
+        ranked = campaign_learner.ranked_queue(campaign)
+    for stage in candidate_stages(campaign, user, ranked, rng):
         for item_id in stage:
             if item_id in tried:
                 continue
@@ -166,7 +168,7 @@ def submit_label(item: Item, user: Any, value: str, comment: str = "") -> Submit
                 annotator=user,
                 defaults={"state": State.LABELED, "expires_at": timezone.now()},
             )
-            learning.request_update(item.campaign_id)
+            campaign_learner.request_update(item.campaign_id)
     except IntegrityError:
         existing = Label.objects.get(item=item, annotator=user, undone_at__isnull=True)
         return Submitted(existing, created=False)
@@ -216,5 +218,5 @@ def undo_last(campaign: Campaign, user: Any, item_id: int | None = None) -> Labe
             state=State.LEASED if free else State.SKIPPED,
             expires_at=now + lease_duration() if free else now,
         )
-        learning.request_update(campaign.pk)
+        campaign_learner.request_update(campaign.pk)
     return label

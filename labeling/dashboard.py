@@ -10,8 +10,8 @@ from typing import Any
 from django.db.models import Q
 from django.utils import timezone
 
-from labeling import learning
-from labeling.metrics import cohen_kappa, fleiss_kappa
+from labeling import review
+from labeling.agreement import cohen_kappa, fleiss_kappa
 from labeling.models import Campaign, Decision, Item, Label, LearnerPoint, LearnerSnapshot
 
 
@@ -104,7 +104,7 @@ def summarize(campaign: Campaign) -> Summary:
         n_items=campaign.items.count(),
         n_done=len({r[0] for r in rows} | decided),
         n_labels=len(rows),
-        n_review=len(learning.review_items(campaign)),
+        n_review=len(review.review_items(campaign)),
         n_gold=len(gold),
         annotators=annotators,
         agreement=agreement(campaign, [(r[0], r[1], r[3]) for r in rows]),

@@ -165,7 +165,7 @@ def _sst2_csv() -> tuple[bytes, str]:
     # Without a network the datasets library retries for ~25 s: ask the hub once first.
     socket.create_connection(("huggingface.co", 443), timeout=3).close()
     # datasets reads the offline switches when it is imported, so clear them before; the
-    # embedding model still loads from its package (labeling.embedding sets its own).
+    # embedding model still loads from its package (labeling.embeddings.embedders sets its own).
     os.environ.pop("HF_HUB_OFFLINE", None)
     os.environ.pop("HF_DATASETS_OFFLINE", None)
     import datasets  # the demo extra: pip install -e ".[demo]"
@@ -212,10 +212,10 @@ def _setup_database(data_arg: str | None) -> tuple[Any, dict[str, str]]:
     from django.contrib.auth.models import Group
     from django.core.management import call_command
 
-    from labeling.importing import UploadRejected
+    from labeling.imports.parse import UploadRejected
+    from labeling.imports.write import import_file
     from labeling.models import Campaign
     from labeling.permissions import MANAGER_GROUP
-    from labeling.services import import_file
 
     call_command("migrate", interactive=False, verbosity=0)
     call_command("collectstatic", interactive=False, verbosity=0)
@@ -261,7 +261,7 @@ def _setup_database(data_arg: str | None) -> tuple[Any, dict[str, str]]:
 
 
 def _report_embedding(campaign: Any, started: float, reported: dict[str, bool]) -> None:
-    from labeling import jobs
+    from labeling.embeddings import jobs
 
     job = jobs.latest_job(campaign)
     if job is None or reported.get(f"{job.pk}-{job.status}"):

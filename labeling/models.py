@@ -123,7 +123,7 @@ class Campaign(models.Model):
     learner_pending = models.BooleanField(default=False, editable=False)
     learner_requested_at = models.DateTimeField(null=True, blank=True, editable=False)
 
-    # Written only by conditional UPDATEs (labeling.learning); a save() of a campaign loaded
+    # Written only by conditional UPDATEs (labeling.campaign_learner); a save() of a campaign loaded
     # earlier must not put old values back.
     COUNTERS = frozenset({"label_version", "learner_pending", "learner_requested_at", "stopped_at"})
 
@@ -202,6 +202,15 @@ class Item(models.Model):
         return self.text[:60]
 
 
+class JobStatus(models.TextChoices):
+    """The life of every job row (embedding job, import job, model version)."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
 class EmbeddingJob(models.Model):
     """One run of the embedding task over a campaign's items; the row the UI reads.
 
@@ -210,11 +219,7 @@ class EmbeddingJob(models.Model):
     later write is conditional on that attempt, so a worker that lost the row stops.
     """
 
-    class Status(models.TextChoices):
-        QUEUED = "queued"
-        RUNNING = "running"
-        DONE = "done"
-        FAILED = "failed"
+    Status = JobStatus
 
     campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="embedding_jobs")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
@@ -263,11 +268,7 @@ class ImportJob(models.Model):
     and checks the attempt, so an import happens completely, once, or not at all.
     """
 
-    class Status(models.TextChoices):
-        QUEUED = "queued"
-        RUNNING = "running"
-        DONE = "done"
-        FAILED = "failed"
+    Status = JobStatus
 
     campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="import_jobs")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
@@ -431,11 +432,7 @@ class LearnerPoint(models.Model):
 class ModelVersion(models.Model):
     """A trained model of the campaign: numbered, with its metrics and its network."""
 
-    class Status(models.TextChoices):
-        QUEUED = "queued"
-        RUNNING = "running"
-        DONE = "done"
-        FAILED = "failed"
+    Status = JobStatus
 
     campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="models")
     number = models.PositiveIntegerField()

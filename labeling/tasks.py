@@ -1,4 +1,10 @@
-"""Celery tasks. Each takes ids, is idempotent, and leaves its outcome on a database row."""
+"""Celery tasks: thin shells around the job modules, and what follows what.
+
+An import writes items and requests their embedding; a finished embedding job requests a
+learner update; a learner update that crosses ``retrain_every`` labels queues a model version.
+Each task takes ids, is idempotent, and leaves its outcome on a database row. Messages are
+sent through :mod:`labeling.queue` (by these tasks' names).
+"""
 
 from __future__ import annotations
 
@@ -8,10 +14,13 @@ from typing import Any
 from celery import shared_task
 from celery.signals import worker_ready
 from django.conf import settings
-from django.db import DatabaseError, InterfaceError, OperationalError
-from kombu.exceptions import OperationalError as BrokerError
+from django.db import DatabaseError, InterfaceError, OperationalError, transaction
 
-from labeling import jobs, learning
+from labeling import campaign_learner, model_versions, queue
+from labeling.embeddings import jobs as embedding_jobs
+from labeling.imports import jobs as import_jobs
+from labeling.jobrows import Outcome
+from labeling.models import EmbeddingJob
 
 logger = logging.getLogger(__name__)
 
@@ -29,52 +38,57 @@ IDEMPOTENT: dict[str, Any] = {
 
 @shared_task(bind=True, **IDEMPOTENT)
 def embed_campaign(self: Any, job_id: int) -> str:
-    """Run embedding job ``job_id`` (see :func:`labeling.jobs.run_embedding_job`).
+    """Run embedding job ``job_id`` (:func:`labeling.embeddings.jobs.run_embedding_job`);
+    when it is done, the campaign's learner is brought up to date over the full pool.
 
     When another live worker holds the job (or another job of its campaign), look again after
     CARVE_JOB_STALE_SECONDS: if that worker has died meanwhile, its claim is stale by then.
     """
-    outcome = jobs.run_embedding_job(job_id, worker=self.request.hostname or "")
-    if outcome is jobs.Outcome.BUSY:
-        embed_campaign.apply_async((job_id,), countdown=settings.CARVE_JOB_STALE_SECONDS + 1)
+    outcome = embedding_jobs.run_embedding_job(job_id, worker=self.request.hostname or "")
+    if outcome is Outcome.BUSY:
+        queue.send(queue.EMBED, job_id, countdown=settings.CARVE_JOB_STALE_SECONDS + 1)
+    elif outcome is Outcome.DONE:
+        campaign_id = EmbeddingJob.objects.values_list("campaign_id", flat=True).get(pk=job_id)
+        with transaction.atomic():
+            campaign_learner.request_update(campaign_id)
     return outcome.value
 
 
 @shared_task(bind=True, **IDEMPOTENT)
 def import_items(self: Any, job_id: int) -> str:
-    """Run bulk import job ``job_id`` (see :func:`labeling.imports.run_import_job`); a job
+    """Run bulk import job ``job_id`` (:func:`labeling.imports.jobs.run_import_job`); a job
     another run holds is looked at again once that run would count as dead (after the hard
     time limit), so a run that died is finished even if nobody polls."""
-    from labeling import imports
-
-    outcome = imports.run_import_job(job_id, worker=self.request.hostname or "")
-    if outcome is jobs.Outcome.BUSY:
-        import_items.apply_async((job_id,), countdown=settings.CELERY_TASK_TIME_LIMIT + 61)
+    outcome = import_jobs.run_import_job(job_id, worker=self.request.hostname or "")
+    if outcome is Outcome.BUSY:
+        queue.send(queue.IMPORT, job_id, countdown=settings.CELERY_TASK_TIME_LIMIT + 61)
     return outcome.value
 
 
 @shared_task(bind=False, **IDEMPOTENT)
 def update_learner(campaign_id: int) -> str:
-    """Bring a campaign's learner up to date (:func:`labeling.learning.update_learner`).
+    """Bring a campaign's learner up to date (:func:`labeling.campaign_learner.update_learner`),
+    then queue a model version if the labels crossed a multiple of ``retrain_every``.
 
     Idempotent: it reads the labels from the database each time, and a run that finishes after
     a newer one does not overwrite it.
     """
     try:
-        return learning.update_learner(campaign_id).status
+        outcome = campaign_learner.update_learner(campaign_id)
     except (OperationalError, InterfaceError):
         raise  # retried
     except Exception as exc:
-        learning.record_failure(campaign_id, exc)
+        campaign_learner.record_failure(campaign_id, exc)
         raise
+    if outcome.status == "updated" and outcome.snapshot is not None:
+        model_versions.maybe_auto_retrain(campaign_id, outcome.snapshot.n_labels)
+    return outcome.status
 
 
 @shared_task(bind=False, **IDEMPOTENT)
 def retrain(version_id: int) -> str:
-    """Fit model version ``version_id`` (:func:`labeling.training.retrain`)."""
-    from labeling import training
-
-    return training.retrain(version_id)
+    """Fit model version ``version_id`` (:func:`labeling.model_versions.retrain`)."""
+    return model_versions.retrain(version_id)
 
 
 @worker_ready.connect
@@ -84,41 +98,21 @@ def resume_pending_jobs(sender: Any = None, **kwargs: Any) -> None:
     A worker killed outright leaves its message unacknowledged in Redis until the visibility
     timeout (hours); the job row says the work is pending, so it is sent again now. Extra
     messages are harmless: only one run can claim a job, and a RUNNING job whose worker is
-    alive answers BUSY until it ends. (The campaign page re-sends stuck jobs too, see
-    :func:`labeling.jobs.nudge`.)
+    alive answers BUSY until it ends. (Pages and API polls re-send stuck jobs too: the
+    ``nudge`` functions of the job modules.)
     """
     try:
-        pending = jobs.pending_jobs()
+        pending = {
+            queue.EMBED: [pk for pk, _ in embedding_jobs.pending_jobs()],
+            queue.IMPORT: import_jobs.pending_imports(),
+            queue.RETRAIN: model_versions.pending_versions(),
+            queue.UPDATE_LEARNER: campaign_learner.pending_campaigns(),
+        }
     except DatabaseError:  # not migrated yet, or the database is down: nothing to resume
-        logger.warning("could not look for pending embedding jobs", exc_info=True)
+        logger.warning("could not look for pending jobs", exc_info=True)
         return
-    for job_id, _status in pending:
-        try:
-            embed_campaign.delay(job_id)
-        except BrokerError:
-            logger.warning("could not re-send embedding job %s", job_id, exc_info=True)
-    try:
-        waiting = list(learning.pending_campaigns())
-        from labeling import imports, training
-
-        versions = training.pending_versions()
-        waiting_imports = imports.pending_imports()
-    except DatabaseError:
-        waiting, versions, waiting_imports = [], [], []
-    for job_id in waiting_imports:
-        try:
-            import_items.delay(job_id)
-        except BrokerError:
-            logger.warning("could not re-send import job %s", job_id, exc_info=True)
-    for version_id in versions:
-        try:
-            retrain.delay(version_id)
-        except BrokerError:
-            logger.warning("could not re-send model version %s", version_id, exc_info=True)
-    for campaign_id in waiting:
-        try:
-            update_learner.delay(campaign_id)
-        except BrokerError:
-            logger.warning("could not re-send learner update %s", campaign_id, exc_info=True)
-    if pending:
-        logger.info("re-sent %d pending embedding job(s)", len(pending))
+    for task, ids in pending.items():
+        for pk in ids:
+            queue.try_send(task, pk)
+    if any(pending.values()):
+        logger.info("re-sent pending work: %s", {t: len(ids) for t, ids in pending.items()})

@@ -21,18 +21,19 @@ from kombu.exceptions import OperationalError as BrokerError
 
 from labeling import (
     annotation,
+    campaign_learner,
     charts,
     dashboard,
-    jobs,
-    learning,
+    model_versions,
     permissions,
-    services,
     tokens,
-    training,
 )
+from labeling.embeddings import jobs as embedding_jobs
 from labeling.forms import CampaignForm, DecisionForm, LabelActionForm, TokenForm, UploadForm
-from labeling.importing import UploadRejected
+from labeling.imports import write
+from labeling.imports.parse import UploadRejected
 from labeling.models import Assignment, Campaign, Item, Label, LearnerSnapshot
+from labeling.review import decide, review_items
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +101,7 @@ def campaign_edit(request: HttpRequest, pk: int) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         with transaction.atomic():
             form.save()
-            learning.request_update(campaign.pk)  # new settings: rebuild the learner
+            campaign_learner.request_update(campaign.pk)  # new settings: rebuild the learner
         messages.success(request, "Campaign saved.")
         return redirect("campaign-detail", pk=campaign.pk)
     return render(request, "labeling/campaign_form.html", {"form": form, "campaign": campaign})
@@ -109,10 +110,10 @@ def campaign_edit(request: HttpRequest, pk: int) -> HttpResponse:
 def _detail(
     request: HtmxHttpRequest, campaign: Campaign, upload_form: UploadForm | None, status: int = 200
 ) -> HttpResponse:
-    job = jobs.latest_job(campaign)
+    job = embedding_jobs.latest_job(campaign)
     if job is not None and job.is_active:
         try:
-            jobs.nudge(job)  # a stuck job (broker was down, worker killed) is sent again
+            embedding_jobs.nudge(job)  # a stuck job (broker was down, worker killed) is sent again
         except BrokerError:
             logger.warning("could not re-send embedding job %s", job.pk, exc_info=True)
     template = "labeling/campaign_detail.html"
@@ -151,7 +152,7 @@ def campaign_upload(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         return _detail(request, campaign, form, status=400)
     upload = form.cleaned_data["file"]
     try:
-        outcome = services.import_file(
+        outcome = write.import_file(
             campaign,
             request.user,
             upload.read(),
@@ -163,7 +164,7 @@ def campaign_upload(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         for error in exc.errors:
             form.add_error("file", error)
         return _detail(request, campaign, form, status=400)
-    messages.success(request, services.describe(outcome))
+    messages.success(request, write.describe(outcome))
     return redirect("campaign-detail", pk=campaign.pk)
 
 
@@ -172,7 +173,7 @@ def campaign_upload(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 def embedding_retry(request: HttpRequest, pk: int) -> HttpResponse:
     campaign = permissions.get_campaign(request.user, pk, manage=True)
     with transaction.atomic():
-        jobs.request_embedding(campaign)
+        embedding_jobs.request_embedding(campaign)
     messages.info(request, "Embedding job queued.")
     return redirect("campaign-detail", pk=campaign.pk)
 
@@ -183,7 +184,7 @@ def _label_page(
     form: LabelActionForm | None = None,
     status: int = 200,
 ) -> HttpResponse:
-    served = annotation.next_assignment(campaign, request.user, learning.ranked_queue(campaign))
+    served = annotation.next_assignment(campaign, request.user)
     mine = Label.objects.filter(
         item__campaign=campaign,
         annotator=permissions.signed_in(request.user),
@@ -222,7 +223,7 @@ def label(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     """
     campaign = permissions.get_campaign(request.user, pk)
     if request.method != "POST":
-        learning.nudge(campaign)  # a learner update lost with a dead worker is sent again
+        campaign_learner.nudge(campaign)  # a learner update lost with a dead worker is sent again
         return _label_page(request, campaign)
     form = LabelActionForm(request.POST, labels=campaign.labels)
     if not form.is_valid():
@@ -268,14 +269,14 @@ def review(request: HttpRequest, pk: int) -> HttpResponse:
         if form.is_valid():
             item = Item.objects.filter(campaign=campaign, pk=form.cleaned_data["item"]).first()
             if item is not None:
-                learning.decide(item, request.user, form.cleaned_data["value"])
+                decide(item, request.user, form.cleaned_data["value"])
                 messages.success(request, f"Decided “{form.cleaned_data['value']}”.")
                 return redirect("campaign-review", pk=campaign.pk)
             form.add_error("item", "No such item in this campaign.")
         status = 400
     else:
         status = 200
-    ids = learning.review_items(campaign)
+    ids = review_items(campaign)
     items = Item.objects.filter(pk__in=ids).prefetch_related("labels__annotator")
     order = {pk: i for i, pk in enumerate(ids)}
     context = {
@@ -291,7 +292,7 @@ def review(request: HttpRequest, pk: int) -> HttpResponse:
 def campaign_dashboard(request: HttpRequest, pk: int) -> HttpResponse:
     """Progress, throughput, agreement, gold accuracy, the learning curve and diagnostics."""
     campaign = permissions.get_campaign(request.user, pk, manage=True)
-    training.nudge(campaign)  # versions stuck behind a dead worker or broker are sent again
+    model_versions.nudge(campaign)  # versions stuck behind a dead worker or broker are sent again
     summary = dashboard.summarize(campaign)
     xs = [p.n_labels for p in summary.curve]
     threshold = next((p.threshold for p in reversed(summary.curve) if p.threshold), None)
@@ -337,7 +338,7 @@ def campaign_stop(request: HttpRequest, pk: int) -> HttpResponse:
 def campaign_retrain(request: HttpRequest, pk: int) -> HttpResponse:
     """Queue a new model version now."""
     campaign = permissions.get_campaign(request.user, pk, manage=True)
-    version = training.request_retrain(campaign, user=request.user)
+    version = model_versions.request_retrain(campaign, user=request.user)
     messages.success(request, f"Model version {version.number} queued.")
     return redirect("campaign-dashboard", pk=campaign.pk)
 

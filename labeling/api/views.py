@@ -27,13 +27,12 @@ from rest_framework.serializers import BaseSerializer
 import learner
 from labeling import (
     annotation,
+    campaign_learner,
     dashboard,
-    imports,
-    jobs,
-    learning,
+    model_versions,
     onnx_export,
     permissions,
-    training,
+    review,
 )
 from labeling.api.parsing import ImportJSONParser
 from labeling.api.serializers import (
@@ -55,6 +54,9 @@ from labeling.api.serializers import (
     PredictOutSerializer,
     UndoInSerializer,
 )
+from labeling.embeddings import jobs as embedding_jobs
+from labeling.embeddings import pool
+from labeling.imports import jobs as import_jobs
 from labeling.models import Assignment, Campaign, ImportJob, Label
 
 # A spreadsheet runs a cell starting with one of these as a formula (CSV injection).
@@ -109,7 +111,7 @@ class CampaignViewSet(
             raise PermissionDenied("Only the campaign's managers may change it.")
         with transaction.atomic():
             serializer.save()
-            learning.request_update(campaign.pk)  # new settings: rebuild the learner
+            campaign_learner.request_update(campaign.pk)  # new settings: rebuild the learner
 
     def _campaign(self, pk: Any, *, manage: bool = False) -> Campaign:
         return permissions.get_campaign(self.request.user, int(pk), manage=manage)
@@ -174,7 +176,7 @@ class CampaignViewSet(
                         f"{settings.CARVE_UPLOAD_MAX_ROWS:,}."
                     }
                 )
-            data, filename = imports.items_as_jsonl(items), imports.ITEMS_FILENAME
+            data, filename = import_jobs.items_as_jsonl(items), import_jobs.ITEMS_FILENAME
         else:
             body = ImportFileSerializer(data=request.data)
             body.is_valid(raise_exception=True)
@@ -188,7 +190,7 @@ class CampaignViewSet(
                     }
                 )
             data, filename = upload.read(), upload.name or "upload"
-        job = imports.start_import(
+        job = import_jobs.start_import(
             campaign,
             request.user,
             data,
@@ -219,7 +221,7 @@ class CampaignViewSet(
         job = campaign.import_jobs.defer("data").filter(pk=int(job_id)).first()
         if job is None:
             raise NotFound("No import job with that id in this campaign.")
-        imports.nudge(job)  # stuck behind a broker outage or a dead worker: send it again
+        import_jobs.nudge(job)  # stuck behind a broker outage or a dead worker: send it again
         return Response(self._job_body(job))
 
     # ---- metrics and diagnostics --------------------------------------------------------------
@@ -231,9 +233,9 @@ class CampaignViewSet(
         gold accuracy, the label distribution, the embedding job, the learner's diagnostics
         and learning curve, and the newest finished model version."""
         campaign = self._campaign(pk, manage=True)
-        learning.nudge(campaign)
+        campaign_learner.nudge(campaign)
         s = dashboard.summarize(campaign)
-        job = jobs.latest_job(campaign)
+        job = embedding_jobs.latest_job(campaign)
         snap = s.snapshot
         last = s.curve[-1] if s.curve else None
         latest = campaign.models.filter(status="done").order_by("-number").first()
@@ -329,7 +331,7 @@ class CampaignViewSet(
         elif state == "unlabeled":
             items = items.exclude(labels__in=active)
         elif state == "review":
-            items = items.filter(pk__in=learning.review_items(campaign))
+            items = items.filter(pk__in=review.review_items(campaign))
         elif state is not None:
             raise ValidationError({"state": "Use labeled, unlabeled or review."})
         page = self.paginate_queryset(items)
@@ -357,7 +359,7 @@ class CampaignViewSet(
     def next(self, request: Request, pk: Any = None) -> Response:
         """Lease the caller's next item (the same leasing as the labeling page)."""
         campaign = self._campaign(pk)
-        served = annotation.next_assignment(campaign, request.user, learning.ranked_queue(campaign))
+        served = annotation.next_assignment(campaign, request.user)
         if served is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
         return Response(
@@ -448,7 +450,7 @@ class CampaignViewSet(
         value = body.validated_data["value"]
         if value not in campaign.labels:
             raise ValidationError({"value": f"Choose one of: {', '.join(campaign.labels)}."})
-        decision = learning.decide(item, request.user, value)
+        decision = review.decide(item, request.user, value)
         out = {
             "id": decision.pk,
             "item": item.pk,
@@ -544,7 +546,7 @@ class CampaignViewSet(
         version = campaign.models.filter(number=int(number)).first()
         if version is None:
             raise NotFound("No model version with that number.")
-        training.nudge(campaign)  # a version stuck behind a dead worker is sent again
+        model_versions.nudge(campaign)  # a version stuck behind a dead worker is sent again
         return Response(ModelVersionSerializer(version).data)
 
     @extend_schema(request=None, responses={202: ModelVersionSerializer})
@@ -554,7 +556,7 @@ class CampaignViewSet(
         ``models/{number}/`` until it is done."""
         campaign = self._campaign(pk, manage=True)
         with transaction.atomic():
-            version = training.request_retrain(campaign, user=request.user)
+            version = model_versions.request_retrain(campaign, user=request.user)
         url = reverse("api-campaign-model", kwargs={"pk": campaign.pk, "number": version.number})
         return Response(
             ModelVersionSerializer(version).data,
@@ -634,7 +636,7 @@ class CampaignViewSet(
                 {"detail": "This campaign has no trained model yet: retrain first."},
                 status=status.HTTP_409_CONFLICT,
             )
-        serving = jobs.model_name_from_settings()
+        serving = pool.model_name_from_settings()
         if version.embedding_model and version.embedding_model != serving:
             return Response(
                 {
@@ -644,7 +646,7 @@ class CampaignViewSet(
                 status=status.HTTP_409_CONFLICT,
             )
         net = learner.ReLUNetwork.from_dict(version.network)
-        E = jobs.embedder_from_settings().encode(texts)
+        E = pool.embedder_from_settings().encode(texts)
         scores, predicted = net.scores(E), net.predict(E)
         names = campaign.labels
         rows = []

@@ -13,8 +13,8 @@ from django.db import connections
 from django.utils import timezone
 
 from labeling import annotation
+from labeling.imports.write import import_file
 from labeling.models import Assignment, Campaign, Item, Label
-from labeling.services import import_file
 
 State = Assignment.State
 

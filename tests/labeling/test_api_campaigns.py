@@ -16,6 +16,7 @@ from rest_framework.test import APIClient
 
 from labeling import tokens
 from labeling.models import ApiToken, Campaign
+from labeling.review import review_items
 from tests.support.clients import api_as as _api
 
 pytestmark = pytest.mark.django_db
@@ -142,7 +143,7 @@ def test_invalid_campaigns_are_refused_with_field_errors(
 
 
 def test_an_update_cannot_drop_a_label_in_use(campaign: Campaign, manager: Any) -> None:
-    from labeling.services import import_file
+    from labeling.imports.write import import_file
 
     import_file(campaign, manager, b"text,label\ngood,positive\n", "d.csv")
     response = _api(manager).patch(
@@ -183,7 +184,7 @@ def test_swagger_ui_is_served_offline() -> None:
 
 @pytest.fixture
 def imported(campaign: Campaign, manager: Any) -> Campaign:
-    from labeling.services import import_file
+    from labeling.imports.write import import_file
 
     Campaign.objects.filter(pk=campaign.pk).update(gold_rate=0)
     campaign.refresh_from_db()
@@ -327,7 +328,6 @@ def test_undo_withdraws_the_latest_label_once_and_leases_the_item_back(
 def test_a_managers_decision_settles_an_item_in_review(
     imported: Campaign, annotator: Any, manager: Any, django_user_model: Any
 ) -> None:
-    from labeling import learning
 
     second = django_user_model.objects.create_user("second")
     imported.annotators.add(second)
@@ -338,7 +338,7 @@ def test_a_managers_decision_settles_an_item_in_review(
     other = _api(second)
     assert other.post(f"{base}/next/").json()["id"] == item
     other.post(f"{base}/labels/", {"item": item, "value": "negative"}, format="json")
-    assert learning.review_items(imported) == [item]
+    assert review_items(imported) == [item]
     url = f"{base}/decisions/"
     assert _api(annotator).post(url, {"item": item, "value": "positive"}).status_code == 403
     boss = _api(manager)
@@ -346,7 +346,7 @@ def test_a_managers_decision_settles_an_item_in_review(
     assert boss.post(url, {"item": 999_999, "value": "positive"}).status_code == 400
     decided = boss.post(url, {"item": item, "value": "positive"}, format="json")
     assert decided.status_code == 201 and decided.json()["decided_by"] == "manager"
-    assert learning.review_items(imported) == []
+    assert review_items(imported) == []
     review = boss.get(f"{base}/items/", {"state": "review"}).json()["results"]
     assert review == []
 

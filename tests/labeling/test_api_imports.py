@@ -13,11 +13,12 @@ from django.db import OperationalError, connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from labeling import imports
-from labeling.importing import UploadRejected, parse_upload
-from labeling.jobs import Outcome
+from labeling.imports import jobs as import_jobs
+from labeling.imports import write
+from labeling.imports.parse import UploadRejected, parse_upload
+from labeling.imports.write import import_limits
+from labeling.jobrows import Outcome
 from labeling.models import Campaign, EmbeddingJob, ImportJob, Item, Upload
-from labeling.services import import_limits
 from tests.support.clients import api_as
 
 pytestmark = pytest.mark.django_db
@@ -188,12 +189,12 @@ def test_a_large_file_is_queued_and_its_job_reports_the_outcome(
     assert response["Location"] == body["url"]
     assert not Item.objects.exists()  # nothing until a worker runs it
 
-    assert imports.run_import_job(body["id"], worker="test") is Outcome.DONE
+    assert import_jobs.run_import_job(body["id"], worker="test") is Outcome.DONE
     polled = client.get(body["url"]).json()
     assert polled["status"] == "done" and polled["result"]["n_created"] == 50
     assert Item.objects.filter(campaign=campaign).count() == 50
     # A duplicate delivery of the task finds the job done and writes nothing.
-    assert imports.run_import_job(body["id"]) is Outcome.NOTHING
+    assert import_jobs.run_import_job(body["id"]) is Outcome.NOTHING
     assert Item.objects.count() == 50
 
 
@@ -203,7 +204,7 @@ def test_background_can_be_asked_for_and_a_refusal_is_reported_on_the_job(
     client = api_as(manager)
     response = _post_file(client, campaign, _csv(["ok,positive", "hm,unsure"]), background="true")
     assert response.status_code == 202
-    assert imports.run_import_job(response.json()["id"]) is Outcome.FAILED
+    assert import_jobs.run_import_job(response.json()["id"]) is Outcome.FAILED
     job = client.get(response.json()["url"]).json()
     assert job["status"] == "failed" and "unsure" in job["errors"][0]
     assert not Item.objects.exists()
@@ -219,21 +220,21 @@ def test_inline_can_be_forced_for_a_large_file(
 
 def _queued(campaign: Campaign, user: Any, n: int = 5) -> ImportJob:
     data = ("text\n" + "\n".join(f"line {i}" for i in range(n)) + "\n").encode()
-    return imports.start_import(campaign, user, data, "t.csv", background=True)
+    return import_jobs.start_import(campaign, user, data, "t.csv", background=True)
 
 
 def test_a_job_whose_worker_died_is_taken_over_and_imported_once(
     campaign: Campaign, manager: Any
 ) -> None:
     job = _queued(campaign, manager)
-    first = imports.claim(job.pk, "doomed")
+    first = import_jobs.claim(job.pk, "doomed")
     assert isinstance(first, ImportJob) and first.attempt == 1
     # Not stale yet: a second delivery is told the job is busy.
-    assert imports.run_import_job(job.pk) is Outcome.BUSY
+    assert import_jobs.run_import_job(job.pk) is Outcome.BUSY
     ImportJob.objects.filter(pk=job.pk).update(started_at=timezone.now() - timedelta(hours=1))
-    assert imports.run_import_job(job.pk, "rescuer") is Outcome.DONE
+    assert import_jobs.run_import_job(job.pk, "rescuer") is Outcome.DONE
     # The first run was only presumed dead; when it comes back it must not import again.
-    assert imports.execute(first) is Outcome.LOST
+    assert import_jobs.execute(first) is Outcome.LOST
     job.refresh_from_db()
     assert (job.status, job.attempt) == ("done", 2)
     assert Item.objects.filter(campaign=campaign).count() == 5
@@ -248,7 +249,7 @@ def test_a_job_that_killed_its_worker_too_often_fails_with_a_reason(
         attempt=settings.CARVE_JOB_MAX_ATTEMPTS,
         started_at=timezone.now() - timedelta(hours=1),
     )
-    assert imports.run_import_job(job.pk) is Outcome.NOTHING
+    assert import_jobs.run_import_job(job.pk) is Outcome.NOTHING
     job.refresh_from_db()
     assert job.status == "failed" and "started 3 times" in job.error and job.data is None
     assert not Item.objects.exists()
@@ -284,7 +285,7 @@ def test_a_starting_worker_resends_unfinished_imports(
     monkeypatch.setattr(tasks.import_items, "delay", sent.append)
     queued = _queued(campaign, manager)
     done = _queued(campaign, manager)
-    imports.run_import_job(done.pk)
+    import_jobs.run_import_job(done.pk)
     tasks.resume_pending_jobs()
     assert sent == [queued.pk]
 
@@ -363,12 +364,12 @@ def test_a_bad_content_length_on_the_api_is_json(manager: Any) -> None:
 def test_an_inline_import_the_database_cannot_finish_goes_to_a_worker(
     campaign: Campaign, manager: Any, monkeypatch: Any
 ) -> None:
-    from labeling import services, tasks
+    from labeling import tasks
 
     def locked(*args: Any, **kwargs: Any) -> Any:
         raise OperationalError("database is locked")
 
-    monkeypatch.setattr(services, "write_items", locked)
+    monkeypatch.setattr(write, "write_items", locked)
     response = _post_file(api_as(manager), campaign, _csv(["kept,positive"]))
     assert response.status_code == 202 and response.json()["background"] is True
     job = ImportJob.objects.get()
@@ -378,19 +379,18 @@ def test_an_inline_import_the_database_cannot_finish_goes_to_a_worker(
     monkeypatch.setattr(tasks.import_items, "delay", sent.append)
     tasks.resume_pending_jobs()  # it is pending like any background job
     assert sent == [job.pk]
-    assert imports.run_import_job(job.pk) is Outcome.DONE
+    assert import_jobs.run_import_job(job.pk) is Outcome.DONE
     assert list(Item.objects.values_list("text", flat=True)) == ["kept"]
 
 
 def test_an_unexpected_inline_failure_is_a_json_500_with_the_reason(
     campaign: Campaign, manager: Any, monkeypatch: Any
 ) -> None:
-    from labeling import services
 
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(services, "write_items", broken)
+    monkeypatch.setattr(write, "write_items", broken)
     response = _post_file(api_as(manager), campaign, _csv(["x,positive"]))
     assert response.status_code == 500
     body = response.json()
@@ -425,7 +425,7 @@ def test_a_slow_run_that_is_still_alive_is_not_taken_over(
     sent: list[int] = []
     monkeypatch.setattr(tasks.import_items, "delay", sent.append)
     job = _queued(campaign, manager)
-    running = imports.claim(job.pk, "slow")
+    running = import_jobs.claim(job.pk, "slow")
     assert isinstance(running, ImportJob)
     # Running for 10 minutes, far past JOB_STALE_SECONDS but within the task's time limit.
     ImportJob.objects.filter(pk=job.pk).update(
@@ -433,8 +433,8 @@ def test_a_slow_run_that_is_still_alive_is_not_taken_over(
     )
     api_as(manager).get(_url(campaign, job.pk))  # polling does not re-send it
     assert sent == []
-    assert imports.run_import_job(job.pk, "eager") is Outcome.BUSY
-    assert imports.execute(running) is Outcome.DONE  # the slow run finishes its work
+    assert import_jobs.run_import_job(job.pk, "eager") is Outcome.BUSY
+    assert import_jobs.execute(running) is Outcome.DONE  # the slow run finishes its work
     assert Item.objects.count() == 5
 
 
@@ -442,12 +442,11 @@ def test_a_slow_run_that_is_still_alive_is_not_taken_over(
 def test_a_takeover_arriving_during_the_write_waits_for_it_and_imports_nothing(
     campaign: Campaign, manager: Any, monkeypatch: Any
 ) -> None:
-    from labeling import services
 
-    job = imports.start_import(campaign, manager, b"text\na\nb\nc\n", "t.csv", background=True)
-    first = imports.claim(job.pk, "A")
+    job = import_jobs.start_import(campaign, manager, b"text\na\nb\nc\n", "t.csv", background=True)
+    first = import_jobs.claim(job.pk, "A")
     assert isinstance(first, ImportJob)
-    real, writing = services.write_items, threading.Event()
+    real, writing = write.write_items, threading.Event()
 
     def slow(*args: Any, **kwargs: Any) -> Any:
         out = real(*args, **kwargs)
@@ -455,12 +454,12 @@ def test_a_takeover_arriving_during_the_write_waits_for_it_and_imports_nothing(
         time.sleep(1.5)  # the items are written, the transaction not yet committed
         return out
 
-    monkeypatch.setattr(services, "write_items", slow)
+    monkeypatch.setattr(write, "write_items", slow)
     outcome: dict[str, Outcome] = {}
 
     def run_first() -> None:
         try:
-            outcome["A"] = imports.execute(first)
+            outcome["A"] = import_jobs.execute(first)
         finally:
             connection.close()
 
@@ -468,9 +467,9 @@ def test_a_takeover_arriving_during_the_write_waits_for_it_and_imports_nothing(
     thread.start()
     assert writing.wait(20)
     # B believes A dead (as it would past the time limit) and tries to take over now.
-    monkeypatch.setattr(services, "write_items", real)
-    monkeypatch.setattr(imports, "_dead_before", lambda: timezone.now() + timedelta(hours=1))
-    outcome["B"] = imports.run_import_job(job.pk, "B")
+    monkeypatch.setattr(write, "write_items", real)
+    monkeypatch.setattr(import_jobs, "dead_before", lambda: timezone.now() + timedelta(hours=1))
+    outcome["B"] = import_jobs.run_import_job(job.pk, "B")
     thread.join(30)
     assert outcome == {"A": Outcome.DONE, "B": Outcome.NOTHING}
     assert Item.objects.count() == 3 and Upload.objects.count() == 1

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 
 import learner
-from labeling import annotation, jobs, training
-from labeling.embedding import FakeEmbedder
+from labeling import annotation, campaign_learner, model_versions
+from labeling.embeddings import jobs as embedding_jobs
+from labeling.embeddings.embedders import FakeEmbedder
+from labeling.imports.write import import_file
 from labeling.models import Campaign, EmbeddingJob, Item
-from labeling.services import import_file
 from tests.support.clients import api_as as _api
 
 pytestmark = pytest.mark.django_db
@@ -21,14 +22,14 @@ pytestmark = pytest.mark.django_db
 def trained(campaign: Campaign, annotator: Any) -> Campaign:
     body = "text\n" + "\n".join(f"review {i}" for i in range(30)) + "\n"
     import_file(campaign, campaign.created_by, body.encode(), "d.csv")
-    jobs.run_embedding_job(EmbeddingJob.objects.get(campaign=campaign).pk)
+    embedding_jobs.run_embedding_job(EmbeddingJob.objects.get(campaign=campaign).pk)
     items = list(Item.objects.filter(campaign=campaign).order_by("position"))
     E = FakeEmbedder().encode([i.text for i in items])
     y = E @ np.random.default_rng(0).standard_normal(E.shape[1]) > 0
     for item, positive in zip(items[:12], y[:12], strict=True):
         annotation.submit_label(item, annotator, "positive" if positive else "negative")
-    version = training.request_retrain(campaign)
-    assert training.retrain(version.pk) == "done"
+    version = model_versions.request_retrain(campaign)
+    assert model_versions.retrain(version.pk) == "done"
     return campaign
 
 
@@ -177,7 +178,7 @@ def test_retrain_queues_the_next_version_for_managers_only(
     assert response["Location"].endswith(f"/api/v1/campaigns/{trained.pk}/models/2/")
     version = trained.models.get(number=2)
     assert version.created_by == manager
-    assert training.retrain(version.pk) == "done"
+    assert model_versions.retrain(version.pk) == "done"
     polled = _api(annotator).get(f"/api/v1/campaigns/{trained.pk}/models/2/").json()
     assert polled["status"] == "done" and polled["n_labels"] == 12
     assert polled["metrics"] == version.__class__.objects.get(pk=version.pk).metrics != {}
@@ -190,9 +191,9 @@ def test_retrain_queues_the_next_version_for_managers_only(
 def test_metrics_report_progress_agreement_learner_and_model(
     trained: Campaign, manager: Any, annotator: Any, django_user_model: Any
 ) -> None:
-    from labeling import dashboard, learning
+    from labeling import dashboard
 
-    learning.update_learner(trained.pk)
+    campaign_learner.update_learner(trained.pk)
     second = django_user_model.objects.create_user("second")
     trained.annotators.add(second)
     first_item = Item.objects.filter(campaign=trained).order_by("position").first()
@@ -244,23 +245,22 @@ def test_metrics_of_an_empty_campaign_and_who_may_read_them(
 def test_a_depth_3_campaign_learns_trains_exports_and_predicts(
     campaign: Campaign, annotator: Any, manager: Any
 ) -> None:
-    from labeling import learning
 
     Campaign.objects.filter(pk=campaign.pk).update(depth=3)
     campaign.refresh_from_db()
     body = "text\n" + "\n".join(f"deep review {i}" for i in range(40)) + "\n"
     import_file(campaign, manager, body.encode(), "d.csv")
-    jobs.run_embedding_job(EmbeddingJob.objects.get(campaign=campaign).pk)
+    embedding_jobs.run_embedding_job(EmbeddingJob.objects.get(campaign=campaign).pk)
     items = list(Item.objects.filter(campaign=campaign).order_by("position"))
     E = FakeEmbedder().encode([i.text for i in items])
     y = E @ np.random.default_rng(1).standard_normal(E.shape[1]) > 0
     for item, positive in zip(items[:16], y[:16], strict=True):
         annotation.submit_label(item, annotator, "positive" if positive else "negative")
-    assert learning.update_learner(campaign.pk).status == "updated"
+    assert campaign_learner.update_learner(campaign.pk).status == "updated"
     state = learner.LearnerState.from_bytes(bytes(campaign.learner.state))
     assert state.config.depth == 3 and state.gates.sizes == (8, 2)
-    version = training.request_retrain(campaign)
-    assert training.retrain(version.pk) == "done"
+    version = model_versions.request_retrain(campaign)
+    assert model_versions.retrain(version.pk) == "done"
     api = _api(annotator)
     doc = api.get(f"/api/v1/campaigns/{campaign.pk}/models/1/export/").json()
     net = learner.ReLUNetwork.from_dict(doc["network"])

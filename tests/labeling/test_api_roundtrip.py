@@ -18,7 +18,7 @@ import onnxruntime as ort
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from labeling.embedding import FakeEmbedder
+from labeling.embeddings.embedders import FakeEmbedder
 from tests.support.clients import api_as
 from tests.support.processes import Worker, wait_for
 

@@ -13,8 +13,8 @@ from django.conf import settings as django_settings
 from django.db import connections
 from django.test import Client
 
+from labeling.imports.write import import_file
 from labeling.models import Campaign, EmbeddingJob, Label
-from labeling.services import import_file
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]
 T = TypeVar("T")

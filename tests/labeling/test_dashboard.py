@@ -11,9 +11,10 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 from django.urls import reverse
 
-from labeling import annotation, charts, dashboard, jobs, learning
+from labeling import annotation, campaign_learner, charts, dashboard
+from labeling.embeddings import jobs as embedding_jobs
+from labeling.imports.write import import_file
 from labeling.models import Campaign, EmbeddingJob, Item
-from labeling.services import import_file
 from tests.support.clients import logged_in as _client
 
 pytestmark = pytest.mark.django_db
@@ -31,7 +32,7 @@ def labeled(campaign: Campaign) -> Campaign:
     gold = ["positive", "negative", "positive", "negative", "", ""]
     body = "text,label\n" + "".join(f"item {i},{g}\n" for i, g in enumerate(gold))
     import_file(campaign, campaign.created_by, body.encode(), "d.csv")
-    jobs.run_embedding_job(EmbeddingJob.objects.get(campaign=campaign).pk)
+    embedding_jobs.run_embedding_job(EmbeddingJob.objects.get(campaign=campaign).pk)
     items = list(Item.objects.filter(campaign=campaign).order_by("position"))
     ann, bob = (get_user_model().objects.create_user(n) for n in ("ann", "bob"))
     ann_says = ["positive", "negative", "positive", "negative", "positive", "negative"]
@@ -80,7 +81,7 @@ def test_fleiss_kappa_with_three_annotators(campaign: Campaign) -> None:
 
 
 def test_the_page_shows_the_numbers_and_svg_charts(labeled: Campaign, manager: Any) -> None:
-    learning.update_learner(labeled.pk)
+    campaign_learner.update_learner(labeled.pk)
     text = _client(manager).get(_url(labeled)).content.decode()
     assert '<span id="n-done">6</span> / 6 items' in text
     assert "Cohen&#x27;s kappa 0.333" in text

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from labeling.demo import SAMPLE_CSV, demo_data
-from labeling.importing import parse_upload
+from labeling.imports.parse import parse_upload
 from tests.support.processes import REPO_ROOT, free_port, wait_for, worker_env
 
 

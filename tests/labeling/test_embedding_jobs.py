@@ -10,10 +10,13 @@ import numpy as np
 import pytest
 from django.utils import timezone
 
-from labeling import jobs
-from labeling.embedding import EmbeddingStore, FakeEmbedder
+from labeling.embeddings import jobs as embedding_jobs
+from labeling.embeddings import pool
+from labeling.embeddings.embedders import FakeEmbedder
+from labeling.embeddings.store import EmbeddingStore
+from labeling.imports.write import import_file
+from labeling.jobrows import Outcome
 from labeling.models import Campaign, EmbeddingJob, Item
-from labeling.services import import_file
 
 pytestmark = pytest.mark.django_db
 Status = EmbeddingJob.Status
@@ -41,7 +44,7 @@ def test_import_queues_one_job_and_reuses_it_while_queued(campaign: Campaign) ->
 
 def test_an_import_of_only_known_texts_queues_nothing_new(campaign: Campaign) -> None:
     _import(campaign, ["a", "b"])
-    jobs.run_embedding_job(_job(campaign).pk)
+    embedding_jobs.run_embedding_job(_job(campaign).pk)
     _import(campaign, ["b", "a"], "again.csv")
     assert not EmbeddingJob.objects.filter(status=Status.QUEUED).exists()
 
@@ -49,10 +52,10 @@ def test_an_import_of_only_known_texts_queues_nothing_new(campaign: Campaign) ->
 def test_it_embeds_every_item_in_position_order(campaign: Campaign, settings: Any) -> None:
     settings.CARVE_EMBEDDING_BATCH = 4  # chunks of 16 rows
     _import(campaign, [f"review number {i}" for i in range(50)])
-    outcome = jobs.run_embedding_job(_job(campaign).pk, worker="w1")
+    outcome = embedding_jobs.run_embedding_job(_job(campaign).pk, worker="w1")
 
     job = _job(campaign)
-    assert outcome is jobs.Outcome.DONE
+    assert outcome is Outcome.DONE
     assert (job.status, job.n_total, job.n_done, job.dim, job.attempt) == (
         Status.DONE,
         50,
@@ -62,7 +65,7 @@ def test_it_embeds_every_item_in_position_order(campaign: Campaign, settings: An
     )
     assert (job.worker, job.error, job.device) == ("w1", "", "cpu")
     assert job.finished_at is not None
-    store = jobs.store_for(campaign.pk, job.model_name)
+    store = pool.store_for(campaign.pk, job.model_name)
     matrix = store.load()
     assert matrix.dtype == np.float32
     np.testing.assert_array_equal(matrix, _expected(campaign))
@@ -71,27 +74,27 @@ def test_it_embeds_every_item_in_position_order(campaign: Campaign, settings: An
 
 def test_a_second_upload_embeds_only_the_new_items(campaign: Campaign, settings: Any) -> None:
     _import(campaign, ["one", "two", "three"])
-    jobs.run_embedding_job(_job(campaign).pk)
+    embedding_jobs.run_embedding_job(_job(campaign).pk)
     _import(campaign, ["three", "four"], "more.csv")
-    jobs.run_embedding_job(_job(campaign).pk)
+    embedding_jobs.run_embedding_job(_job(campaign).pk)
 
     job = _job(campaign)
     assert (job.n_total, job.n_cached, job.n_done) == (4, 3, 4)
     np.testing.assert_array_equal(
-        jobs.store_for(campaign.pk, job.model_name).load(), _expected(campaign)
+        pool.store_for(campaign.pk, job.model_name).load(), _expected(campaign)
     )
 
 
 def test_a_retry_after_success_uses_the_cache_only(campaign: Campaign, monkeypatch: Any) -> None:
     _import(campaign, ["x", "y"])
-    jobs.run_embedding_job(_job(campaign).pk)
+    embedding_jobs.run_embedding_job(_job(campaign).pk)
 
     def no_encoding(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("the cache should have been used")
 
     monkeypatch.setattr(FakeEmbedder, "encode", no_encoding)
     retry = EmbeddingJob.objects.create(campaign=campaign, model_name="fake-32")
-    assert jobs.run_embedding_job(retry.pk) is jobs.Outcome.DONE
+    assert embedding_jobs.run_embedding_job(retry.pk) is Outcome.DONE
     retry.refresh_from_db()
     assert (retry.n_cached, retry.n_done, retry.dim) == (2, 2, 32)
 
@@ -99,9 +102,9 @@ def test_a_retry_after_success_uses_the_cache_only(campaign: Campaign, monkeypat
 def test_a_finished_job_is_not_run_twice(campaign: Campaign) -> None:
     _import(campaign, ["x"])
     job = _job(campaign)
-    assert jobs.run_embedding_job(job.pk) is jobs.Outcome.DONE
-    assert jobs.run_embedding_job(job.pk) is jobs.Outcome.NOTHING
-    assert jobs.run_embedding_job(10_000) is jobs.Outcome.NOTHING
+    assert embedding_jobs.run_embedding_job(job.pk) is Outcome.DONE
+    assert embedding_jobs.run_embedding_job(job.pk) is Outcome.NOTHING
+    assert embedding_jobs.run_embedding_job(10_000) is Outcome.NOTHING
     job.refresh_from_db()
     assert job.attempt == 1
 
@@ -112,7 +115,7 @@ def test_a_job_held_by_a_live_worker_is_busy(campaign: Campaign) -> None:
     EmbeddingJob.objects.filter(pk=job.pk).update(
         status=Status.RUNNING, attempt=1, heartbeat_at=timezone.now()
     )
-    assert jobs.run_embedding_job(job.pk) is jobs.Outcome.BUSY
+    assert embedding_jobs.run_embedding_job(job.pk) is Outcome.BUSY
     job.refresh_from_db()
     assert (job.status, job.attempt) == (Status.RUNNING, 1)
 
@@ -124,7 +127,7 @@ def test_another_job_of_the_same_campaign_waits_for_the_running_one(campaign: Ca
         status=Status.RUNNING, attempt=1, heartbeat_at=timezone.now()
     )
     second = EmbeddingJob.objects.create(campaign=campaign, model_name="fake-32")
-    assert jobs.run_embedding_job(second.pk) is jobs.Outcome.BUSY
+    assert embedding_jobs.run_embedding_job(second.pk) is Outcome.BUSY
     second.refresh_from_db()
     assert second.status == Status.QUEUED
 
@@ -137,7 +140,7 @@ def test_a_stale_running_job_is_taken_over_and_resumes_from_its_chunks(
     job = _job(campaign)
     # A first attempt wrote the chunk of rows 0..8, then its worker died.
     keys = list(Item.objects.filter(campaign=campaign).values_list("text_sha256", flat=True))
-    store = jobs.store_for(campaign.pk, job.model_name)
+    store = pool.store_for(campaign.pk, job.model_name)
     first = store.plan(keys, 0, chunk_rows=8)[0]
     store.write_chunk(first, _expected(campaign)[:8])
     long_ago = timezone.now() - timedelta(seconds=settings.CARVE_JOB_STALE_SECONDS + 5)
@@ -152,7 +155,7 @@ def test_a_stale_running_job_is_taken_over_and_resumes_from_its_chunks(
         return real(self, texts)
 
     monkeypatch.setattr(FakeEmbedder, "encode", counting)
-    assert jobs.run_embedding_job(job.pk, worker="w2") is jobs.Outcome.DONE
+    assert embedding_jobs.run_embedding_job(job.pk, worker="w2") is Outcome.DONE
 
     job.refresh_from_db()
     assert (job.status, job.attempt, job.worker, job.n_done) == (Status.DONE, 2, "w2", 20)
@@ -174,10 +177,10 @@ def test_a_worker_that_lost_its_claim_stops_without_writing(
         return real(self, texts)
 
     monkeypatch.setattr(FakeEmbedder, "encode", taken_over)
-    assert jobs.run_embedding_job(job.pk) is jobs.Outcome.LOST
+    assert embedding_jobs.run_embedding_job(job.pk) is Outcome.LOST
     job.refresh_from_db()
     assert (job.status, job.attempt, job.n_done) == (Status.RUNNING, 7, 0)
-    assert not jobs.store_for(campaign.pk, job.model_name).parts.exists()
+    assert not pool.store_for(campaign.pk, job.model_name).parts.exists()
 
 
 def test_a_job_whose_worker_died_too_often_fails_instead_of_being_taken_over(
@@ -189,7 +192,7 @@ def test_a_job_whose_worker_died_too_often_fails_instead_of_being_taken_over(
     EmbeddingJob.objects.filter(pk=job.pk).update(
         status=Status.RUNNING, attempt=settings.CARVE_JOB_MAX_ATTEMPTS, heartbeat_at=long_ago
     )
-    assert jobs.run_embedding_job(job.pk) is jobs.Outcome.NOTHING
+    assert embedding_jobs.run_embedding_job(job.pk) is Outcome.NOTHING
     job.refresh_from_db()
     assert job.status == Status.FAILED
     assert "stopped responding 3 times" in job.error
@@ -205,7 +208,7 @@ def test_a_new_job_supersedes_a_dead_job_of_the_same_campaign(
         status=Status.RUNNING, attempt=1, heartbeat_at=long_ago
     )
     fresh = EmbeddingJob.objects.create(campaign=campaign, model_name="fake-32")
-    assert jobs.run_embedding_job(fresh.pk) is jobs.Outcome.DONE
+    assert embedding_jobs.run_embedding_job(fresh.pk) is Outcome.DONE
     dead.refresh_from_db()
     assert (dead.status, dead.attempt) == (Status.FAILED, 2)  # a zombie run would now stop
     assert f"Superseded by embedding job {fresh.pk}" in dead.error
@@ -220,9 +223,9 @@ def _status_of(job: EmbeddingJob) -> str:
 def test_a_locked_cache_makes_the_job_wait_without_claiming(campaign: Campaign) -> None:
     _import(campaign, ["x"])
     job = _job(campaign)
-    with jobs.store_for(campaign.pk, "fake-32").exclusive() as held:
+    with pool.store_for(campaign.pk, "fake-32").exclusive() as held:
         assert held
-        assert jobs.run_embedding_job(job.pk) is jobs.Outcome.BUSY
+        assert embedding_jobs.run_embedding_job(job.pk) is Outcome.BUSY
     job.refresh_from_db()
     assert (job.status, job.attempt) == (Status.QUEUED, 0)
 
@@ -238,9 +241,9 @@ def test_a_lost_database_connection_hands_the_job_back(
     def disconnected(*args: Any, **kwargs: Any) -> Any:
         raise OperationalError("server closed the connection unexpectedly")
 
-    monkeypatch.setattr(jobs, "_embed", disconnected)
+    monkeypatch.setattr(embedding_jobs, "_embed", disconnected)
     with pytest.raises(OperationalError):
-        jobs.run_embedding_job(job.pk)
+        embedding_jobs.run_embedding_job(job.pk)
     job.refresh_from_db()
     assert (job.status, job.attempt, job.error) == (Status.QUEUED, 1, "")
 
@@ -253,25 +256,25 @@ def test_a_finished_job_starts_the_campaigns_next_queued_job(
     # Queued by an import made while the first job runs.
     following = EmbeddingJob.objects.create(campaign=campaign, model_name="fake-32")
     with django_capture_on_commit_callbacks(execute=True):
-        jobs.run_embedding_job(first.pk)
+        embedding_jobs.run_embedding_job(first.pk)
     following.refresh_from_db()
     assert following.sent_at is not None  # sent now, not after a polling delay
 
 
 def test_nudge_resends_a_stuck_job_once_per_stale_period(campaign: Campaign, settings: Any) -> None:
     job = EmbeddingJob.objects.create(campaign=campaign, model_name="fake-32")
-    assert jobs.nudge(job)  # never sent (the broker was down at import time)
+    assert embedding_jobs.nudge(job)  # never sent (the broker was down at import time)
     job.refresh_from_db()
-    assert not jobs.nudge(job)  # just sent: not again
+    assert not embedding_jobs.nudge(job)  # just sent: not again
     long_ago = timezone.now() - timedelta(seconds=settings.CARVE_JOB_STALE_SECONDS + 5)
     EmbeddingJob.objects.filter(pk=job.pk).update(sent_at=long_ago)
     job.refresh_from_db()
-    assert jobs.nudge(job)
+    assert embedding_jobs.nudge(job)
     EmbeddingJob.objects.filter(pk=job.pk).update(
         status=Status.RUNNING, heartbeat_at=timezone.now(), sent_at=long_ago
     )
     job.refresh_from_db()
-    assert not jobs.nudge(job)  # a live worker has it
+    assert not embedding_jobs.nudge(job)  # a live worker has it
 
 
 def test_a_failure_is_written_on_the_row_and_raised(campaign: Campaign, monkeypatch: Any) -> None:
@@ -281,9 +284,9 @@ def test_a_failure_is_written_on_the_row_and_raised(campaign: Campaign, monkeypa
     def broken() -> Any:
         raise OSError("model files missing")
 
-    monkeypatch.setattr(jobs, "embedder_from_settings", broken)
+    monkeypatch.setattr(embedding_jobs, "embedder_from_settings", broken)
     with pytest.raises(OSError, match="model files missing"):
-        jobs.run_embedding_job(job.pk)
+        embedding_jobs.run_embedding_job(job.pk)
     job.refresh_from_db()
     assert job.status == Status.FAILED
     assert job.error == "OSError: model files missing"
@@ -292,7 +295,7 @@ def test_a_failure_is_written_on_the_row_and_raised(campaign: Campaign, monkeypa
 
 def test_an_empty_campaign_finishes_with_nothing_to_do(campaign: Campaign) -> None:
     job = EmbeddingJob.objects.create(campaign=campaign, model_name="fake-32")
-    assert jobs.run_embedding_job(job.pk) is jobs.Outcome.DONE
+    assert embedding_jobs.run_embedding_job(job.pk) is Outcome.DONE
     job.refresh_from_db()
     assert (job.status, job.n_total, job.percent) == (Status.DONE, 0, 100)
 
@@ -302,7 +305,9 @@ def test_pending_jobs_lists_queued_and_running(campaign: Campaign) -> None:
     running = EmbeddingJob.objects.create(campaign=campaign, model_name="m", status="running")
     EmbeddingJob.objects.create(campaign=campaign, model_name="m", status="done")
     EmbeddingJob.objects.create(campaign=campaign, model_name="m", status="failed")
-    assert sorted(jobs.pending_jobs()) == sorted([(queued.pk, "queued"), (running.pk, "running")])
+    assert sorted(embedding_jobs.pending_jobs()) == sorted(
+        [(queued.pk, "queued"), (running.pk, "running")]
+    )
 
 
 # --- the cache on its own ---------------------------------------------------------------------

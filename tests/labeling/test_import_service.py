@@ -10,9 +10,9 @@ from django.core.exceptions import ValidationError
 from django.core.management import call_command
 from django.test import override_settings
 
-from labeling.importing import UploadRejected
+from labeling.imports.parse import UploadRejected
+from labeling.imports.write import import_file, import_limits
 from labeling.models import Campaign, Item, Upload
-from labeling.services import import_file, import_limits
 
 pytestmark = pytest.mark.django_db
 

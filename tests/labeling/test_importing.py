@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from labeling.importing import ImportLimits, UploadRejected, parse_upload
+from labeling.imports.parse import ImportLimits, UploadRejected, parse_upload
 
 LABELS = ("negative", "positive")
 

@@ -9,8 +9,8 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
+from labeling.imports.write import import_file
 from labeling.models import Assignment, Campaign, Item, Label
-from labeling.services import import_file
 from tests.support.clients import logged_in as _client
 
 pytestmark = pytest.mark.django_db

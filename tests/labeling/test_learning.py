@@ -11,10 +11,12 @@ from django.contrib.auth import get_user_model
 from django.db.models import F
 
 import learner
-from labeling import annotation, jobs, learning
-from labeling.embedding import FakeEmbedder
+from labeling import annotation, campaign_learner, consensus, review
+from labeling.embeddings import jobs as embedding_jobs
+from labeling.embeddings import pool
+from labeling.embeddings.embedders import FakeEmbedder
+from labeling.imports.write import import_file
 from labeling.models import Campaign, EmbeddingJob, Item, Label, LearnerPoint, LearnerSnapshot
-from labeling.services import import_file
 
 pytestmark = pytest.mark.django_db
 
@@ -22,7 +24,7 @@ pytestmark = pytest.mark.django_db
 def _setup(campaign: Campaign, n: int = 60) -> tuple[list[Item], np.ndarray]:
     body = "text\n" + "\n".join(f"item {i}" for i in range(n)) + "\n"
     import_file(campaign, campaign.created_by, body.encode(), "d.csv")
-    jobs.run_embedding_job(EmbeddingJob.objects.get(campaign=campaign).pk)
+    embedding_jobs.run_embedding_job(EmbeddingJob.objects.get(campaign=campaign).pk)
     items = list(Item.objects.filter(campaign=campaign).order_by("position"))
     return items, FakeEmbedder().encode([i.text for i in items])
 
@@ -38,14 +40,14 @@ def _label(items: list[Item], y: np.ndarray, who: Any, which: range) -> None:
 
 
 def test_nothing_to_do_before_the_embeddings(campaign: Campaign) -> None:
-    assert learning.update_learner(campaign.pk).status == "no-embeddings"
+    assert campaign_learner.update_learner(campaign.pk).status == "no-embeddings"
     assert not LearnerSnapshot.objects.exists()
 
 
 def test_without_labels_the_queue_holds_distinct_items(campaign: Campaign, settings: Any) -> None:
     settings.CARVE_QUEUE_LENGTH = 10
     items, _ = _setup(campaign)
-    out = learning.update_learner(campaign.pk)
+    out = campaign_learner.update_learner(campaign.pk)
     assert out.status == "updated" and out.snapshot is not None
     queue = out.snapshot.queue
     assert len(queue) == len(set(queue)) == 10
@@ -61,15 +63,15 @@ def test_a_one_item_campaign_takes_a_second_import_and_its_learner_runs(
     Campaign.objects.filter(pk=campaign.pk).update(projection_dim=16)  # below the fake 32-d
     items, _ = _setup(campaign, n=1)
     annotation.submit_label(items[0], annotator, "positive")
-    out = learning.update_learner(campaign.pk)
+    out = campaign_learner.update_learner(campaign.pk)
     assert out.status == "updated" and out.snapshot is not None
     assert out.snapshot.n_labels == 1 and out.snapshot.center_status
     import_file(campaign, campaign.created_by, b"text\nitem b\nitem c\n", "more.csv")
     positions = list(Item.objects.filter(campaign=campaign).values_list("position", flat=True))
     assert sorted(positions) == [0, 1, 2]
     fresh = Campaign.objects.get(pk=campaign.pk)
-    assert learning.learner_config(fresh, 32, 1).projection is learner.Projection.NONE
-    assert learning.learner_config(fresh, 32, 17).projection is learner.Projection.PCA
+    assert campaign_learner.learner_config(fresh, 32, 1).projection is learner.Projection.NONE
+    assert campaign_learner.learner_config(fresh, 32, 17).projection is learner.Projection.PCA
 
 
 def test_labels_recentre_the_learner_and_the_queue_follows_its_scores(
@@ -78,7 +80,7 @@ def test_labels_recentre_the_learner_and_the_queue_follows_its_scores(
     items, E = _setup(campaign)
     y = _teacher(E)
     _label(items, y, annotator, range(12))
-    out = learning.update_learner(campaign.pk)
+    out = campaign_learner.update_learner(campaign.pk)
     snap = out.snapshot
     assert snap is not None
     assert snap.n_labels == 12 and snap.center_status == "optimal"
@@ -97,17 +99,21 @@ def test_new_labels_extend_the_state_and_an_undo_rebuilds_it(
     items, E = _setup(campaign)
     y = _teacher(E)
     _label(items, y, annotator, range(8))
-    assert learning.update_learner(campaign.pk).snapshot.rebuilt  # first state: from scratch
+    assert campaign_learner.update_learner(
+        campaign.pk
+    ).snapshot.rebuilt  # first state: from scratch
     _label(items, y, annotator, range(8, 12))
-    grown = learning.update_learner(campaign.pk).snapshot
+    grown = campaign_learner.update_learner(campaign.pk).snapshot
     assert (grown.rebuilt, grown.n_labels) == (False, 12)
     annotation.undo_last(campaign, annotator)
-    shrunk = learning.update_learner(campaign.pk).snapshot
+    shrunk = campaign_learner.update_learner(campaign.pk).snapshot
     assert (shrunk.rebuilt, shrunk.n_labels) == (True, 11)
     # The rebuilt state is the one the labels alone give (docs/learner.md, "State").
     labels = [r[0] for r in shrunk.training]
     rows = [items.index(Item.objects.get(pk=pk)) for pk in labels]
-    fresh, _ = learner.rebuild(learning.learner_config(campaign, E.shape[1]), E, E[rows], y[rows])
+    fresh, _ = learner.rebuild(
+        campaign_learner.learner_config(campaign, E.shape[1]), E, E[rows], y[rows]
+    )
     state = learner.LearnerState.from_bytes(bytes(shrunk.state))
     np.testing.assert_allclose(state.theta, fresh.theta, rtol=1e-6, atol=1e-9)
 
@@ -115,10 +121,10 @@ def test_new_labels_extend_the_state_and_an_undo_rebuilds_it(
 def test_other_settings_rebuild_the_state(campaign: Campaign, annotator: Any) -> None:
     items, E = _setup(campaign)
     _label(items, _teacher(E), annotator, range(6))
-    learning.update_learner(campaign.pk)
+    campaign_learner.update_learner(campaign.pk)
     campaign.n_gates = 8
     campaign.save()
-    snap = learning.update_learner(campaign.pk).snapshot
+    snap = campaign_learner.update_learner(campaign.pk).snapshot
     assert snap.rebuilt
     assert learner.LearnerState.from_bytes(bytes(snap.state)).config.n_gates == 8
 
@@ -127,9 +133,9 @@ def test_a_run_that_finishes_after_a_newer_one_does_not_overwrite_it(
     campaign: Campaign,
 ) -> None:
     _setup(campaign)
-    learning.update_learner(campaign.pk)
+    campaign_learner.update_learner(campaign.pk)
     LearnerSnapshot.objects.filter(campaign=campaign).update(version=10**6, queue=[1, 2])
-    assert learning.update_learner(campaign.pk).status == "stale"
+    assert campaign_learner.update_learner(campaign.pk).status == "stale"
     assert LearnerSnapshot.objects.get().queue == [1, 2]
 
 
@@ -137,12 +143,12 @@ def test_requests_coalesce_into_one_task(
     campaign: Campaign, django_capture_on_commit_callbacks: Any
 ) -> None:
     with django_capture_on_commit_callbacks() as callbacks:
-        assert learning.request_update(campaign.pk)
-        assert not learning.request_update(campaign.pk)
+        assert campaign_learner.request_update(campaign.pk)
+        assert not campaign_learner.request_update(campaign.pk)
     campaign.refresh_from_db()
     assert len(callbacks) == 1
     assert (campaign.learner_pending, campaign.label_version) == (True, 2)
-    learning.update_learner(campaign.pk)  # the task clears the flag when it starts
+    campaign_learner.update_learner(campaign.pk)  # the task clears the flag when it starts
     campaign.refresh_from_db()
     assert not campaign.learner_pending
 
@@ -156,7 +162,7 @@ def test_disagreeing_annotators_keep_the_item_out_of_training(campaign: Campaign
     annotation.submit_label(items[0], b, "negative")
     annotation.submit_label(items[1], a, "positive")
     annotation.submit_label(items[1], b, "positive")
-    training = learning.consensus(campaign)
+    training = consensus.consensus(campaign)
     assert [row[0] for row in training.rows] == [items[1].pk]
     assert training.disagreements == [items[0].pk]
     assert Label.objects.count() == 4  # nothing is dropped from the database
@@ -170,7 +176,7 @@ def test_contradicting_labels_are_sent_to_review_as_suspects(
     E = E.copy()
     E[1] = E[0]
     job = EmbeddingJob.objects.get(campaign=campaign)
-    store = jobs.store_for(campaign.pk, job.model_name)
+    store = pool.store_for(campaign.pk, job.model_name)
     keys = [i.text_sha256 for i in items]
     chunks = store.plan(keys, 0, chunk_rows=len(keys))
     store.write_chunk(chunks[0], E)
@@ -179,20 +185,20 @@ def test_contradicting_labels_are_sent_to_review_as_suspects(
     _label(items, y, annotator, range(2, 10))
     annotation.submit_label(items[0], annotator, "positive")
     annotation.submit_label(items[1], annotator, "negative")
-    snap = learning.update_learner(campaign.pk).snapshot
+    snap = campaign_learner.update_learner(campaign.pk).snapshot
     # Soft cuts (docs/learner.md "Soft version space") admit both labels; the centre gets at
     # least one of them wrong, and that one is a suspect the manager reviews.
     assert snap.center_status == "optimal" and snap.conflicts == []
     assert {items[0].pk, items[1].pk} & set(snap.suspects)
     assert set(snap.suspects) <= {item.pk for item in items[:10]}
     assert set(snap.suspects[: settings.CARVE_REVIEW_SUSPECTS]) <= set(
-        learning.review_items(campaign)
+        review.review_items(campaign)
     )
 
 
 def test_saving_a_campaign_loaded_earlier_keeps_the_label_version(campaign: Campaign) -> None:
     stale_copy = Campaign.objects.get(pk=campaign.pk)
-    learning.request_update(campaign.pk)
+    campaign_learner.request_update(campaign.pk)
     stale_copy.name = "Renamed"
     stale_copy.save()
     campaign.refresh_from_db()
@@ -214,9 +220,9 @@ def test_each_update_records_gold_accuracy_and_diagnostics(
     # The last 15 items carry gold labels from the same teacher.
     for item, cls in zip(items[25:], y[25:], strict=True):
         Item.objects.filter(pk=item.pk).update(gold=["negative", "positive"][cls])
-    jobs.run_embedding_job(EmbeddingJob.objects.get(campaign=campaign).pk)
+    embedding_jobs.run_embedding_job(EmbeddingJob.objects.get(campaign=campaign).pk)
     _label(items, y, annotator, range(10))
-    learning.update_learner(campaign.pk)
+    campaign_learner.update_learner(campaign.pk)
     point = LearnerPoint.objects.get(campaign=campaign)
     assert (point.n_labels, point.n_gold) == (10, 15)
     assert 0.0 <= point.gold_accuracy <= 1.0
@@ -228,16 +234,16 @@ def test_a_learner_update_pending_too_long_is_sent_again(campaign: Campaign, set
 
     from django.utils import timezone
 
-    learning.request_update(campaign.pk)
+    campaign_learner.request_update(campaign.pk)
     campaign.refresh_from_db()
-    assert not learning.nudge(campaign)  # just requested
+    assert not campaign_learner.nudge(campaign)  # just requested
     long_ago = timezone.now() - timedelta(seconds=settings.CARVE_JOB_STALE_SECONDS + 1)
     Campaign.objects.filter(pk=campaign.pk).update(learner_requested_at=long_ago)
     campaign.refresh_from_db()
-    assert learning.nudge(campaign)
+    assert campaign_learner.nudge(campaign)
     campaign.refresh_from_db()
     assert campaign.learner_requested_at > long_ago
-    assert learning.pending_campaigns() == [campaign.pk]
+    assert campaign_learner.pending_campaigns() == [campaign.pk]
 
 
 def test_measurements_are_log_spaced_not_after_every_label(
@@ -246,12 +252,12 @@ def test_measurements_are_log_spaced_not_after_every_label(
     items, E = _setup(campaign)
     y = _teacher(E)
     _label(items, y, annotator, range(10))
-    learning.update_learner(campaign.pk)
+    campaign_learner.update_learner(campaign.pk)
     _label(items, y, annotator, range(10, 12))
-    learning.update_learner(campaign.pk)
+    campaign_learner.update_learner(campaign.pk)
     assert list(LearnerPoint.objects.values_list("n_labels", flat=True)) == [10]
     _label(items, y, annotator, range(12, 15))
-    learning.update_learner(campaign.pk)
+    campaign_learner.update_learner(campaign.pk)
     assert list(LearnerPoint.objects.values_list("n_labels", flat=True)) == [10, 15]
 
 
@@ -261,15 +267,15 @@ def test_two_updates_at_once_record_one_curve_point(
     items, E = _setup(campaign)
     y = _teacher(E)
     _label(items, y, annotator, range(10))
-    measure = learning._measure
+    measure = campaign_learner._measure
 
     def concurrent(*args: Any, **kwargs: Any) -> LearnerPoint:
         # While this run measures, another update (one label behind) records its point.
         LearnerPoint.objects.create(campaign=campaign, n_labels=9)
         return measure(*args, **kwargs)
 
-    monkeypatch.setattr(learning, "_measure", concurrent)
-    learning.update_learner(campaign.pk)
+    monkeypatch.setattr(campaign_learner, "_measure", concurrent)
+    campaign_learner.update_learner(campaign.pk)
     assert list(LearnerPoint.objects.values_list("n_labels", flat=True)) == [9]
 
 
@@ -282,10 +288,10 @@ def test_a_second_agreeing_label_extends_the_state_instead_of_rebuilding(
     a, b = (get_user_model().objects.create_user(n) for n in ("ann", "bob"))
     annotation.submit_label(items[0], a, "positive")
     annotation.submit_label(items[1], a, "negative")
-    learning.update_learner(campaign.pk)
+    campaign_learner.update_learner(campaign.pk)
     annotation.submit_label(items[0], b, "positive")  # agrees
     annotation.submit_label(items[2], a, "positive")
-    snap = learning.update_learner(campaign.pk).snapshot
+    snap = campaign_learner.update_learner(campaign.pk).snapshot
     assert (snap.rebuilt, snap.n_labels) == (False, 3)
 
 
@@ -297,17 +303,17 @@ def test_a_learner_left_behind_by_a_killed_worker_is_sent_again(
     from django.utils import timezone
 
     _setup(campaign, n=10)
-    learning.update_learner(campaign.pk)
+    campaign_learner.update_learner(campaign.pk)
     # A label change whose update started (flag cleared) and died with its worker.
     long_ago = timezone.now() - timedelta(seconds=settings.CARVE_JOB_STALE_SECONDS + 1)
     Campaign.objects.filter(pk=campaign.pk).update(
         label_version=F("label_version") + 1, learner_pending=False, learner_requested_at=long_ago
     )
     campaign.refresh_from_db()
-    assert learning.pending_campaigns() == [campaign.pk]
-    assert learning.nudge(campaign)
-    learning.update_learner(campaign.pk)
-    assert learning.pending_campaigns() == []
+    assert campaign_learner.pending_campaigns() == [campaign.pk]
+    assert campaign_learner.nudge(campaign)
+    campaign_learner.update_learner(campaign.pk)
+    assert campaign_learner.pending_campaigns() == []
 
 
 def test_a_campaign_edit_cannot_drop_a_label_in_use_and_keeps_a_concurrent_stop(

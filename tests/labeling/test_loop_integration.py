@@ -15,9 +15,9 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from labeling.embedding import FakeEmbedder
+from labeling.embeddings.embedders import FakeEmbedder
+from labeling.imports.write import import_file
 from labeling.models import Campaign, EmbeddingJob, Item, LearnerSnapshot
-from labeling.services import import_file
 from tests.support.processes import (
     Worker,
     wait_for,

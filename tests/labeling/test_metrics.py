@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from labeling.metrics import cohen_kappa, fleiss_kappa
+from labeling.agreement import cohen_kappa, fleiss_kappa
 
 
 def test_cohen_kappa_worked_example() -> None:

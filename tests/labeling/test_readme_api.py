@@ -17,7 +17,7 @@ import onnxruntime as ort
 import pytest
 
 from labeling import tokens
-from labeling.embedding import FakeEmbedder
+from labeling.embeddings.embedders import FakeEmbedder
 from labeling.models import Campaign, ModelVersion
 from tests.support.processes import REPO_ROOT, Worker
 

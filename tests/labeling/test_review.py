@@ -9,9 +9,9 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 from django.urls import reverse
 
-from labeling import annotation, learning
+from labeling import annotation, consensus, review
+from labeling.imports.write import import_file
 from labeling.models import Campaign, Decision, Item, Label, LearnerSnapshot
-from labeling.services import import_file
 from tests.support.clients import logged_in as _client
 
 pytestmark = pytest.mark.django_db
@@ -59,8 +59,8 @@ def test_a_decision_settles_the_item_for_the_learner(
     assert response.status_code == 302
     decision = Decision.objects.get()
     assert (decision.item, decision.value, decision.decided_by) == (disputed, "negative", manager)
-    assert learning.review_items(campaign) == []
-    rows = learning.consensus(campaign).rows
+    assert review.review_items(campaign) == []
+    rows = consensus.consensus(campaign).rows
     assert rows == [[disputed.pk, 0]]
     assert Label.objects.filter(item=disputed).count() == 2  # the annotators' labels stay
     campaign.refresh_from_db()
@@ -75,9 +75,9 @@ def test_items_in_the_learners_conflict_groups_are_listed(
     annotation.submit_label(a, annotator, "positive")
     annotation.submit_label(b, annotator, "negative")
     LearnerSnapshot.objects.create(campaign=campaign, conflicts=[[a.pk, b.pk]], state=b"")
-    assert learning.review_items(campaign) == [a.pk, b.pk]
-    learning.decide(b, manager, "positive")
-    assert learning.review_items(campaign) == [a.pk]
+    assert review.review_items(campaign) == [a.pk, b.pk]
+    review.decide(b, manager, "positive")
+    assert review.review_items(campaign) == [a.pk]
 
 
 def test_suspect_labels_follow_conflicts_in_rank_order_capped_and_leave_when_decided(
@@ -91,9 +91,9 @@ def test_suspect_labels_follow_conflicts_in_rank_order_capped_and_leave_when_dec
         campaign=campaign, conflicts=[[d.pk]], suspects=[c.pk, a.pk, b.pk], state=b""
     )
     settings.CARVE_REVIEW_SUSPECTS = 2
-    assert learning.review_items(campaign) == [d.pk, c.pk, a.pk]
-    learning.decide(c, manager, "negative")
-    assert learning.review_items(campaign) == [d.pk, a.pk, b.pk]
+    assert review.review_items(campaign) == [d.pk, c.pk, a.pk]
+    review.decide(c, manager, "negative")
+    assert review.review_items(campaign) == [d.pk, a.pk, b.pk]
     page = _client(manager).get(_url(campaign))
     assert page.status_code == 200
     assert f'id="review-{b.pk}"' in page.content.decode()
@@ -115,4 +115,4 @@ def test_decide_refuses_a_value_outside_the_label_set(
     campaign: Campaign, manager: Any, disputed: Item
 ) -> None:
     with pytest.raises(ValueError, match="not a label"):
-        learning.decide(disputed, manager, "maybe")
+        review.decide(disputed, manager, "maybe")

@@ -10,10 +10,11 @@ from django.test import Client
 from django.urls import reverse
 
 import learner
-from labeling import annotation, jobs, learning, training
-from labeling.embedding import FakeEmbedder
+from labeling import annotation, model_versions, tasks
+from labeling.embeddings import jobs as embedding_jobs
+from labeling.embeddings.embedders import FakeEmbedder
+from labeling.imports.write import import_file
 from labeling.models import Campaign, EmbeddingJob, Item, ModelVersion
-from labeling.services import import_file
 
 pytestmark = pytest.mark.django_db
 
@@ -28,7 +29,7 @@ def ready(campaign: Campaign) -> tuple[list[Item], np.ndarray, np.ndarray]:
     y = (E @ np.random.default_rng(0).standard_normal(E.shape[1]) > 0).astype(int)
     for item, cls in zip(items[40:], y[40:], strict=True):
         Item.objects.filter(pk=item.pk).update(gold=["negative", "positive"][cls])
-    jobs.run_embedding_job(EmbeddingJob.objects.get(campaign=campaign).pk)
+    embedding_jobs.run_embedding_job(EmbeddingJob.objects.get(campaign=campaign).pk)
     return items, E, y
 
 
@@ -42,8 +43,8 @@ def test_a_version_holds_both_candidates_scores_and_the_better_network(
 ) -> None:
     items, E, y = ready
     _label(items, y, annotator, 20)
-    version = training.request_retrain(campaign)
-    assert training.retrain(version.pk) == "done"
+    version = model_versions.request_retrain(campaign)
+    assert model_versions.retrain(version.pk) == "done"
     version.refresh_from_db()
     m = version.metrics
     assert (version.status, version.n_labels, m["n_gold"]) == ("done", 20, 20)
@@ -59,8 +60,8 @@ def test_a_version_holds_both_candidates_scores_and_the_better_network(
 
 
 def test_without_labels_the_version_fails_with_a_reason(campaign: Campaign, ready: Any) -> None:
-    version = training.request_retrain(campaign)
-    assert training.retrain(version.pk) == "failed"
+    version = model_versions.request_retrain(campaign)
+    assert model_versions.retrain(version.pk) == "failed"
     version.refresh_from_db()
     assert version.status == "failed" and "Nothing to train on yet" in version.error
 
@@ -68,13 +69,13 @@ def test_without_labels_the_version_fails_with_a_reason(campaign: Campaign, read
 def test_a_version_is_fitted_once(campaign: Campaign, annotator: Any, ready: Any) -> None:
     items, _, y = ready
     _label(items, y, annotator, 5)
-    version = training.request_retrain(campaign)
-    assert training.retrain(version.pk) == "done"
-    assert training.retrain(version.pk) == "nothing"
+    version = model_versions.request_retrain(campaign)
+    assert model_versions.retrain(version.pk) == "done"
+    assert model_versions.retrain(version.pk) == "nothing"
 
 
 def test_versions_are_numbered_per_campaign(campaign: Campaign) -> None:
-    assert [training.request_retrain(campaign).number for _ in range(3)] == [1, 2, 3]
+    assert [model_versions.request_retrain(campaign).number for _ in range(3)] == [1, 2, 3]
 
 
 def test_a_version_is_queued_automatically_every_n_labels(
@@ -83,11 +84,11 @@ def test_a_version_is_queued_automatically_every_n_labels(
     items, _, y = ready
     Campaign.objects.filter(pk=campaign.pk).update(retrain_every=5)
     _label(items, y, annotator, 4)
-    learning.update_learner(campaign.pk)
+    tasks.update_learner(campaign.pk)
     assert not ModelVersion.objects.exists()
     _label(items[4:], y[4:], annotator, 1)
-    learning.update_learner(campaign.pk)
-    learning.update_learner(campaign.pk)  # no new labels: no second version
+    tasks.update_learner(campaign.pk)
+    tasks.update_learner(campaign.pk)  # no new labels: no second version
     auto = ModelVersion.objects.get()
     assert (auto.trigger, auto.n_labels, auto.status) == ("auto", 5, "queued")
 
@@ -116,23 +117,23 @@ def test_a_version_whose_worker_died_is_redone_and_resent(
 
     items, _, y = ready
     _label(items, y, annotator, 5)
-    version = training.request_retrain(campaign)
+    version = model_versions.request_retrain(campaign)
     dead = timezone.now() - timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + 120)
     ModelVersion.objects.filter(pk=version.pk).update(status="running", started_at=dead)
-    assert training.pending_versions() == [version.pk]
-    assert training.nudge(campaign) == 1  # never sent: sent now
-    assert training.nudge(campaign) == 0  # just sent
-    assert training.retrain(version.pk) == "done"
-    assert training.pending_versions() == []
+    assert model_versions.pending_versions() == [version.pk]
+    assert model_versions.nudge(campaign) == 1  # never sent: sent now
+    assert model_versions.nudge(campaign) == 0  # just sent
+    assert model_versions.retrain(version.pk) == "done"
+    assert model_versions.pending_versions() == []
 
 
 def test_a_running_version_is_not_taken_twice(campaign: Campaign, ready: Any) -> None:
     from django.utils import timezone
 
-    version = training.request_retrain(campaign)
+    version = model_versions.request_retrain(campaign)
     ModelVersion.objects.filter(pk=version.pk).update(status="running", started_at=timezone.now())
-    assert training.retrain(version.pk) == "nothing"
-    assert training.pending_versions() == []
+    assert model_versions.retrain(version.pk) == "nothing"
+    assert model_versions.pending_versions() == []
 
 
 def test_a_lost_database_connection_hands_the_version_back(
@@ -140,13 +141,13 @@ def test_a_lost_database_connection_hands_the_version_back(
 ) -> None:
     from django.db import OperationalError
 
-    version = training.request_retrain(campaign)
+    version = model_versions.request_retrain(campaign)
 
     def disconnected(*args: Any, **kwargs: Any) -> Any:
         raise OperationalError("connection lost")
 
-    monkeypatch.setattr(training, "_fit", disconnected)
+    monkeypatch.setattr(model_versions, "_fit", disconnected)
     with pytest.raises(OperationalError):
-        training.retrain(version.pk)
+        model_versions.retrain(version.pk)
     version.refresh_from_db()
     assert version.status == "queued"

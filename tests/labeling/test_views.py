@@ -278,7 +278,7 @@ def test_an_upload_over_the_size_limit_is_refused_by_the_form_before_parsing(
     def must_not_run(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("the file was read although it is over the limit")
 
-    monkeypatch.setattr("labeling.services.import_file", must_not_run)
+    monkeypatch.setattr("labeling.imports.write.import_file", must_not_run)
     settings.CARVE_UPLOAD_MAX_BYTES = 100
     response = _client(manager).post(
         reverse("campaign-upload", args=[campaign.pk]), {"file": _csv("text\n" + "x" * 200)}
@@ -405,14 +405,14 @@ def test_a_campaign_can_be_created_with_a_deeper_network(manager: Any) -> None:
     assert "depth 3, default gates per layer" in page
     dashboard = client.get(reverse("campaign-dashboard", args=[campaign.pk])).content.decode()
     assert "depth 3 ·" in dashboard
-    from labeling.learning import learner_config
+    from labeling.campaign_learner import learner_config
 
     config = learner_config(campaign, 384)
     assert (config.depth, config.layer_gates) == (3, (8, 2))
 
 
 def test_label_softness_is_automatic_unless_the_manager_fixes_it(manager: Any) -> None:
-    from labeling.learning import learner_config
+    from labeling.campaign_learner import learner_config
 
     client = _client(manager)
     bad = client.post(reverse("campaign-create"), _campaign_post(softness="0.5"))

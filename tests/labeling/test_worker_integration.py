@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from labeling import jobs
-from labeling.embedding import FakeEmbedder
+from labeling.embeddings import pool
+from labeling.embeddings.embedders import FakeEmbedder
+from labeling.imports.write import import_file
 from labeling.models import Campaign, EmbeddingJob, Item
-from labeling.services import import_file
 from tests.support.processes import (
     wait_for,
 )
@@ -37,7 +37,7 @@ def _status(job: EmbeddingJob) -> EmbeddingJob:
 
 
 def _matrix(campaign: Campaign, job: EmbeddingJob) -> np.ndarray:
-    return jobs.store_for(campaign.pk, job.model_name).load()
+    return pool.store_for(campaign.pk, job.model_name).load()
 
 
 def test_a_worker_embeds_an_imported_csv(campaign: Campaign, start_worker: Any) -> None:

@@ -1,4 +1,5 @@
-"""The one bridge between the database and :mod:`learner` (docs/platform.md, "The labeling loop").
+"""A campaign's learner: rows -> arrays -> :mod:`learner` -> snapshot, and the ranked queue
+(docs/platform.md, "The labeling loop").
 
 :func:`update_learner` turns a campaign's rows into arrays (embeddings from the campaign's
 cache, consensus labels as class indices), brings the stored learner up to date, recentres
@@ -19,7 +20,6 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 import numpy as np
@@ -29,18 +29,11 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 import learner
-from labeling import jobs
-from labeling.jobrows import error_text
-from labeling.models import (
-    Assignment,
-    Campaign,
-    Decision,
-    EmbeddingJob,
-    Item,
-    Label,
-    LearnerPoint,
-    LearnerSnapshot,
-)
+from labeling import queue
+from labeling.consensus import Training, consensus
+from labeling.embeddings.pool import embeddings
+from labeling.jobrows import error_text, stale_before
+from labeling.models import Assignment, Campaign, Item, LearnerPoint, LearnerSnapshot
 
 logger = logging.getLogger(__name__)
 
@@ -55,9 +48,7 @@ def request_update(campaign_id: int) -> bool:
         learner_pending=True, learner_requested_at=timezone.now()
     )
     if sent:
-        from labeling.tasks import update_learner as task
-
-        transaction.on_commit(lambda: task.delay(campaign_id), robust=True)
+        queue.send_on_commit(queue.UPDATE_LEARNER, campaign_id)
     return bool(sent)
 
 
@@ -97,116 +88,9 @@ def learner_config(
 
 
 @dataclass(frozen=True)
-class Training:
-    """Consensus labels: one row per item whose active labels agree, or that a manager decided."""
-
-    # [item id, class index], ordered by the item's first label (or decision). The learner
-    # state depends only on the item's embedding and class, so a second agreeing label (or
-    # its undo) leaves the rows as they are and the stored state is extended, not rebuilt.
-    rows: list[list[Any]]
-    disagreements: list[int]  # item ids whose annotators disagree, not decided yet
-
-
-def consensus(campaign: Campaign) -> Training:
-    index = {name: i for i, name in enumerate(campaign.labels)}
-    decided: dict[int, tuple[int, str]] = {}
-    for decision_id, item_id, value in (
-        Decision.objects.filter(item__campaign=campaign)
-        .order_by("created_at", "pk")
-        .values_list("pk", "item_id", "value")
-    ):
-        decided[item_id] = (decision_id, value)  # the latest one wins
-    labels = Label.objects.filter(item__campaign=campaign, undone_at__isnull=True).order_by("pk")
-    by_item: dict[int, list[tuple[int, str]]] = {}
-    for label_id, item_id, value in labels.values_list("pk", "item_id", "value"):
-        by_item.setdefault(item_id, []).append((label_id, value))
-    for item_id in decided:
-        by_item.setdefault(item_id, [])
-    rows, disagreements = [], []
-
-    def first_seen(kv: tuple[int, list[tuple[int, str]]]) -> int:
-        item_id, given = kv
-        return given[0][0] if given else 10**12 + decided[item_id][0]
-
-    for item_id, given in sorted(by_item.items(), key=first_seen):
-        if item_id in decided:
-            decision_id, value = decided[item_id]
-            if value in index:
-                rows.append([item_id, index[value]])
-            continue
-        values = {value for _, value in given}
-        if len(values) > 1:
-            disagreements.append(item_id)
-        elif next(iter(values)) in index:
-            rows.append([item_id, index[next(iter(values))]])
-    return Training(rows, disagreements)
-
-
-def review_items(campaign: Campaign) -> list[int]:
-    """Items a manager should look at, and no decision was made since: annotators disagree;
-    the learner found their labels contradictory (its last conflict groups, hard cuts); or
-    its centre gets their label wrong (its suspects, most wrong first, at most
-    ``CARVE_REVIEW_SUSPECTS``; docs/learner.md "Suspect labels")."""
-    training = consensus(campaign)
-    snapshot = LearnerSnapshot.objects.filter(campaign=campaign).first()
-    conflicted = {pk for group in (snapshot.conflicts if snapshot else []) for pk in group}
-    decided = set(
-        Decision.objects.filter(item__campaign=campaign).values_list("item_id", flat=True)
-    )
-    suspects = [pk for pk in (snapshot.suspects if snapshot else []) if pk not in decided]
-    out = (
-        list(training.disagreements)
-        + sorted(conflicted - decided)
-        + suspects[: settings.CARVE_REVIEW_SUSPECTS]
-    )
-    return list(dict.fromkeys(out))
-
-
-def decide(item: Item, user: Any, value: str) -> Decision:
-    """Record a manager's verdict on ``item`` and queue a learner update."""
-    if value not in item.campaign.labels:
-        raise ValueError(f"{value!r} is not a label of this campaign")
-    with transaction.atomic():
-        decision = Decision.objects.create(item=item, value=value, decided_by=user)
-        request_update(item.campaign_id)
-    return decision
-
-
-@dataclass(frozen=True)
 class UpdateOutcome:
     status: str  # "updated", "no-embeddings", "no-items", "stale" (a newer run already wrote)
     snapshot: LearnerSnapshot | None = None
-
-
-def current_embedding_model(campaign: Campaign) -> str | None:
-    """The model of the campaign's latest finished embedding job."""
-    return (
-        EmbeddingJob.objects.filter(campaign=campaign, status=EmbeddingJob.Status.DONE)
-        .order_by("-pk")
-        .values_list("model_name", flat=True)
-        .first()
-    )
-
-
-def embeddings(campaign: Campaign) -> tuple[np.ndarray, dict[int, int], str] | None:
-    """(pool matrix, item id -> row, fingerprint part) once every item is embedded."""
-    done = (
-        EmbeddingJob.objects.filter(campaign=campaign, status=EmbeddingJob.Status.DONE)
-        .order_by("-pk")
-        .first()
-    )
-    if done is None:
-        return None
-    items = list(
-        Item.objects.filter(campaign=campaign).order_by("position").values_list("pk", "text_sha256")
-    )
-    store = jobs.store_for(campaign.pk, done.model_name)
-    keys = [key for _, key in items]
-    if not items or store.valid_rows(keys, done.model_name) != len(items):
-        return None  # new items are still being embedded
-    manifest = store.manifest() or {}
-    rows = {pk: row for row, (pk, _) in enumerate(items)}
-    return store.load(len(items)), rows, f"{done.model_name}:{manifest.get('rows_digest')}"
 
 
 def update_learner(campaign_id: int) -> UpdateOutcome:
@@ -301,9 +185,6 @@ def update_learner(campaign_id: int) -> UpdateOutcome:
         # worker processes) may have recorded a point a label or two away meanwhile.
         if point is not None and _due_for_measure(campaign, point.n_labels):
             point.save()
-        from labeling import training as model_training
-
-        model_training.maybe_auto_retrain(campaign, len(training.rows))
     logger.info(
         "learner of campaign %s: %d labels, %s, queue %d, %.2f s (%s)",
         campaign_id,
@@ -370,9 +251,8 @@ def nudge(campaign: Campaign) -> bool:
     """Send the learner update again if the learner has been behind the labels for
     JOB_STALE_SECONDS: the broker was down, or a worker died before or during the update.
     At most once per period; a broker error is logged, never raised. Returns whether sent."""
-    stale = timezone.now() - timedelta(seconds=settings.CARVE_JOB_STALE_SECONDS)
     requested = campaign.learner_requested_at
-    if requested is None or requested >= stale:
+    if requested is None or requested >= stale_before():
         return False
     if not Campaign.objects.filter(_behind(), pk=campaign.pk).exists():
         return False
@@ -381,16 +261,7 @@ def nudge(campaign: Campaign) -> bool:
     )
     if not resent:
         return False
-    from kombu.exceptions import OperationalError as BrokerError
-
-    from labeling.tasks import update_learner as task
-
-    try:
-        task.delay(campaign.pk)
-    except BrokerError:
-        logger.warning("could not re-send the learner update of %s", campaign.pk, exc_info=True)
-        return False
-    return True
+    return queue.try_send(queue.UPDATE_LEARNER, campaign.pk)
 
 
 def record_failure(campaign_id: int, exc: BaseException) -> None:

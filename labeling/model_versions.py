@@ -9,21 +9,25 @@ the real-data benchmark and ~20x cheaper; docs/benchmarks.md). Both scores are k
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from datetime import timedelta
 from typing import Any
 
 import numpy as np
-from django.conf import settings
-from django.db import DatabaseError, IntegrityError, InterfaceError, OperationalError, transaction
+from django.db import IntegrityError, InterfaceError, OperationalError, transaction
 from django.db.models import Max, Q
 from django.utils import timezone
-from kombu.exceptions import OperationalError as BrokerError
 
 import learner
-from labeling import learning
-from labeling.jobrows import error_text
+from labeling import campaign_learner, queue
+from labeling.embeddings.pool import current_embedding_model, embeddings
+from labeling.jobrows import (
+    dead_before,
+    error_text,
+    hand_back,
+    resend,
+    send_on_commit,
+    stale_before,
+)
 from labeling.models import Campaign, Item, LearnerSnapshot, ModelVersion
 
 logger = logging.getLogger(__name__)
@@ -34,8 +38,6 @@ def request_retrain(
     campaign: Campaign, *, trigger: str = "manual", user: Any = None
 ) -> ModelVersion:
     """Create the next numbered version (QUEUED) and send the task on commit."""
-    from labeling.tasks import retrain as task
-
     for _ in range(3):  # two requests at once may pick the same number: try the next
         number = (campaign.models.aggregate(m=Max("number"))["m"] or 0) + 1
         try:
@@ -45,28 +47,27 @@ def request_retrain(
                 )
         except IntegrityError:
             continue
-        version_id = version.pk
-
-        def send(version_id: int = version_id) -> None:
-            ModelVersion.objects.filter(pk=version_id).update(sent_at=timezone.now())
-            task.delay(version_id)
-
-        transaction.on_commit(send, robust=True)
+        send_on_commit(ModelVersion, version.pk, queue.RETRAIN)
         return version
     raise RuntimeError("could not allocate a model version number")
 
 
-def maybe_auto_retrain(campaign: Campaign, n_labels: int) -> ModelVersion | None:
-    """Queue a version when the label count crossed a multiple of ``retrain_every``."""
-    every = campaign.retrain_every
-    if not every or n_labels < every:
-        return None
-    last = campaign.models.filter(trigger="auto").aggregate(m=Max("n_labels"))["m"] or 0
-    if n_labels // every <= last // every:
-        return None
-    version = request_retrain(campaign, trigger="auto")
-    ModelVersion.objects.filter(pk=version.pk).update(n_labels=n_labels)
-    return version
+def maybe_auto_retrain(campaign_id: int, n_labels: int) -> ModelVersion | None:
+    """Queue a version when the label count crossed a multiple of ``retrain_every``.
+
+    Under the campaign's row lock, so two learner updates finishing at once queue one version.
+    """
+    with transaction.atomic():
+        campaign = Campaign.objects.select_for_update().get(pk=campaign_id)
+        every = campaign.retrain_every
+        if not every or n_labels < every:
+            return None
+        last = campaign.models.filter(trigger="auto").aggregate(m=Max("n_labels"))["m"] or 0
+        if n_labels // every <= last // every:
+            return None
+        version = request_retrain(campaign, trigger="auto")
+        ModelVersion.objects.filter(pk=version.pk).update(n_labels=n_labels)
+        return version
 
 
 def _gold_accuracy(net: learner.ReLUNetwork, E: np.ndarray, gold: list[tuple[int, int]]) -> float:
@@ -74,16 +75,10 @@ def _gold_accuracy(net: learner.ReLUNetwork, E: np.ndarray, gold: list[tuple[int
     return float(np.mean(predicted == np.array([cls for _, cls in gold])))
 
 
-def _dead_before() -> Any:
-    """A RUNNING version started before this has outlived the task's hard time limit: its
-    worker is gone (killed, or the process hit the limit)."""
-    return timezone.now() - timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + 60)
-
-
 def retrain(version_id: int) -> str:
     """Fit version ``version_id``: claimed with a conditional UPDATE (QUEUED, or RUNNING past
     the hard time limit), so duplicate deliveries do nothing and a dead run is redone."""
-    claimable = Q(status=Status.QUEUED) | Q(status=Status.RUNNING, started_at__lt=_dead_before())
+    claimable = Q(status=Status.QUEUED) | Q(status=Status.RUNNING, started_at__lt=dead_before())
     claimed = ModelVersion.objects.filter(claimable, pk=version_id).update(
         status=Status.RUNNING, started_at=timezone.now()
     )
@@ -94,8 +89,7 @@ def retrain(version_id: int) -> str:
         return _fit(version)
     except (OperationalError, InterfaceError):
         # Transient: hand the version back for the task's retry.
-        with contextlib.suppress(DatabaseError):
-            ModelVersion.objects.filter(pk=version_id).update(status=Status.QUEUED)
+        hand_back(ModelVersion, version_id)
         raise
     except Exception as exc:
         ModelVersion.objects.filter(pk=version_id).update(
@@ -110,7 +104,7 @@ def pending_versions() -> list[int]:
     """Versions to (re)send: QUEUED ones, and RUNNING ones whose worker is gone."""
     return list(
         ModelVersion.objects.filter(
-            Q(status=Status.QUEUED) | Q(status=Status.RUNNING, started_at__lt=_dead_before())
+            Q(status=Status.QUEUED) | Q(status=Status.RUNNING, started_at__lt=dead_before())
         ).values_list("pk", flat=True)
     )
 
@@ -118,30 +112,19 @@ def pending_versions() -> list[int]:
 def nudge(campaign: Campaign) -> int:
     """Re-send the campaign's versions that have waited JOB_STALE_SECONDS since their last
     message (the broker was down, or the worker died). Returns how many were sent."""
-    from labeling.tasks import retrain as task
-
-    stale = timezone.now() - timedelta(seconds=settings.CARVE_JOB_STALE_SECONDS)
-    sent = 0
+    stale, sent = stale_before(), 0
     for version in campaign.models.filter(pk__in=pending_versions()):
         if version.sent_at is not None and version.sent_at >= stale:
             continue
-        last = Q(sent_at__isnull=True) if version.sent_at is None else Q(sent_at=version.sent_at)
-        if not ModelVersion.objects.filter(last, pk=version.pk).update(sent_at=timezone.now()):
-            continue
-        try:
-            task.delay(version.pk)
-        except BrokerError:
-            logger.warning("could not re-send model version %s", version.pk, exc_info=True)
-            continue
-        sent += 1
+        sent += resend(ModelVersion, version.pk, version.sent_at, queue.RETRAIN)
     return sent
 
 
 def _fit(version: ModelVersion) -> str:
     campaign = version.campaign
-    learning.update_learner(campaign.pk)  # train on every label in the database now
+    campaign_learner.update_learner(campaign.pk)  # train on every label in the database now
     snapshot = LearnerSnapshot.objects.filter(campaign=campaign).first()
-    pool = learning.embeddings(campaign)
+    pool = embeddings(campaign)
     if snapshot is None or pool is None or not snapshot.training:
         ModelVersion.objects.filter(pk=version.pk).update(
             status=Status.FAILED,
@@ -180,7 +163,7 @@ def _fit(version: ModelVersion) -> str:
     chosen = "convex" if use_convex else "centre"
     net = convex if use_convex and convex is not None else centre
     metrics["gold_accuracy"] = metrics[chosen].get("gold_accuracy")
-    done = learning.current_embedding_model(campaign)
+    done = current_embedding_model(campaign)
     ModelVersion.objects.filter(pk=version.pk).update(
         status=Status.DONE,
         n_labels=len(snapshot.training),

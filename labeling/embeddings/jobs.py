@@ -15,68 +15,30 @@ after the last finished chunk and no item is embedded into the matrix twice or l
 
 from __future__ import annotations
 
-import contextlib
-import enum
 import logging
-from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import DatabaseError, InterfaceError, OperationalError, transaction
+from django.db import InterfaceError, OperationalError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from labeling.embedding import Embedder, EmbeddingStore, make_embedder
-from labeling.jobrows import error_text
+from labeling import queue
+from labeling.embeddings.embedders import Embedder
+from labeling.embeddings.pool import embedder_from_settings, model_name_from_settings, store_for
+from labeling.embeddings.store import EmbeddingStore
+from labeling.jobrows import (
+    LostClaim,
+    Outcome,
+    error_text,
+    hand_back,
+    resend,
+    send_on_commit,
+    stale_before,
+)
 from labeling.models import Campaign, EmbeddingJob, Item
 
 logger = logging.getLogger(__name__)
 Status = EmbeddingJob.Status
-
-
-class Outcome(enum.StrEnum):
-    DONE = "done"
-    FAILED = "failed"
-    # Another live worker holds this job, or another job of the same campaign: look again later.
-    BUSY = "busy"
-    # The job is finished (or gone): nothing to do. Duplicate deliveries end here.
-    NOTHING = "nothing"
-    # This worker's claim was taken over (it was presumed dead); it stopped without writing.
-    LOST = "lost"
-
-
-class LostClaim(Exception):
-    """Raised inside a run when the job row no longer carries this run's attempt."""
-
-
-def embedder_from_settings() -> Embedder:
-    return make_embedder(
-        settings.CARVE_EMBEDDER,
-        settings.CARVE_EMBEDDING_MODEL,
-        settings.CARVE_EMBEDDING_BATCH,
-        fake_delay=settings.CARVE_FAKE_EMBED_DELAY,
-    )
-
-
-def model_name_from_settings() -> str:
-    if settings.CARVE_EMBEDDER == "fake":
-        return "fake-32"
-    return str(settings.CARVE_EMBEDDING_MODEL)
-
-
-def store_for(campaign_id: int, model_name: str) -> EmbeddingStore:
-    return EmbeddingStore.for_campaign(settings.CARVE_DATA_DIR, campaign_id, model_name)
-
-
-def _send_on_commit(job_id: int) -> None:
-    from labeling.tasks import embed_campaign
-
-    def send() -> None:
-        EmbeddingJob.objects.filter(pk=job_id).update(sent_at=timezone.now())
-        embed_campaign.delay(job_id)
-
-    # robust: a broker that is down must not turn a committed import into an error page; the
-    # job stays QUEUED and is re-sent by nudge() or when a worker starts.
-    transaction.on_commit(send, robust=True)
 
 
 def request_embedding(campaign: Campaign) -> EmbeddingJob:
@@ -87,12 +49,8 @@ def request_embedding(campaign: Campaign) -> EmbeddingJob:
     job = EmbeddingJob.objects.filter(campaign=campaign, status=Status.QUEUED).first()
     if job is None:
         job = EmbeddingJob.objects.create(campaign=campaign, model_name=model_name_from_settings())
-    _send_on_commit(job.pk)
+    send_on_commit(EmbeddingJob, job.pk, queue.EMBED)
     return job
-
-
-def _stale_before() -> datetime:
-    return timezone.now() - timedelta(seconds=settings.CARVE_JOB_STALE_SECONDS)
 
 
 def nudge(job: EmbeddingJob) -> bool:
@@ -100,20 +58,11 @@ def nudge(job: EmbeddingJob) -> bool:
     JOB_STALE_SECONDS (the broker was down, or the message went with a killed worker), or
     RUNNING without a heartbeat for that long. At most once per JOB_STALE_SECONDS, however
     many pages poll. Returns whether a message was sent."""
-    stale = _stale_before()
+    stale = stale_before()
     stuck = (job.status == Status.QUEUED and (job.sent_at is None or job.sent_at < stale)) or (
         job.status == Status.RUNNING and job.heartbeat_at is not None and job.heartbeat_at < stale
     )
-    if not stuck:
-        return False
-    last = Q(sent_at__isnull=True) if job.sent_at is None else Q(sent_at=job.sent_at)
-    if EmbeddingJob.objects.filter(last, pk=job.pk).update(sent_at=timezone.now()) != 1:
-        return False  # another request re-sent it just now
-    from labeling.tasks import embed_campaign
-
-    embed_campaign.delay(job.pk)
-    logger.info("embedding job %s looked stuck (%s); sent again", job.pk, job.status)
-    return True
+    return stuck and resend(EmbeddingJob, job.pk, job.sent_at, queue.EMBED)
 
 
 def claim(job_id: int, worker: str) -> EmbeddingJob | Outcome:
@@ -124,7 +73,7 @@ def claim(job_id: int, worker: str) -> EmbeddingJob | Outcome:
     job of the same campaign that is running makes this one BUSY; one whose worker died is
     superseded (FAILED, and its attempt bumped so a zombie run stops at its next write).
     """
-    stale, now = _stale_before(), timezone.now()
+    stale, now = stale_before(), timezone.now()
     max_attempts = settings.CARVE_JOB_MAX_ATTEMPTS
     with transaction.atomic():
         job = EmbeddingJob.objects.filter(pk=job_id).only("campaign_id", "status").first()
@@ -214,11 +163,7 @@ def run_embedding_job(job_id: int, worker: str = "") -> Outcome:
             logger.warning("embedding job %s: claim lost to another worker; stopping", job.pk)
             return Outcome.LOST
         except (OperationalError, InterfaceError):
-            # Transient: hand the job back for the task's retry (if the database lets us).
-            with contextlib.suppress(DatabaseError):
-                EmbeddingJob.objects.filter(
-                    pk=job.pk, status=Status.RUNNING, attempt=job.attempt
-                ).update(status=Status.QUEUED)
+            hand_back(EmbeddingJob, job.pk, job.attempt)  # transient: for the task's retry
             raise
         except Exception as exc:  # incl. SoftTimeLimitExceeded: the row must say why
             message = error_text(exc)
@@ -228,11 +173,6 @@ def run_embedding_job(job_id: int, worker: str = "") -> Outcome:
             _send_next(campaign_id)
             raise
     _send_next(campaign_id)
-    # New embeddings: the learner (re)builds its state and queue over the full pool.
-    from labeling import learning
-
-    with transaction.atomic():
-        learning.request_update(campaign_id)
     return Outcome.DONE
 
 
@@ -245,7 +185,7 @@ def _send_next(campaign_id: int) -> None:
         .first()
     )
     if following is not None:
-        _send_on_commit(following)
+        send_on_commit(EmbeddingJob, following, queue.EMBED)
 
 
 def _embed(job: EmbeddingJob, embedder: Embedder, store: EmbeddingStore) -> None:

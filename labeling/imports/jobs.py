@@ -2,7 +2,7 @@
 
 The file is stored on an :class:`~labeling.models.ImportJob` row, so any worker can import it
 (the web and worker machines share only the database). The same checks as the upload page
-run (:func:`labeling.services.parse_file`), and the import is all-or-nothing.
+run (:func:`labeling.imports.write.parse_file`), and the import is all-or-nothing.
 
 Exactly once (docs/platform.md, "The REST API"): a run claims the row with one conditional UPDATE
 that bumps
@@ -20,19 +20,26 @@ import contextlib
 import json
 import logging
 from collections.abc import Sequence
-from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
-from kombu.exceptions import OperationalError as BrokerError
 
-from labeling import services
-from labeling.importing import UploadRejected
-from labeling.jobrows import error_text
-from labeling.jobs import LostClaim, Outcome
+from labeling import queue
+from labeling.imports import write
+from labeling.imports.parse import UploadRejected
+from labeling.jobrows import (
+    LostClaim,
+    Outcome,
+    dead_before,
+    error_text,
+    hand_back,
+    resend,
+    send_on_commit,
+    stale_before,
+)
 from labeling.models import Campaign, ImportJob
 
 logger = logging.getLogger(__name__)
@@ -73,7 +80,7 @@ def start_import(
         background=background,
     )
     if background:
-        _send_on_commit(job.pk)
+        send_on_commit(ImportJob, job.pk, queue.IMPORT)
         return job
     try:
         run_import_job(job.pk, worker="web")
@@ -83,37 +90,12 @@ def start_import(
         logger.warning("import job %s: database trouble in the request; sent to a worker", job.pk)
         with contextlib.suppress(DatabaseError):
             if ImportJob.objects.filter(pk=job.pk, status=Status.QUEUED).update(background=True):
-                _send_on_commit(job.pk)
+                send_on_commit(ImportJob, job.pk, queue.IMPORT)
     except Exception:
         # Recorded on the row (FAILED, ``error``); the caller gets the row, not a traceback.
         logger.exception("import job %s failed", job.pk)
     job.refresh_from_db()
     return job
-
-
-def _send_on_commit(job_id: int) -> None:
-    from labeling.tasks import import_items
-
-    def send() -> None:
-        ImportJob.objects.filter(pk=job_id).update(sent_at=timezone.now())
-        import_items.delay(job_id)
-
-    # A broker that is down leaves the job QUEUED; polling it (nudge) or a worker starting
-    # sends it again.
-    transaction.on_commit(send, robust=True)
-
-
-def _stale_before() -> datetime:
-    """A QUEUED job whose message was sent (or, for an inline job, which was created) before
-    this looks lost: send it again."""
-    return timezone.now() - timedelta(seconds=settings.CARVE_JOB_STALE_SECONDS)
-
-
-def _dead_before() -> datetime:
-    """A RUNNING job started before this has outlived the task's hard time limit: its run is
-    gone (a killed worker or web process). An import has no progress heartbeat (it parses
-    and writes in two long calls), so anything younger may still be working."""
-    return timezone.now() - timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + 60)
 
 
 def claim(job_id: int, worker: str = "") -> ImportJob | Outcome:
@@ -122,7 +104,7 @@ def claim(job_id: int, worker: str = "") -> ImportJob | Outcome:
     A RUNNING job older than the task's hard time limit is taken over (its run died), unless
     it has used CARVE_JOB_MAX_ATTEMPTS: then it becomes FAILED.
     """
-    stale, now = _dead_before(), timezone.now()
+    stale, now = dead_before(), timezone.now()
     max_attempts = settings.CARVE_JOB_MAX_ATTEMPTS
     with transaction.atomic():
         ImportJob.objects.filter(
@@ -171,7 +153,7 @@ def execute(job: ImportJob) -> Outcome:
     """Import the file of ``job``, claimed by this run (:func:`claim`); see
     :func:`run_import_job`. Returns LOST, writing nothing, when another run took it over."""
     try:
-        parsed = services.parse_file(
+        parsed = write.parse_file(
             job.campaign,
             bytes(job.data or b""),
             job.filename,
@@ -184,7 +166,7 @@ def execute(job: ImportJob) -> Outcome:
             )
             if not owned.exists():
                 raise LostClaim(f"import job {job.pk} attempt {job.attempt} was taken over")
-            outcome = services.write_items(job.campaign, job.created_by, parsed, job.filename)
+            outcome = write.write_items(job.campaign, job.created_by, parsed, job.filename)
             owned.update(
                 status=Status.DONE,
                 data=None,
@@ -199,7 +181,7 @@ def execute(job: ImportJob) -> Outcome:
                     "n_gold": sum(1 for item in parsed.items if item.gold),
                     "text_column": parsed.text_column,
                     "gold_column": parsed.gold_column or "",
-                    "message": services.describe(outcome),
+                    "message": write.describe(outcome),
                 },
             )
     except UploadRejected as exc:
@@ -209,10 +191,7 @@ def execute(job: ImportJob) -> Outcome:
         logger.warning("import job %s: claim lost to another run; stopping", job.pk)
         return Outcome.LOST
     except (OperationalError, InterfaceError):
-        with contextlib.suppress(DatabaseError):
-            ImportJob.objects.filter(pk=job.pk, status=Status.RUNNING, attempt=job.attempt).update(
-                status=Status.QUEUED
-            )
+        hand_back(ImportJob, job.pk, job.attempt)
         raise
     except Exception as exc:
         _finish(job, status=Status.FAILED, error=error_text(exc))
@@ -226,28 +205,16 @@ def nudge(job: ImportJob) -> bool:
     created) CARVE_JOB_STALE_SECONDS ago, or RUNNING past the task's hard time limit. At most
     once per CARVE_JOB_STALE_SECONDS, however often it is polled. Returns whether a message
     was sent (a broker that is down is logged, and the next poll tries again)."""
-    stale = _stale_before()
+    stale = stale_before()
     stuck = (job.status == Status.QUEUED and (job.sent_at or job.created_at) < stale) or (
         job.status == Status.RUNNING
         and job.started_at is not None
-        and job.started_at < _dead_before()
+        and job.started_at < dead_before()
         and (job.sent_at is None or job.sent_at < stale)
     )
     if not stuck:
         return False
-    last = Q(sent_at__isnull=True) if job.sent_at is None else Q(sent_at=job.sent_at)
-    if ImportJob.objects.filter(last, pk=job.pk).update(sent_at=timezone.now()) != 1:
-        return False
-    from labeling.tasks import import_items
-
-    try:
-        import_items.delay(job.pk)
-    except BrokerError:
-        logger.warning("could not re-send import job %s", job.pk, exc_info=True)
-        ImportJob.objects.filter(pk=job.pk).update(sent_at=job.sent_at)  # try again next poll
-        return False
-    logger.info("import job %s looked stuck (%s); sent again", job.pk, job.status)
-    return True
+    return resend(ImportJob, job.pk, job.sent_at, queue.IMPORT)
 
 
 def pending_imports() -> list[int]:

@@ -1,4 +1,4 @@
-"""Operations on campaigns that views, API and tasks share (views stay short)."""
+"""Writing a parsed file into a campaign, all or nothing, and the embedding job it needs."""
 
 from __future__ import annotations
 
@@ -9,8 +9,14 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Max
 
-from labeling import jobs
-from labeling.importing import ImportLimits, ParsedUpload, UploadRejected, list_some, parse_upload
+from labeling.embeddings import jobs as embedding_jobs
+from labeling.imports.parse import (
+    ImportLimits,
+    ParsedUpload,
+    UploadRejected,
+    list_some,
+    parse_upload,
+)
 from labeling.models import Campaign, Item, Upload, text_key
 
 
@@ -40,7 +46,7 @@ def parse_file(
     gold_column: str | None = None,
 ) -> ParsedUpload:
     """Check a file against the campaign's label set and the upload limits (no database
-    writes); raises :class:`labeling.importing.UploadRejected` listing every problem."""
+    writes); raises :class:`labeling.imports.parse.UploadRejected` listing every problem."""
     return parse_upload(
         data,
         filename,
@@ -62,7 +68,7 @@ def import_file(
 ) -> ImportOutcome:
     """Validate the whole file, then create its items in one transaction.
 
-    Raises :class:`labeling.importing.UploadRejected` (nothing written) for a bad file. Texts
+    Raises :class:`labeling.imports.parse.UploadRejected` (nothing written) for a bad file. Texts
     already in the campaign (from an earlier upload) are merged into the existing items.
     """
     parsed = parse_file(campaign, data, filename, text_column=text_column, gold_column=gold_column)
@@ -129,7 +135,7 @@ def write_items(
             batch_size=1000,
         )
         if new:
-            jobs.request_embedding(campaign)
+            embedding_jobs.request_embedding(campaign)
     return ImportOutcome(upload, parsed, len(new), len(parsed.items) - len(new))
 
 

@@ -1,0 +1,54 @@
+"""Which class each item trains with: its agreeing active labels, or a manager's decision."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from labeling.models import Campaign, Decision, Label
+
+
+@dataclass(frozen=True)
+class Training:
+    """Consensus labels: one row per item whose active labels agree, or that a manager decided."""
+
+    # [item id, class index], ordered by the item's first label (or decision). The learner
+    # state depends only on the item's embedding and class, so a second agreeing label (or
+    # its undo) leaves the rows as they are and the stored state is extended, not rebuilt.
+    rows: list[list[Any]]
+    disagreements: list[int]  # item ids whose annotators disagree, not decided yet
+
+
+def consensus(campaign: Campaign) -> Training:
+    index = {name: i for i, name in enumerate(campaign.labels)}
+    decided: dict[int, tuple[int, str]] = {}
+    for decision_id, item_id, value in (
+        Decision.objects.filter(item__campaign=campaign)
+        .order_by("created_at", "pk")
+        .values_list("pk", "item_id", "value")
+    ):
+        decided[item_id] = (decision_id, value)  # the latest one wins
+    labels = Label.objects.filter(item__campaign=campaign, undone_at__isnull=True).order_by("pk")
+    by_item: dict[int, list[tuple[int, str]]] = {}
+    for label_id, item_id, value in labels.values_list("pk", "item_id", "value"):
+        by_item.setdefault(item_id, []).append((label_id, value))
+    for item_id in decided:
+        by_item.setdefault(item_id, [])
+    rows, disagreements = [], []
+
+    def first_seen(kv: tuple[int, list[tuple[int, str]]]) -> int:
+        item_id, given = kv
+        return given[0][0] if given else 10**12 + decided[item_id][0]
+
+    for item_id, given in sorted(by_item.items(), key=first_seen):
+        if item_id in decided:
+            decision_id, value = decided[item_id]
+            if value in index:
+                rows.append([item_id, index[value]])
+            continue
+        values = {value for _, value in given}
+        if len(values) > 1:
+            disagreements.append(item_id)
+        elif next(iter(values)) in index:
+            rows.append([item_id, index[next(iter(values))]])
+    return Training(rows, disagreements)

@@ -1,0 +1,42 @@
+"""Items in review (disagreements, contradictions, suspect labels) and a manager's decision."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+
+from labeling.campaign_learner import request_update
+from labeling.consensus import consensus
+from labeling.models import Campaign, Decision, Item, LearnerSnapshot
+
+
+def review_items(campaign: Campaign) -> list[int]:
+    """Items a manager should look at, and no decision was made since: annotators disagree;
+    the learner found their labels contradictory (its last conflict groups, hard cuts); or
+    its centre gets their label wrong (its suspects, most wrong first, at most
+    ``CARVE_REVIEW_SUSPECTS``; docs/learner.md "Suspect labels")."""
+    training = consensus(campaign)
+    snapshot = LearnerSnapshot.objects.filter(campaign=campaign).first()
+    conflicted = {pk for group in (snapshot.conflicts if snapshot else []) for pk in group}
+    decided = set(
+        Decision.objects.filter(item__campaign=campaign).values_list("item_id", flat=True)
+    )
+    suspects = [pk for pk in (snapshot.suspects if snapshot else []) if pk not in decided]
+    out = (
+        list(training.disagreements)
+        + sorted(conflicted - decided)
+        + suspects[: settings.CARVE_REVIEW_SUSPECTS]
+    )
+    return list(dict.fromkeys(out))
+
+
+def decide(item: Item, user: Any, value: str) -> Decision:
+    """Record a manager's verdict on ``item`` and queue a learner update."""
+    if value not in item.campaign.labels:
+        raise ValueError(f"{value!r} is not a label of this campaign")
+    with transaction.atomic():
+        decision = Decision.objects.create(item=item, value=value, decided_by=user)
+        request_update(item.campaign_id)
+    return decision
