@@ -7,3 +7,8 @@ class LabelingConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
     name = "labeling"
     verbose_name = "Labeling"
+
+    def ready(self) -> None:
+        # Register the Celery tasks in every process (web ones too): labeling.queue sends
+        # messages by task name, looking the task up in the app's registry.
+        from labeling import tasks  # noqa: F401

@@ -30,9 +30,8 @@ from labeling import (
 )
 from labeling.embeddings import jobs as embedding_jobs
 from labeling.forms import CampaignForm, DecisionForm, LabelActionForm, TokenForm, UploadForm
-from labeling.imports import write
-from labeling.imports.parse import UploadRejected
-from labeling.models import Assignment, Campaign, Item, Label, LearnerSnapshot
+from labeling.imports import jobs as import_jobs
+from labeling.models import Assignment, Campaign, ImportJob, Item, Label, LearnerSnapshot
 from labeling.review import decide, review_items
 
 logger = logging.getLogger(__name__)
@@ -151,20 +150,24 @@ def campaign_upload(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     if not form.is_valid():
         return _detail(request, campaign, form, status=400)
     upload = form.cleaned_data["file"]
-    try:
-        outcome = write.import_file(
-            campaign,
-            request.user,
-            upload.read(),
-            upload.name,
-            text_column=form.cleaned_data["text_column"] or None,
-            gold_column=form.cleaned_data["gold_column"] or None,
-        )
-    except UploadRejected as exc:
-        for error in exc.errors:
+    # The same ImportJob lifecycle as the API's imports, run during the request.
+    job = import_jobs.start_import(
+        campaign,
+        request.user,
+        upload.read(),
+        upload.name or "upload",
+        text_column=form.cleaned_data["text_column"],
+        gold_column=form.cleaned_data["gold_column"],
+        background=False,
+    )
+    if job.status == ImportJob.Status.FAILED:
+        for error in job.errors or [f"The import failed; nothing was imported ({job.error})."]:
             form.add_error("file", error)
-        return _detail(request, campaign, form, status=400)
-    messages.success(request, write.describe(outcome))
+        return _detail(request, campaign, form, status=400 if job.errors else 500)
+    if job.status == ImportJob.Status.DONE:
+        messages.success(request, job.result["message"])
+    else:  # the database was busy: a worker imports it
+        messages.info(request, "The file was handed to a worker; its items appear when done.")
     return redirect("campaign-detail", pk=campaign.pk)
 
 

@@ -23,14 +23,13 @@ from __future__ import annotations
 
 import io
 import json
-import zipfile
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 from numpy.typing import DTypeLike, NDArray
 
+from learner._npz import load_or_value_error, open_npz, read_header
 from learner._validation import as_pool
 from learner.config import Task
 from learner.features import POOL_CHUNK, FeatureMap, Gates
@@ -38,7 +37,6 @@ from learner.lift import network_layers
 
 Array = NDArray[np.float64]
 
-T = TypeVar("T")
 
 #: Newest export format: 2 adds the hidden layers of deeper networks. A two-layer network is
 #: still written as version 1, so older readers load it.
@@ -235,7 +233,7 @@ class ReLUNetwork:
 
     @classmethod
     def _from_npz(cls, data: bytes) -> ReLUNetwork:
-        with _open_npz(data, "a Carve ReLU network export") as z:
+        with open_npz(data, "a Carve ReLU network export") as z:
             meta = read_header(
                 z, "meta", "carve-relu-network", FORMAT_VERSION, "Carve ReLU network export"
             )
@@ -244,37 +242,6 @@ class ReLUNetwork:
             n_extra = int(meta.get("n_hidden_layers", 1)) - 1
             hidden = tuple(z[f"hidden_{i}"] for i in range(n_extra))
             return cls(z["W1"], z["W2"], fm, Task(meta["task"]), int(meta["n_classes"]), hidden)
-
-
-def load_or_value_error(loader: Callable[[bytes], T], data: bytes, what: str) -> T:
-    """Run ``loader(data)``; any sign of a damaged or foreign file becomes a ValueError."""
-    try:
-        return loader(data)
-    except ValueError:
-        raise
-    except (KeyError, TypeError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
-        raise ValueError(f"not a valid {what}: {exc}") from None
-
-
-def read_header(z: Any, key: str, fmt: str, newest: int, what: str) -> dict[str, Any]:
-    """The JSON header ``key`` of an opened npz, checked for format ``fmt`` and a version no
-    newer than ``newest``; errors name ``what`` (e.g. "Carve learner state")."""
-    if key not in z.files:
-        raise ValueError(f"not a {what}: no {key}")
-    header: dict[str, Any] = json.loads(str(z[key]))
-    if header.get("format") != fmt:
-        raise ValueError(f"not a {what}")
-    if int(header.get("version", -1)) > newest:
-        raise ValueError(f"{what} version {header['version']} is newer than this library")
-    return header
-
-
-def _open_npz(data: bytes, what: str) -> Any:
-    """np.load on bytes without pickle; any unreadable input is a ValueError naming ``what``."""
-    try:
-        return np.load(io.BytesIO(data), allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
-        raise ValueError(f"not {what}: {exc}") from None
 
 
 def network_from_theta(

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from learner._npz import load_or_value_error, open_npz, read_header
 from learner._validation import as_matrix, as_pool, as_rng
 from learner.center import CenterOptions, CenterResult, CenterStatus, analytic_center
 from learner.config import LearnerConfig, Task
@@ -24,14 +25,7 @@ from learner.convex import ConvexFitResult, Loss, convex_fit
 from learner.delta import DELTA_GRID, checkpoint, choose_delta, ramp
 from learner.diagnostics import Diagnostics, diagnose, sample_networks
 from learner.features import FeatureMap, Gates, fit_feature_map, sample_gates
-from learner.network import (
-    ReLUNetwork,
-    _open_npz,
-    gated_decision,
-    load_or_value_error,
-    network_from_theta,
-    read_header,
-)
+from learner.network import ReLUNetwork, gated_decision, network_from_theta
 from learner.query import QueryResult, QueryStrategy, score_by_samples, score_pool, select_batch
 from learner.version_space import VersionSpace, add_labels, empty_version_space
 
@@ -148,7 +142,7 @@ class LearnerState:
 
     @classmethod
     def _from_bytes(cls, data: bytes) -> LearnerState:
-        with _open_npz(data, "a Carve learner state") as z:
+        with open_npz(data, "a Carve learner state") as z:
             header = read_header(
                 z, "header", "carve-learner-state", STATE_VERSION, "Carve learner state"
             )
