@@ -5,7 +5,7 @@ Embedding jobs, import jobs and model versions are rows with a :class:`~labeling
 duplicate messages do nothing; a run that hits a transient database error *hands the row back*
 (QUEUED) for the task's retry; any other failure leaves its *error text* on the row. A row that
 waited too long for its message is *resent* at most once per ``CARVE_JOB_STALE_SECONDS``
-(docs/platform.md, "Background jobs").
+(docs/platform.md, "Embedding jobs", the pattern every job row follows).
 """
 
 from __future__ import annotations

@@ -306,7 +306,6 @@ def _finish(
     if bar.basis is not None:
         solver += f"/span(r={bar.r})"
     logger.debug("centre: %s, %d factorizations, %d CG", status.value, run.n_factor, run.n_cg)
-    finite_decrement = decrement is not None and math.isfinite(decrement)
     x = np.ascontiguousarray(bar.to_full(theta))
     suspects: tuple[int, ...] = ()
     if vs is not None and vs.soft and status is not CenterStatus.NUMERICAL_ERROR:
@@ -319,7 +318,9 @@ def _finish(
         message=message,
         nit=run.nit,
         phase1_nit=run.phase1_nit,
-        decrement=float(decrement) if finite_decrement else math.inf,  # type: ignore[arg-type]
+        decrement=float(decrement)
+        if decrement is not None and math.isfinite(decrement)
+        else math.inf,
         objective=Barrier.value(sl),
         solver=solver,
         conflicts=tuple(run.groups),

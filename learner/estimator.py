@@ -31,7 +31,7 @@ from learner.state import (
 )
 
 
-class CuttingPlaneClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
+class CuttingPlaneClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # sklearn is untyped (Any bases)
     """ReLU classifier (depth 2 to 4) trained by the cutting-plane learner.
 
     ``fit`` builds the version space of all labels, computes its analytic centre, and (with

@@ -9,10 +9,9 @@ import pytest
 
 import learner
 from labeling import annotation, campaign_learner, model_versions
-from labeling.embeddings import jobs as embedding_jobs
 from labeling.embeddings.embedders import FakeEmbedder
-from labeling.imports.write import import_file
-from labeling.models import Campaign, EmbeddingJob, Item
+from labeling.models import Campaign, Item
+from tests.labeling.builders import embedded_campaign
 from tests.support.clients import api_as as _api
 
 pytestmark = pytest.mark.django_db
@@ -20,11 +19,7 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def trained(campaign: Campaign, annotator: Any) -> Campaign:
-    body = "text\n" + "\n".join(f"review {i}" for i in range(30)) + "\n"
-    import_file(campaign, campaign.created_by, body.encode(), "d.csv")
-    embedding_jobs.run_embedding_job(EmbeddingJob.objects.get(campaign=campaign).pk)
-    items = list(Item.objects.filter(campaign=campaign).order_by("position"))
-    E = FakeEmbedder().encode([i.text for i in items])
+    items, E = embedded_campaign(campaign, [f"review {i}" for i in range(30)])
     y = E @ np.random.default_rng(0).standard_normal(E.shape[1]) > 0
     for item, positive in zip(items[:12], y[:12], strict=True):
         annotation.submit_label(item, annotator, "positive" if positive else "negative")
@@ -245,14 +240,7 @@ def test_metrics_of_an_empty_campaign_and_who_may_read_them(
 def test_a_depth_3_campaign_learns_trains_exports_and_predicts(
     campaign: Campaign, annotator: Any, manager: Any
 ) -> None:
-
-    Campaign.objects.filter(pk=campaign.pk).update(depth=3)
-    campaign.refresh_from_db()
-    body = "text\n" + "\n".join(f"deep review {i}" for i in range(40)) + "\n"
-    import_file(campaign, manager, body.encode(), "d.csv")
-    embedding_jobs.run_embedding_job(EmbeddingJob.objects.get(campaign=campaign).pk)
-    items = list(Item.objects.filter(campaign=campaign).order_by("position"))
-    E = FakeEmbedder().encode([i.text for i in items])
+    items, E = embedded_campaign(campaign, [f"deep review {i}" for i in range(40)], depth=3)
     y = E @ np.random.default_rng(1).standard_normal(E.shape[1]) > 0
     for item, positive in zip(items[:16], y[:16], strict=True):
         annotation.submit_label(item, annotator, "positive" if positive else "negative")

@@ -12,9 +12,9 @@ from django.test import Client
 from django.urls import reverse
 
 from labeling import annotation, campaign_learner, charts, dashboard
-from labeling.embeddings import jobs as embedding_jobs
 from labeling.imports.write import import_file
-from labeling.models import Campaign, EmbeddingJob, Item
+from labeling.models import Campaign, Item
+from tests.labeling.builders import embedded_campaign
 from tests.support.clients import logged_in as _client
 
 pytestmark = pytest.mark.django_db
@@ -27,13 +27,8 @@ def _url(campaign: Campaign) -> str:
 @pytest.fixture
 def labeled(campaign: Campaign) -> Campaign:
     """Two annotators on 6 items (overlap 2); items 0-3 carry gold labels."""
-    campaign.overlap = 2
-    campaign.save()
     gold = ["positive", "negative", "positive", "negative", "", ""]
-    body = "text,label\n" + "".join(f"item {i},{g}\n" for i, g in enumerate(gold))
-    import_file(campaign, campaign.created_by, body.encode(), "d.csv")
-    embedding_jobs.run_embedding_job(EmbeddingJob.objects.get(campaign=campaign).pk)
-    items = list(Item.objects.filter(campaign=campaign).order_by("position"))
+    items, _ = embedded_campaign(campaign, 6, labels=gold, overlap=2)
     ann, bob = (get_user_model().objects.create_user(n) for n in ("ann", "bob"))
     ann_says = ["positive", "negative", "positive", "negative", "positive", "negative"]
     bob_says = ["positive", "negative", "negative", "negative", "positive", "positive"]

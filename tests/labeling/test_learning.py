@@ -12,21 +12,12 @@ from django.db.models import F
 
 import learner
 from labeling import annotation, campaign_learner, consensus, review
-from labeling.embeddings import jobs as embedding_jobs
 from labeling.embeddings import pool
-from labeling.embeddings.embedders import FakeEmbedder
 from labeling.imports.write import import_file
 from labeling.models import Campaign, EmbeddingJob, Item, Label, LearnerPoint, LearnerSnapshot
+from tests.labeling.builders import embedded_campaign
 
 pytestmark = pytest.mark.django_db
-
-
-def _setup(campaign: Campaign, n: int = 60) -> tuple[list[Item], np.ndarray]:
-    body = "text\n" + "\n".join(f"item {i}" for i in range(n)) + "\n"
-    import_file(campaign, campaign.created_by, body.encode(), "d.csv")
-    embedding_jobs.run_embedding_job(EmbeddingJob.objects.get(campaign=campaign).pk)
-    items = list(Item.objects.filter(campaign=campaign).order_by("position"))
-    return items, FakeEmbedder().encode([i.text for i in items])
 
 
 def _teacher(E: np.ndarray) -> np.ndarray:
@@ -46,7 +37,7 @@ def test_nothing_to_do_before_the_embeddings(campaign: Campaign) -> None:
 
 def test_without_labels_the_queue_holds_distinct_items(campaign: Campaign, settings: Any) -> None:
     settings.CARVE_QUEUE_LENGTH = 10
-    items, _ = _setup(campaign)
+    items, _ = embedded_campaign(campaign)
     out = campaign_learner.update_learner(campaign.pk)
     assert out.status == "updated" and out.snapshot is not None
     queue = out.snapshot.queue
@@ -61,7 +52,7 @@ def test_a_one_item_campaign_takes_a_second_import_and_its_learner_runs(
     # Position 0 once made the next import start at 0 again (a duplicate key, a 500), and a
     # PCA projection of a one-item pool is not defined (the learner update failed).
     Campaign.objects.filter(pk=campaign.pk).update(projection_dim=16)  # below the fake 32-d
-    items, _ = _setup(campaign, n=1)
+    items, _ = embedded_campaign(campaign, 1)
     annotation.submit_label(items[0], annotator, "positive")
     out = campaign_learner.update_learner(campaign.pk)
     assert out.status == "updated" and out.snapshot is not None
@@ -77,7 +68,7 @@ def test_a_one_item_campaign_takes_a_second_import_and_its_learner_runs(
 def test_labels_recentre_the_learner_and_the_queue_follows_its_scores(
     campaign: Campaign, annotator: Any
 ) -> None:
-    items, E = _setup(campaign)
+    items, E = embedded_campaign(campaign)
     y = _teacher(E)
     _label(items, y, annotator, range(12))
     out = campaign_learner.update_learner(campaign.pk)
@@ -96,7 +87,7 @@ def test_labels_recentre_the_learner_and_the_queue_follows_its_scores(
 def test_new_labels_extend_the_state_and_an_undo_rebuilds_it(
     campaign: Campaign, annotator: Any
 ) -> None:
-    items, E = _setup(campaign)
+    items, E = embedded_campaign(campaign)
     y = _teacher(E)
     _label(items, y, annotator, range(8))
     assert campaign_learner.update_learner(
@@ -119,7 +110,7 @@ def test_new_labels_extend_the_state_and_an_undo_rebuilds_it(
 
 
 def test_other_settings_rebuild_the_state(campaign: Campaign, annotator: Any) -> None:
-    items, E = _setup(campaign)
+    items, E = embedded_campaign(campaign)
     _label(items, _teacher(E), annotator, range(6))
     campaign_learner.update_learner(campaign.pk)
     campaign.n_gates = 8
@@ -132,7 +123,7 @@ def test_other_settings_rebuild_the_state(campaign: Campaign, annotator: Any) ->
 def test_a_run_that_finishes_after_a_newer_one_does_not_overwrite_it(
     campaign: Campaign,
 ) -> None:
-    _setup(campaign)
+    embedded_campaign(campaign)
     campaign_learner.update_learner(campaign.pk)
     LearnerSnapshot.objects.filter(campaign=campaign).update(version=10**6, queue=[1, 2])
     assert campaign_learner.update_learner(campaign.pk).status == "stale"
@@ -154,9 +145,7 @@ def test_requests_coalesce_into_one_task(
 
 
 def test_disagreeing_annotators_keep_the_item_out_of_training(campaign: Campaign) -> None:
-    campaign.overlap = 2
-    campaign.save()
-    items, _ = _setup(campaign, n=10)
+    items, _ = embedded_campaign(campaign, 10, overlap=2)
     a, b = (get_user_model().objects.create_user(n) for n in ("ann", "bob"))
     annotation.submit_label(items[0], a, "positive")
     annotation.submit_label(items[0], b, "negative")
@@ -171,7 +160,7 @@ def test_disagreeing_annotators_keep_the_item_out_of_training(campaign: Campaign
 def test_contradicting_labels_are_sent_to_review_as_suspects(
     campaign: Campaign, annotator: Any
 ) -> None:
-    items, E = _setup(campaign, n=20)
+    items, E = embedded_campaign(campaign, 20)
     # Two items with the same embedding, labeled both ways: no network fits both.
     E = E.copy()
     E[1] = E[0]
@@ -212,15 +201,11 @@ def test_saving_a_campaign_loaded_earlier_keeps_the_label_version(campaign: Camp
 def test_each_update_records_gold_accuracy_and_diagnostics(
     campaign: Campaign, annotator: Any
 ) -> None:
-    body = "text,label\n" + "\n".join(f"item {i}," for i in range(40)) + "\n"
-    import_file(campaign, campaign.created_by, body.encode(), "d.csv")
-    items = list(Item.objects.filter(campaign=campaign).order_by("position"))
-    E = FakeEmbedder().encode([i.text for i in items])
+    items, E = embedded_campaign(campaign, 40, labels=[""] * 40)
     y = _teacher(E)
     # The last 15 items carry gold labels from the same teacher.
     for item, cls in zip(items[25:], y[25:], strict=True):
         Item.objects.filter(pk=item.pk).update(gold=["negative", "positive"][cls])
-    embedding_jobs.run_embedding_job(EmbeddingJob.objects.get(campaign=campaign).pk)
     _label(items, y, annotator, range(10))
     campaign_learner.update_learner(campaign.pk)
     point = LearnerPoint.objects.get(campaign=campaign)
@@ -249,7 +234,7 @@ def test_a_learner_update_pending_too_long_is_sent_again(campaign: Campaign, set
 def test_measurements_are_log_spaced_not_after_every_label(
     campaign: Campaign, annotator: Any
 ) -> None:
-    items, E = _setup(campaign)
+    items, E = embedded_campaign(campaign)
     y = _teacher(E)
     _label(items, y, annotator, range(10))
     campaign_learner.update_learner(campaign.pk)
@@ -264,7 +249,7 @@ def test_measurements_are_log_spaced_not_after_every_label(
 def test_two_updates_at_once_record_one_curve_point(
     campaign: Campaign, annotator: Any, monkeypatch: Any
 ) -> None:
-    items, E = _setup(campaign)
+    items, E = embedded_campaign(campaign)
     y = _teacher(E)
     _label(items, y, annotator, range(10))
     measure = campaign_learner._measure
@@ -282,9 +267,7 @@ def test_two_updates_at_once_record_one_curve_point(
 def test_a_second_agreeing_label_extends_the_state_instead_of_rebuilding(
     campaign: Campaign,
 ) -> None:
-    campaign.overlap = 2
-    campaign.save()
-    items, E = _setup(campaign, n=20)
+    items, E = embedded_campaign(campaign, 20, overlap=2)
     a, b = (get_user_model().objects.create_user(n) for n in ("ann", "bob"))
     annotation.submit_label(items[0], a, "positive")
     annotation.submit_label(items[1], a, "negative")
@@ -302,7 +285,7 @@ def test_a_learner_left_behind_by_a_killed_worker_is_sent_again(
 
     from django.utils import timezone
 
-    _setup(campaign, n=10)
+    embedded_campaign(campaign, 10)
     campaign_learner.update_learner(campaign.pk)
     # A label change whose update started (flag cleared) and died with its worker.
     long_ago = timezone.now() - timedelta(seconds=settings.CARVE_JOB_STALE_SECONDS + 1)

@@ -11,10 +11,8 @@ from django.urls import reverse
 
 import learner
 from labeling import annotation, model_versions, tasks
-from labeling.embeddings import jobs as embedding_jobs
-from labeling.embeddings.embedders import FakeEmbedder
-from labeling.imports.write import import_file
-from labeling.models import Campaign, EmbeddingJob, Item, ModelVersion
+from labeling.models import Campaign, Item, ModelVersion
+from tests.labeling.builders import embedded_campaign
 
 pytestmark = pytest.mark.django_db
 
@@ -22,14 +20,10 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def ready(campaign: Campaign) -> tuple[list[Item], np.ndarray, np.ndarray]:
     """60 embedded items; the last 20 carry gold labels from a linear teacher."""
-    body = "text\n" + "\n".join(f"item {i}" for i in range(60)) + "\n"
-    import_file(campaign, campaign.created_by, body.encode(), "d.csv")
-    items = list(Item.objects.filter(campaign=campaign).order_by("position"))
-    E = FakeEmbedder().encode([i.text for i in items])
+    items, E = embedded_campaign(campaign, 60)
     y = (E @ np.random.default_rng(0).standard_normal(E.shape[1]) > 0).astype(int)
     for item, cls in zip(items[40:], y[40:], strict=True):
         Item.objects.filter(pk=item.pk).update(gold=["negative", "positive"][cls])
-    embedding_jobs.run_embedding_job(EmbeddingJob.objects.get(campaign=campaign).pk)
     return items, E, y
 
 

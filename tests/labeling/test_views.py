@@ -278,7 +278,7 @@ def test_an_upload_over_the_size_limit_is_refused_by_the_form_before_parsing(
     def must_not_run(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("the file was read although it is over the limit")
 
-    monkeypatch.setattr("labeling.imports.write.import_file", must_not_run)
+    monkeypatch.setattr("labeling.imports.jobs.start_import", must_not_run)
     settings.CARVE_UPLOAD_MAX_BYTES = 100
     response = _client(manager).post(
         reverse("campaign-upload", args=[campaign.pk]), {"file": _csv("text\n" + "x" * 200)}
