@@ -73,16 +73,25 @@ def hand_back(model: type[models.Model], pk: int, attempt: int | None = None) ->
         model._default_manager.filter(owned).update(status=JobStatus.QUEUED)
 
 
-def resend(model: type[models.Model], pk: int, sent_at: datetime | None, task: str) -> bool:
+def resend(
+    model: type[models.Model],
+    pk: int,
+    sent_at: datetime | None,
+    task: str,
+    *,
+    retry_next_poll: bool = False,
+) -> bool:
     """Send ``task`` for a row that looks stuck, at most once per period however many
     requests poll it: the row's ``sent_at`` moves only if it still holds ``sent_at``. A broker
-    that is down puts ``sent_at`` back (the next poll tries again). Returns whether sent."""
+    that is down is logged; the next try is a period later, or at the next poll with
+    ``retry_next_poll`` (an import job, polled by its client). Returns whether sent."""
     last = Q(sent_at__isnull=True) if sent_at is None else Q(sent_at=sent_at)
     rows = model._default_manager.filter(pk=pk)
     if rows.filter(last).update(sent_at=timezone.now()) != 1:
         return False  # another request re-sent it just now
     if not queue.try_send(task, pk):
-        rows.update(sent_at=sent_at)
+        if retry_next_poll:
+            rows.update(sent_at=sent_at)
         return False
     logger.info("%s %s looked stuck; sent again", model._meta.verbose_name, pk)
     return True

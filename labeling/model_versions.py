@@ -122,7 +122,10 @@ def nudge(campaign: Campaign) -> int:
 
 def _fit(version: ModelVersion) -> str:
     campaign = version.campaign
-    campaign_learner.update_learner(campaign.pk)  # train on every label in the database now
+    # Train on every label in the database now (and queue the automatic version it may be due).
+    updated = campaign_learner.update_learner(campaign.pk)
+    if updated.status == "updated" and updated.snapshot is not None:
+        maybe_auto_retrain(campaign.pk, updated.snapshot.n_labels)
     snapshot = LearnerSnapshot.objects.filter(campaign=campaign).first()
     pool = embeddings(campaign)
     if snapshot is None or pool is None or not snapshot.training:

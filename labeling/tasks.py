@@ -9,6 +9,7 @@ sent through :mod:`labeling.queue` (by these tasks' names).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from celery import shared_task
@@ -48,9 +49,11 @@ def embed_campaign(self: Any, job_id: int) -> str:
     if outcome is Outcome.BUSY:
         queue.send(queue.EMBED, job_id, countdown=settings.CARVE_JOB_STALE_SECONDS + 1)
     elif outcome is Outcome.DONE:
-        campaign_id = EmbeddingJob.objects.values_list("campaign_id", flat=True).get(pk=job_id)
-        with transaction.atomic():
-            campaign_learner.request_update(campaign_id)
+        job = EmbeddingJob.objects.filter(pk=job_id).values_list("campaign_id", flat=True)
+        campaign_id = job.first()
+        if campaign_id is not None:  # (None: the campaign was deleted meanwhile)
+            with transaction.atomic():
+                campaign_learner.request_update(campaign_id)
     return outcome.value
 
 
@@ -75,13 +78,13 @@ def update_learner(campaign_id: int) -> str:
     """
     try:
         outcome = campaign_learner.update_learner(campaign_id)
+        if outcome.status == "updated" and outcome.snapshot is not None:
+            model_versions.maybe_auto_retrain(campaign_id, outcome.snapshot.n_labels)
     except (OperationalError, InterfaceError):
         raise  # retried
     except Exception as exc:
         campaign_learner.record_failure(campaign_id, exc)
         raise
-    if outcome.status == "updated" and outcome.snapshot is not None:
-        model_versions.maybe_auto_retrain(campaign_id, outcome.snapshot.n_labels)
     return outcome.status
 
 
@@ -101,18 +104,19 @@ def resume_pending_jobs(sender: Any = None, **kwargs: Any) -> None:
     alive answers BUSY until it ends. (Pages and API polls re-send stuck jobs too: the
     ``nudge`` functions of the job modules.)
     """
-    try:
-        pending = {
-            queue.EMBED: [pk for pk, _ in embedding_jobs.pending_jobs()],
-            queue.IMPORT: import_jobs.pending_imports(),
-            queue.RETRAIN: model_versions.pending_versions(),
-            queue.UPDATE_LEARNER: campaign_learner.pending_campaigns(),
-        }
-    except DatabaseError:  # not migrated yet, or the database is down: nothing to resume
-        logger.warning("could not look for pending jobs", exc_info=True)
-        return
-    for task, ids in pending.items():
-        for pk in ids:
-            queue.try_send(task, pk)
-    if any(pending.values()):
-        logger.info("re-sent pending work: %s", {t: len(ids) for t, ids in pending.items()})
+    lookups: dict[str, Callable[[], list[int]]] = {
+        queue.EMBED: lambda: [pk for pk, _ in embedding_jobs.pending_jobs()],
+        queue.IMPORT: import_jobs.pending_imports,
+        queue.RETRAIN: model_versions.pending_versions,
+        queue.UPDATE_LEARNER: campaign_learner.pending_campaigns,
+    }
+    sent: dict[str, int] = {}
+    for task, pending in lookups.items():
+        try:
+            ids = pending()
+        except DatabaseError:  # not migrated yet, or the database is down: nothing to resume
+            logger.warning("could not look for pending %s work", task, exc_info=True)
+            continue
+        sent[task] = sum(queue.try_send(task, pk) for pk in ids)
+    if any(sent.values()):
+        logger.info("re-sent pending work: %s", sent)

@@ -17,7 +17,6 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST, require_safe
 from django_htmx.middleware import HtmxDetails
-from kombu.exceptions import OperationalError as BrokerError
 
 from labeling import (
     annotation,
@@ -111,10 +110,7 @@ def _detail(
 ) -> HttpResponse:
     job = embedding_jobs.latest_job(campaign)
     if job is not None and job.is_active:
-        try:
-            embedding_jobs.nudge(job)  # a stuck job (broker was down, worker killed) is sent again
-        except BrokerError:
-            logger.warning("could not re-send embedding job %s", job.pk, exc_info=True)
+        embedding_jobs.nudge(job)  # a stuck job (broker was down, worker killed) is sent again
     template = "labeling/campaign_detail.html"
     if request.htmx:  # the polling progress bar asks for its part only
         template += "#embedding-status"
@@ -160,15 +156,21 @@ def campaign_upload(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         gold_column=form.cleaned_data["gold_column"],
         background=False,
     )
-    if job.status == ImportJob.Status.FAILED:
-        for error in job.errors or [f"The import failed; nothing was imported ({job.error})."]:
-            form.add_error("file", error)
-        return _detail(request, campaign, form, status=400 if job.errors else 500)
     if job.status == ImportJob.Status.DONE:
         messages.success(request, job.result["message"])
-    else:  # the database was busy: a worker imports it
+        return redirect("campaign-detail", pk=campaign.pk)
+    if job.status == ImportJob.Status.QUEUED and job.background:  # the database was busy
         messages.info(request, "The file was handed to a worker; its items appear when done.")
-    return redirect("campaign-detail", pk=campaign.pk)
+        return redirect("campaign-detail", pk=campaign.pk)
+    if job.status == ImportJob.Status.FAILED and job.errors:  # a refused file
+        for error in job.errors:
+            form.add_error("file", error)
+        return _detail(request, campaign, form, status=400)
+    # An unexpected failure (its detail is in the log and on the job row), or a database too
+    # busy to even hand the job over: nothing was imported yet.
+    form.add_error("file", "The import failed on the server; nothing was imported. Try again.")
+    failed = job.status == ImportJob.Status.FAILED
+    return _detail(request, campaign, form, status=500 if failed else 503)
 
 
 @login_required

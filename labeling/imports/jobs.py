@@ -214,7 +214,7 @@ def nudge(job: ImportJob) -> bool:
     )
     if not stuck:
         return False
-    return resend(ImportJob, job.pk, job.sent_at, queue.IMPORT)
+    return resend(ImportJob, job.pk, job.sent_at, queue.IMPORT, retry_next_poll=True)
 
 
 def pending_imports() -> list[int]:

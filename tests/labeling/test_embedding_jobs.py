@@ -9,7 +9,9 @@ from typing import Any
 import numpy as np
 import pytest
 from django.utils import timezone
+from kombu.exceptions import OperationalError as BrokerError
 
+from labeling import tasks
 from labeling.embeddings import jobs as embedding_jobs
 from labeling.embeddings import pool
 from labeling.embeddings.embedders import FakeEmbedder
@@ -275,6 +277,26 @@ def test_nudge_resends_a_stuck_job_once_per_stale_period(campaign: Campaign, set
     )
     job.refresh_from_db()
     assert not embedding_jobs.nudge(job)  # a live worker has it
+
+
+def test_a_broker_that_is_down_is_tried_once_per_stale_period_not_at_every_poll(
+    campaign: Campaign, monkeypatch: Any
+) -> None:
+    """The campaign page polls every second; with Redis down each try blocks, so a stuck
+    job is re-sent at most once per CARVE_JOB_STALE_SECONDS, and the page never sees the
+    broker's error."""
+    attempts: list[int] = []
+
+    def down(job_id: int) -> None:
+        attempts.append(job_id)
+        raise BrokerError("Error 111 connecting to localhost:6379. Connection refused.")
+
+    monkeypatch.setattr(tasks.embed_campaign, "delay", down)
+    job = EmbeddingJob.objects.create(campaign=campaign, model_name="fake-32")
+    for _ in range(3):
+        job.refresh_from_db()
+        assert not embedding_jobs.nudge(job)
+    assert attempts == [job.pk]
 
 
 def test_a_failure_is_written_on_the_row_and_raised(campaign: Campaign, monkeypatch: Any) -> None:

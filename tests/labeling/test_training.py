@@ -87,6 +87,20 @@ def test_a_version_is_queued_automatically_every_n_labels(
     assert (auto.trigger, auto.n_labels, auto.status) == ("auto", 5, "queued")
 
 
+def test_a_manual_version_also_queues_the_automatic_one_it_makes_due(
+    campaign: Campaign, annotator: Any, ready: Any
+) -> None:
+    """The fit trains on every label first; if that crosses ``retrain_every``, the automatic
+    version is queued as the learner task would have."""
+    items, _, y = ready
+    Campaign.objects.filter(pk=campaign.pk).update(retrain_every=5)
+    _label(items, y, annotator, 5)
+    manual = model_versions.request_retrain(campaign)
+    assert model_versions.retrain(manual.pk) == "done"
+    versions = list(ModelVersion.objects.order_by("number").values_list("trigger", "n_labels"))
+    assert versions == [("manual", 5), ("auto", 5)]
+
+
 def test_retrain_now_is_for_managers_and_the_dashboard_lists_versions(
     campaign: Campaign, manager: Any, annotator: Any, ready: Any
 ) -> None:

@@ -431,3 +431,20 @@ def test_label_softness_is_automatic_unless_the_manager_fixes_it(manager: Any) -
     campaign.refresh_from_db()
     config = learner_config(campaign, 384)
     assert campaign.softness == 0 and (config.delta, config.auto_delta) == (0.0, False)
+
+
+def test_an_upload_that_fails_on_the_server_says_so_without_the_internal_error(
+    campaign: Campaign, manager: Any, monkeypatch: Any
+) -> None:
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("internal detail /srv/secret")
+
+    monkeypatch.setattr("labeling.imports.write.write_items", broken)
+    response = _client(manager).post(
+        reverse("campaign-upload", args=[campaign.pk]), {"file": _csv("text\nfine review\n")}
+    )
+    assert response.status_code == 500
+    shown = " ".join(response.context["upload_form"].errors["file"])
+    assert "nothing was imported" in shown and "secret" not in response.content.decode()
+    job = ImportJob.objects.get()  # the detail stays on the job row for the manager's logs
+    assert (job.status, Item.objects.count()) == ("failed", 0) and "secret" in job.error
