@@ -29,8 +29,8 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 import learner
-from labeling import queue
-from labeling.consensus import Training, consensus
+from labeling import locks, queue
+from labeling.consensus import consensus
 from labeling.embeddings.pool import embeddings
 from labeling.jobrows import error_text, stale_before
 from labeling.models import Assignment, Campaign, Item, LearnerPoint, LearnerSnapshot
@@ -94,7 +94,20 @@ class UpdateOutcome:
 
 
 def update_learner(campaign_id: int) -> UpdateOutcome:
-    """Bring the campaign's learner up to date with its labels; store the ranked queue."""
+    """Bring the campaign's learner up to date with its labels; store the ranked queue.
+
+    One update per campaign at a time (:mod:`labeling.locks`): a second one returns "busy"
+    at once, and the running one sends itself again if labels arrived meanwhile
+    (:func:`is_behind`). The learning-curve point is measured afterwards, by a task of its
+    own (:func:`measure_learner`), so the ranked queue never waits for diagnostics.
+    """
+    with locks.hold(f"learner:{campaign_id}") as mine:
+        if not mine:
+            return UpdateOutcome("busy")
+        return _update(campaign_id)
+
+
+def _update(campaign_id: int) -> UpdateOutcome:
     Campaign.objects.filter(pk=campaign_id).update(learner_pending=False)
     campaign = Campaign.objects.get(pk=campaign_id)
     version = campaign.label_version
@@ -138,12 +151,12 @@ def update_learner(campaign_id: int) -> UpdateOutcome:
     )
     exclude[np.asarray([row_of[i] for i in done_items if i in row_of], dtype=np.intp)] = True
     item_of = {row: pk for pk, row in row_of.items()}
-    queue: list[int] = []
+    ranked: list[int] = []
     if not exclude.all():
         k = min(settings.CARVE_QUEUE_LENGTH, int((~exclude).sum()))
         rng = np.random.default_rng([campaign.seed, state.round])
         picked = learner.query(state, E, k=k, rng=rng, exclude=exclude)
-        queue = [item_of[int(i)] for i in picked.indices]
+        ranked = [item_of[int(i)] for i in picked.indices]
     index_to_item = [item_id for item_id, _ in training.rows]
     conflicts = [
         sorted({index_to_item[i] for i in group}) for group in (result.conflicts if result else ())
@@ -153,7 +166,7 @@ def update_learner(campaign_id: int) -> UpdateOutcome:
         "fingerprint": fingerprint,
         "state": state.to_bytes(),
         "training": training.rows,
-        "queue": queue,
+        "queue": ranked,
         "conflicts": conflicts,
         "suspects": [index_to_item[i] for i in (result.suspects if result else ())],
         "center_status": result.status.value if result else "",
@@ -165,15 +178,10 @@ def update_learner(campaign_id: int) -> UpdateOutcome:
         "rebuilt": rebuilt,
         "error": "",
     }
-    usable = result is not None and result.status in (
-        learner.CenterStatus.OPTIMAL,
-        learner.CenterStatus.CONFLICTS_EXCLUDED,
-        learner.CenterStatus.MAX_ITER,
-    )
-    point = (
-        _measure(campaign, state, result, E, row_of, training)
-        if usable and result and _due_for_measure(campaign, len(training.rows))
-        else None
+    measure = (
+        result is not None
+        and result.status.value in MEASURABLE
+        and _due_for_measure(campaign, len(training.rows))
     )
     with transaction.atomic():
         Campaign.objects.select_for_update().filter(pk=campaign_id).exists()
@@ -183,14 +191,14 @@ def update_learner(campaign_id: int) -> UpdateOutcome:
         saved, _ = LearnerSnapshot.objects.update_or_create(campaign=campaign, defaults=fields)
         # Checked again under the campaign lock: an update running at the same time (two
         # worker processes) may have recorded a point a label or two away meanwhile.
-        if point is not None and _due_for_measure(campaign, point.n_labels):
-            point.save()
+        if measure:
+            queue.send_on_commit(queue.MEASURE_LEARNER, campaign_id)
     logger.info(
         "learner of campaign %s: %d labels, %s, queue %d, %.2f s (%s)",
         campaign_id,
         len(training.rows),
         fields["center_status"] or "no centre",
-        len(queue),
+        len(ranked),
         fields["seconds"],
         "rebuilt" if rebuilt else "incremental",
     )
@@ -209,24 +217,59 @@ def _due_for_measure(campaign: Campaign, n_labels: int) -> bool:
     return last is None or abs(n_labels - last) >= max(5, last // 10)
 
 
+#: Centre statuses whose network is worth measuring (the centre of the labels, or close to it).
+MEASURABLE = (
+    learner.CenterStatus.OPTIMAL.value,
+    learner.CenterStatus.CONFLICTS_EXCLUDED.value,
+    learner.CenterStatus.MAX_ITER.value,
+)
+
+
+def measure_learner(campaign_id: int) -> LearnerPoint | None:
+    """Record a learning-curve point for the stored learner if one is due: the centre
+    network's accuracy on held-out gold items, and the diagnostics (which sample the version
+    space: the costly part, kept out of :func:`update_learner`)."""
+    campaign = Campaign.objects.filter(pk=campaign_id).first()
+    snapshot = LearnerSnapshot.objects.filter(campaign_id=campaign_id).first()
+    if campaign is None or snapshot is None or not snapshot.state:
+        return None
+    if snapshot.center_status not in MEASURABLE:
+        return None
+    if not _due_for_measure(campaign, len(snapshot.training)):
+        return None
+    pool = embeddings(campaign)
+    if pool is None:
+        return None
+    E, row_of, _ = pool
+    state = learner.LearnerState.from_bytes(bytes(snapshot.state))
+    point = _measure(campaign, state, E, row_of, snapshot.training)
+    with transaction.atomic():
+        # Checked again under the campaign lock: another measurement may have recorded a
+        # point a label or two away meanwhile.
+        Campaign.objects.select_for_update().filter(pk=campaign_id).exists()
+        if not _due_for_measure(campaign, point.n_labels):
+            return None
+        point.save()
+    return point
+
+
 def _measure(
     campaign: Campaign,
     state: learner.LearnerState,
-    result: learner.CenterResult,
     E: np.ndarray,
     row_of: dict[int, int],
-    training: Training,
+    rows: list[list[Any]],
 ) -> LearnerPoint:
     """Accuracy of the centre network on held-out gold items, and the diagnostics."""
-    point = LearnerPoint(campaign=campaign, n_labels=len(training.rows))
-    trained = {item_id for item_id, _ in training.rows}
+    point = LearnerPoint(campaign=campaign, n_labels=len(rows))
+    trained = {item_id for item_id, _ in rows}
     index = {name: i for i, name in enumerate(campaign.labels)}
     gold = [
         (pk, index[g])
         for pk, g in Item.objects.filter(campaign=campaign)
         .exclude(gold="")
         .values_list("pk", "gold")
-        if pk not in trained and g in index
+        if pk not in trained and g in index and pk in row_of
     ]
     if gold:
         predicted = learner.center_network(state).predict(E[[row_of[pk] for pk, _ in gold]])
@@ -236,6 +279,11 @@ def _measure(
     point.log_volume, point.disagreement = float(diag.log_volume), float(diag.disagreement)
     point.threshold = float(diag.threshold)
     return point
+
+
+def is_behind(campaign_id: int) -> bool:
+    """Whether labels changed after the stored learner was computed."""
+    return Campaign.objects.filter(_behind(), pk=campaign_id).exists()
 
 
 def _behind() -> Q:
@@ -273,8 +321,8 @@ def record_failure(campaign_id: int, exc: BaseException) -> None:
 
 def ranked_queue(campaign: Campaign) -> list[int]:
     """The item ids the learner ranks first (empty before its first update)."""
-    queue = LearnerSnapshot.objects.filter(campaign=campaign).values_list("queue", flat=True)
-    return list(queue.first() or [])
+    stored = LearnerSnapshot.objects.filter(campaign=campaign).values_list("queue", flat=True)
+    return list(stored.first() or [])
 
 
 def pending_campaigns() -> list[int]:

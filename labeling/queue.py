@@ -19,6 +19,7 @@ EMBED = "labeling.tasks.embed_campaign"
 IMPORT = "labeling.tasks.import_items"
 UPDATE_LEARNER = "labeling.tasks.update_learner"
 RETRAIN = "labeling.tasks.retrain"
+MEASURE_LEARNER = "labeling.tasks.measure_learner"
 
 
 def send(task: str, *args: object, countdown: float | None = None) -> None:

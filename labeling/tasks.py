@@ -74,7 +74,9 @@ def update_learner(campaign_id: int) -> str:
     then queue a model version if the labels crossed a multiple of ``retrain_every``.
 
     Idempotent: it reads the labels from the database each time, and a run that finishes after
-    a newer one does not overwrite it.
+    a newer one does not overwrite it. While another run of the same campaign holds the
+    learner this one ends at once ("busy"); that run sends the update again if labels arrived
+    while it worked.
     """
     try:
         outcome = campaign_learner.update_learner(campaign_id)
@@ -85,7 +87,16 @@ def update_learner(campaign_id: int) -> str:
     except Exception as exc:
         campaign_learner.record_failure(campaign_id, exc)
         raise
+    if outcome.status == "updated" and campaign_learner.is_behind(campaign_id):
+        queue.try_send(queue.UPDATE_LEARNER, campaign_id)
     return outcome.status
+
+
+@shared_task(bind=False, **IDEMPOTENT)
+def measure_learner(campaign_id: int) -> str:
+    """Record the learning-curve point of the stored learner, if one is due
+    (:func:`labeling.campaign_learner.measure_learner`)."""
+    return "measured" if campaign_learner.measure_learner(campaign_id) else "nothing"
 
 
 @shared_task(bind=False, **IDEMPOTENT)

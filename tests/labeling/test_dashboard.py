@@ -77,6 +77,7 @@ def test_fleiss_kappa_with_three_annotators(campaign: Campaign) -> None:
 
 def test_the_page_shows_the_numbers_and_svg_charts(labeled: Campaign, manager: Any) -> None:
     campaign_learner.update_learner(labeled.pk)
+    campaign_learner.measure_learner(labeled.pk)  # the learning-curve point (its own task)
     text = _client(manager).get(_url(labeled)).content.decode()
     assert '<span id="n-done">6</span> / 6 items' in text
     assert "Cohen&#x27;s kappa 0.333" in text

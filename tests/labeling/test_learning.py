@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numpy as np
 import pytest
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.db import connection
 from django.db.models import F
 
 import learner
-from labeling import annotation, campaign_learner, consensus, review
+from labeling import annotation, campaign_learner, consensus, locks, review, tasks
 from labeling.embeddings import pool
 from labeling.imports.write import import_file
 from labeling.models import Campaign, EmbeddingJob, Item, Label, LearnerPoint, LearnerSnapshot
@@ -198,6 +200,12 @@ def test_saving_a_campaign_loaded_earlier_keeps_the_label_version(campaign: Camp
     )
 
 
+def _update_and_measure(campaign: Campaign) -> None:
+    """What the update task and the measurement task it queues do, one after the other."""
+    campaign_learner.update_learner(campaign.pk)
+    campaign_learner.measure_learner(campaign.pk)
+
+
 def test_each_update_records_gold_accuracy_and_diagnostics(
     campaign: Campaign, annotator: Any
 ) -> None:
@@ -208,6 +216,8 @@ def test_each_update_records_gold_accuracy_and_diagnostics(
         Item.objects.filter(pk=item.pk).update(gold=["negative", "positive"][cls])
     _label(items, y, annotator, range(10))
     campaign_learner.update_learner(campaign.pk)
+    assert not LearnerPoint.objects.exists()  # the queue is stored first; measured apart
+    campaign_learner.measure_learner(campaign.pk)
     point = LearnerPoint.objects.get(campaign=campaign)
     assert (point.n_labels, point.n_gold) == (10, 15)
     assert 0.0 <= point.gold_accuracy <= 1.0
@@ -237,16 +247,16 @@ def test_measurements_are_log_spaced_not_after_every_label(
     items, E = embedded_campaign(campaign)
     y = _teacher(E)
     _label(items, y, annotator, range(10))
-    campaign_learner.update_learner(campaign.pk)
+    _update_and_measure(campaign)
     _label(items, y, annotator, range(10, 12))
-    campaign_learner.update_learner(campaign.pk)
+    _update_and_measure(campaign)
     assert list(LearnerPoint.objects.values_list("n_labels", flat=True)) == [10]
     _label(items, y, annotator, range(12, 15))
-    campaign_learner.update_learner(campaign.pk)
+    _update_and_measure(campaign)
     assert list(LearnerPoint.objects.values_list("n_labels", flat=True)) == [10, 15]
 
 
-def test_two_updates_at_once_record_one_curve_point(
+def test_two_measurements_at_once_record_one_curve_point(
     campaign: Campaign, annotator: Any, monkeypatch: Any
 ) -> None:
     items, E = embedded_campaign(campaign)
@@ -260,7 +270,7 @@ def test_two_updates_at_once_record_one_curve_point(
         return measure(*args, **kwargs)
 
     monkeypatch.setattr(campaign_learner, "_measure", concurrent)
-    campaign_learner.update_learner(campaign.pk)
+    _update_and_measure(campaign)
     assert list(LearnerPoint.objects.values_list("n_labels", flat=True)) == [9]
 
 
@@ -332,3 +342,61 @@ def test_a_campaign_edit_cannot_drop_a_label_in_use_and_keeps_a_concurrent_stop(
     campaign.refresh_from_db()
     assert campaign.labels == ["negative", "positive", "mixed"]
     assert campaign.stopped_at is not None  # the stale copy did not resume the campaign
+
+
+def _held_elsewhere(name: str) -> tuple[threading.Event, threading.Thread]:
+    """Hold lock ``name`` from another thread (its own database connection, as another worker
+    would) until the returned event is set."""
+    taken, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        try:
+            with locks.hold(name) as got:
+                assert got
+                taken.set()
+                release.wait(30)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    assert taken.wait(10)
+    return release, thread
+
+
+def test_one_update_per_campaign_at_a_time_the_second_is_busy(
+    campaign: Campaign, annotator: Any
+) -> None:
+    items, E = embedded_campaign(campaign)
+    _label(items, _teacher(E), annotator, range(5))
+    release, thread = _held_elsewhere(f"learner:{campaign.pk}")
+    try:
+        assert campaign_learner.update_learner(campaign.pk).status == "busy"
+        assert not LearnerSnapshot.objects.exists()
+    finally:
+        release.set()
+        thread.join(10)
+    assert campaign_learner.update_learner(campaign.pk).status == "updated"
+
+
+def test_an_update_that_saw_labels_arrive_meanwhile_sends_itself_again(
+    campaign: Campaign, annotator: Any, monkeypatch: Any
+) -> None:
+    items, E = embedded_campaign(campaign)
+    y = _teacher(E)
+    _label(items, y, annotator, range(5))
+    sent: list[int] = []
+    monkeypatch.setattr(tasks.update_learner, "delay", sent.append)
+    original = learner.recenter
+
+    def label_meanwhile(state: Any) -> Any:  # a label lands while the centre is computed
+        Campaign.objects.filter(pk=campaign.pk).update(label_version=F("label_version") + 1)
+        return original(state)
+
+    monkeypatch.setattr(learner, "recenter", label_meanwhile)
+    assert tasks.update_learner(campaign.pk) == "updated"
+    assert sent == [campaign.pk]
+    monkeypatch.setattr(learner, "recenter", original)
+    sent.clear()
+    assert tasks.update_learner(campaign.pk) == "updated"
+    assert sent == []  # caught up: no further message
