@@ -66,6 +66,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "labeling.middleware.HtmxLoginRedirectMiddleware",
+    # A lost database connection is a 503 with Retry-After, not an HTML 500.
+    "labeling.middleware.DatabaseUnavailableMiddleware",
 ]
 
 LOGIN_URL = "login"
@@ -203,6 +205,9 @@ CARVE_EMBEDDING_BATCH = envint("EMBEDDING_BATCH", 0)
 CARVE_JOB_STALE_SECONDS = envint("JOB_STALE_SECONDS", 120)
 # A job whose worker died this many times is marked failed instead of being taken over again.
 CARVE_JOB_MAX_ATTEMPTS = envint("JOB_MAX_ATTEMPTS", 3)
+# Every worker looks for stuck work this often (labeling.resend) and sends it again: a
+# learner update behind its labels for this long, or a job whose message looks lost. 0: off.
+CARVE_RESEND_SECONDS = envint("RESEND_SECONDS", 30)
 # Milliseconds the fake embedder sleeps per batch (tests use it to stop a worker midway).
 CARVE_FAKE_EMBED_DELAY = envint("FAKE_EMBED_DELAY_MS", 0) / 1000
 

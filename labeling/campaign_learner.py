@@ -20,6 +20,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
@@ -295,12 +296,14 @@ def _behind() -> Q:
     )
 
 
-def nudge(campaign: Campaign) -> bool:
-    """Send the learner update again if the learner has been behind the labels for
-    JOB_STALE_SECONDS: the broker was down, or a worker died before or during the update.
-    At most once per period; a broker error is logged, never raised. Returns whether sent."""
+def nudge(campaign: Campaign, after: float | None = None) -> bool:
+    """Send the learner update again if the learner has been behind the labels for ``after``
+    seconds (default CARVE_JOB_STALE_SECONDS): the broker was down, or a worker died before
+    or during the update. At most once per period; a broker error is logged, never raised.
+    Returns whether sent. (A run still going only answers "busy" to the extra message.)"""
     requested = campaign.learner_requested_at
-    if requested is None or requested >= stale_before():
+    cut = stale_before() if after is None else timezone.now() - timedelta(seconds=after)
+    if requested is None or requested >= cut:
         return False
     if not Campaign.objects.filter(_behind(), pk=campaign.pk).exists():
         return False

@@ -1,16 +1,20 @@
-"""Request-level guards that must run before Django reads a request body."""
+"""Request-level guards: before Django reads a request body, and around a database outage."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import resolve_url
 from django_htmx.http import HttpResponseClientRedirect
 
 # Room for the multipart envelope and the form's other fields around the file.
 FORM_OVERHEAD_BYTES = 64 * 1024
+#: What a client is told while the database is unreachable, and when to try again.
+UNAVAILABLE = "The database is unavailable right now; nothing was changed. Try again shortly."
+RETRY_AFTER_SECONDS = 10
 
 
 class RequestSizeLimitMiddleware:
@@ -60,4 +64,25 @@ class HtmxLoginRedirectMiddleware:
             and response["Location"].startswith(login)
         ):
             return HttpResponseClientRedirect(response["Location"])
+        return response
+
+
+class DatabaseUnavailableMiddleware:
+    """A lost database connection answers 503 with Retry-After, not an error page: JSON under
+    /api/ (the API's own handler does the same for its views), a short text page elsewhere."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if not isinstance(exception, OperationalError | InterfaceError):
+            return None
+        if request.path.startswith("/api/"):
+            response: HttpResponse = JsonResponse({"detail": UNAVAILABLE}, status=503)
+        else:
+            response = HttpResponse(UNAVAILABLE, status=503, content_type="text/plain")
+        response["Retry-After"] = str(RETRY_AFTER_SECONDS)
         return response

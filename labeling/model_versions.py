@@ -13,15 +13,15 @@ import logging
 from typing import Any
 
 import numpy as np
+from django.conf import settings
 from django.db import IntegrityError, InterfaceError, OperationalError, transaction
-from django.db.models import Max, Q
+from django.db.models import F, Max
 from django.utils import timezone
 
 import learner
-from labeling import campaign_learner, queue
+from labeling import campaign_learner, locks, queue
 from labeling.embeddings.pool import current_embedding_model, embeddings
 from labeling.jobrows import (
-    dead_before,
     error_text,
     hand_back,
     resend,
@@ -75,38 +75,57 @@ def _gold_accuracy(net: learner.ReLUNetwork, E: np.ndarray, gold: list[tuple[int
     return float(np.mean(predicted == np.array([cls for _, cls in gold])))
 
 
+def _lock(version_id: int) -> str:
+    return f"version:{version_id}"
+
+
 def retrain(version_id: int) -> str:
-    """Fit version ``version_id``: claimed with a conditional UPDATE (QUEUED, or RUNNING past
-    the hard time limit), so duplicate deliveries do nothing and a dead run is redone."""
-    claimable = Q(status=Status.QUEUED) | Q(status=Status.RUNNING, started_at__lt=dead_before())
-    claimed = ModelVersion.objects.filter(claimable, pk=version_id).update(
-        status=Status.RUNNING, started_at=timezone.now()
-    )
-    if not claimed:
-        return "nothing"
-    version = ModelVersion.objects.select_related("campaign").get(pk=version_id)
-    try:
-        return _fit(version)
-    except (OperationalError, InterfaceError):
-        # Transient: hand the version back for the task's retry.
-        hand_back(ModelVersion, version_id)
-        raise
-    except Exception as exc:
-        ModelVersion.objects.filter(pk=version_id).update(
+    """Fit version ``version_id``, one run at a time (:mod:`labeling.locks`).
+
+    The run holds the version's lock while it works, so a RUNNING version whose lock is free
+    has lost its worker (killed, out of memory): it is taken over at once, and after
+    CARVE_JOB_MAX_ATTEMPTS such deaths it is failed with that reason. Duplicate deliveries
+    find the lock taken, or the version finished, and do nothing.
+    """
+    with locks.hold(_lock(version_id)) as mine:
+        if not mine:
+            return "nothing"  # a live run has it
+        max_attempts = settings.CARVE_JOB_MAX_ATTEMPTS
+        ModelVersion.objects.filter(
+            pk=version_id, status=Status.RUNNING, attempt__gte=max_attempts
+        ).update(
             status=Status.FAILED,
-            error=error_text(exc),
             finished_at=timezone.now(),
+            error=f"The worker fitting this version stopped {max_attempts} times (killed, "
+            "out of memory?). See the worker log; retrain when it is fixed.",
         )
-        raise
+        claimed = ModelVersion.objects.filter(
+            pk=version_id, status__in=[Status.QUEUED, Status.RUNNING]
+        ).update(status=Status.RUNNING, started_at=timezone.now(), attempt=F("attempt") + 1)
+        if not claimed:
+            return "nothing"
+        version = ModelVersion.objects.select_related("campaign").get(pk=version_id)
+        try:
+            return _fit(version)
+        except (OperationalError, InterfaceError):
+            # Transient: hand the version back for the task's retry.
+            hand_back(ModelVersion, version_id)
+            raise
+        except Exception as exc:
+            ModelVersion.objects.filter(pk=version_id).update(
+                status=Status.FAILED,
+                error=error_text(exc),
+                finished_at=timezone.now(),
+            )
+            raise
 
 
 def pending_versions() -> list[int]:
-    """Versions to (re)send: QUEUED ones, and RUNNING ones whose worker is gone."""
-    return list(
-        ModelVersion.objects.filter(
-            Q(status=Status.QUEUED) | Q(status=Status.RUNNING, started_at__lt=dead_before())
-        ).values_list("pk", flat=True)
-    )
+    """Versions to (re)send: QUEUED ones, and RUNNING ones whose worker is gone (their lock
+    is free)."""
+    queued = ModelVersion.objects.filter(status=Status.QUEUED).values_list("pk", flat=True)
+    running = ModelVersion.objects.filter(status=Status.RUNNING).values_list("pk", flat=True)
+    return [*queued, *(pk for pk in running if locks.is_free(_lock(pk)))]
 
 
 def nudge(campaign: Campaign) -> int:

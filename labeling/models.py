@@ -453,6 +453,8 @@ class ModelVersion(models.Model):
     sent_at = models.DateTimeField(null=True, blank=True)  # last task message sent
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Runs started: a run whose worker died is taken over, up to CARVE_JOB_MAX_ATTEMPTS.
+    attempt = models.PositiveIntegerField(default=0)
 
     class Meta:
         ordering = ["campaign", "-number"]

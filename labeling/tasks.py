@@ -17,7 +17,7 @@ from celery.signals import worker_ready
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, transaction
 
-from labeling import campaign_learner, model_versions, queue
+from labeling import campaign_learner, model_versions, queue, resend
 from labeling.embeddings import jobs as embedding_jobs
 from labeling.imports import jobs as import_jobs
 from labeling.jobrows import Outcome
@@ -27,13 +27,17 @@ logger = logging.getLogger(__name__)
 
 # Every task here is idempotent, so it is acknowledged only when done and redelivered if its
 # worker dies. Only transient database trouble (a lost connection, "database is locked") is
-# retried, after the task hands its row back; anything else marks the row FAILED.
+# retried, after the task hands its row back; anything else marks the row FAILED. The retries
+# wait 2, 4, 8, 16, 32, 60, 60 and 60 s: about four minutes in all, so a database restart (a
+# PostgreSQL restart takes ~10 s; a failover up to a minute or two) is outlasted.
 IDEMPOTENT: dict[str, Any] = {
     "acks_late": True,
     "reject_on_worker_lost": True,
     "autoretry_for": (OperationalError, InterfaceError),
-    "retry_backoff": True,
-    "max_retries": 5,
+    "retry_backoff": 2,
+    "retry_backoff_max": 60,
+    "retry_jitter": False,
+    "max_retries": 8,
 }
 
 
@@ -131,3 +135,10 @@ def resume_pending_jobs(sender: Any = None, **kwargs: Any) -> None:
         sent[task] = sum(queue.try_send(task, pk) for pk in ids)
     if any(sent.values()):
         logger.info("re-sent pending work: %s", sent)
+
+
+@worker_ready.connect
+def start_resend_timer(sender: Any = None, **kwargs: Any) -> None:
+    """From now on, send whatever looks stuck again every CARVE_RESEND_SECONDS
+    (:mod:`labeling.resend`)."""
+    resend.start_timer()

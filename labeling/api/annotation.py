@@ -11,7 +11,7 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from labeling import annotation, permissions, review
+from labeling import annotation, campaign_learner, permissions, review
 from labeling.api.base import CampaignRoutes
 from labeling.api.serializers import (
     DecisionInSerializer,
@@ -48,6 +48,7 @@ class AnnotationActions(CampaignRoutes):
     def next(self, request: Request, pk: Any = None) -> Response:
         """Lease the caller's next item (the same leasing as the labeling page)."""
         campaign = self._campaign(pk)
+        campaign_learner.nudge(campaign)  # a learner update lost with the broker: sent again
         served = annotation.next_assignment(campaign, request.user)
         if served is None:
             return Response(status=status.HTTP_204_NO_CONTENT)

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import IO, Any
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
+from django.db import DatabaseError, InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views.defaults import page_not_found
 from rest_framework import status
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import BaseParser
 from rest_framework.response import Response
-from rest_framework.views import exception_handler
+from rest_framework.views import exception_handler, set_rollback
+
+from labeling.middleware import RETRY_AFTER_SECONDS, UNAVAILABLE
 
 
 class ImportJSONParser(BaseParser):
@@ -42,7 +46,16 @@ class ImportJSONParser(BaseParser):
 
 
 def handle_exception(exc: Exception, context: dict[str, Any]) -> Response | None:
-    """DRF's handler, and a JSON 413 (not Django's HTML 400) for a body over the limits."""
+    """DRF's handler; a JSON 413 (not Django's HTML 400) for a body over the limits; a JSON
+    503 with Retry-After (not an HTML 500) while the database is unreachable."""
+    if isinstance(exc, OperationalError | InterfaceError):
+        with contextlib.suppress(DatabaseError):
+            set_rollback()
+        return Response(
+            {"detail": UNAVAILABLE},
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
     if isinstance(exc, RequestDataTooBig):
         return Response(
             {

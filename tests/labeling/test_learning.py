@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import numpy as np
 import pytest
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import connection
 from django.db.models import F
 
 import learner
-from labeling import annotation, campaign_learner, consensus, locks, review, tasks
+from labeling import annotation, campaign_learner, consensus, review, tasks
 from labeling.embeddings import pool
 from labeling.imports.write import import_file
 from labeling.models import Campaign, EmbeddingJob, Item, Label, LearnerPoint, LearnerSnapshot
 from tests.labeling.builders import embedded_campaign
+from tests.support.locks import held_elsewhere
 
 pytestmark = pytest.mark.django_db
 
@@ -344,38 +343,14 @@ def test_a_campaign_edit_cannot_drop_a_label_in_use_and_keeps_a_concurrent_stop(
     assert campaign.stopped_at is not None  # the stale copy did not resume the campaign
 
 
-def _held_elsewhere(name: str) -> tuple[threading.Event, threading.Thread]:
-    """Hold lock ``name`` from another thread (its own database connection, as another worker
-    would) until the returned event is set."""
-    taken, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        try:
-            with locks.hold(name) as got:
-                assert got
-                taken.set()
-                release.wait(30)
-        finally:
-            connection.close()
-
-    thread = threading.Thread(target=hold)
-    thread.start()
-    assert taken.wait(10)
-    return release, thread
-
-
 def test_one_update_per_campaign_at_a_time_the_second_is_busy(
     campaign: Campaign, annotator: Any
 ) -> None:
     items, E = embedded_campaign(campaign)
     _label(items, _teacher(E), annotator, range(5))
-    release, thread = _held_elsewhere(f"learner:{campaign.pk}")
-    try:
+    with held_elsewhere(f"learner:{campaign.pk}"):
         assert campaign_learner.update_learner(campaign.pk).status == "busy"
         assert not LearnerSnapshot.objects.exists()
-    finally:
-        release.set()
-        thread.join(10)
     assert campaign_learner.update_learner(campaign.pk).status == "updated"
 
 

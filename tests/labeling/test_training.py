@@ -8,11 +8,13 @@ import numpy as np
 import pytest
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
 import learner
 from labeling import annotation, model_versions, tasks
 from labeling.models import Campaign, Item, ModelVersion
 from tests.labeling.builders import embedded_campaign
+from tests.support.locks import held_elsewhere
 
 pytestmark = pytest.mark.django_db
 
@@ -140,8 +142,9 @@ def test_a_running_version_is_not_taken_twice(campaign: Campaign, ready: Any) ->
 
     version = model_versions.request_retrain(campaign)
     ModelVersion.objects.filter(pk=version.pk).update(status="running", started_at=timezone.now())
-    assert model_versions.retrain(version.pk) == "nothing"
-    assert model_versions.pending_versions() == []
+    with held_elsewhere(f"version:{version.pk}"):  # the run that has it is alive
+        assert model_versions.retrain(version.pk) == "nothing"
+        assert model_versions.pending_versions() == []
 
 
 def test_a_lost_database_connection_hands_the_version_back(
@@ -159,3 +162,35 @@ def test_a_lost_database_connection_hands_the_version_back(
         model_versions.retrain(version.pk)
     version.refresh_from_db()
     assert version.status == "queued"
+
+
+def test_a_version_whose_worker_died_is_taken_over_at_once_a_live_one_is_left_alone(
+    campaign: Campaign, annotator: Any, ready: Any
+) -> None:
+    """A fit holds its version's lock (labeling.locks); a RUNNING version whose lock is free
+    lost its worker and is re-sent and redone now, not after the task's time limit."""
+    items, _, y = ready
+    _label(items, y, annotator, 5)
+    version = model_versions.request_retrain(campaign)
+    ModelVersion.objects.filter(pk=version.pk).update(
+        status="running", started_at=timezone.now(), attempt=1
+    )
+    with held_elsewhere(f"version:{version.pk}"):  # its worker is alive
+        assert version.pk not in model_versions.pending_versions()
+        assert model_versions.retrain(version.pk) == "nothing"
+    assert version.pk in model_versions.pending_versions()  # now its worker is gone
+    assert model_versions.retrain(version.pk) == "done"
+    version.refresh_from_db()
+    assert (version.status, version.attempt) == ("done", 2)
+
+
+def test_a_version_whose_worker_keeps_dying_is_failed_with_the_reason(
+    campaign: Campaign, settings: Any
+) -> None:
+    version = model_versions.request_retrain(campaign)
+    ModelVersion.objects.filter(pk=version.pk).update(
+        status="running", attempt=settings.CARVE_JOB_MAX_ATTEMPTS
+    )
+    assert model_versions.retrain(version.pk) == "nothing"
+    version.refresh_from_db()
+    assert version.status == "failed" and "stopped 3 times" in version.error

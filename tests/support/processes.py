@@ -149,3 +149,41 @@ def use_broker(app: Any, url: str) -> None:
     amqp = app.__dict__.get("amqp")
     if amqp is not None:
         amqp._producer_pool = None
+
+
+class RestartableRedis:
+    """A redis-server on one fixed loopback port that a fault test stops and starts again."""
+
+    def __init__(self, workdir: Path) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.fail("redis-server is not installed; `make test` installs it (apt-get)")
+        self.binary, self.workdir, self.port = binary, workdir, free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.log = workdir / f"redis-{self.port}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def _answers(self) -> bool:
+        import redis
+
+        try:
+            client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=1)
+            return bool(client.ping())
+        except redis.ConnectionError:
+            return False
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                redis_argv(self.port, self.workdir, self.binary),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        wait_for(self._answers, 20, "redis-server", self.log)
+
+    def stop(self, *, kill: bool = False) -> None:
+        """Stop the server: SIGTERM (a clean shutdown), or SIGKILL (a crash)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+            self.proc.wait(timeout=20)
+        self.proc = None

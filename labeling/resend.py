@@ -1,0 +1,68 @@
+"""Work that looks stuck is sent again, whichever page anyone opens (docs/platform.md,
+"Reliability").
+
+A message can be lost: the broker was down when it was sent, or Redis restarted with it
+queued, or the worker that held it was killed. The database still says the work is pending,
+so every worker runs :func:`sweep` every CARVE_RESEND_SECONDS from a timer thread: each
+embedding job, import job, model version and learner update that waited too long is sent
+again, at most once per period whatever the number of workers (the job modules' ``nudge``
+functions move ``sent_at`` with a conditional UPDATE). Extra messages are harmless: every
+task claims its work first.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from django.conf import settings
+from django.db import DatabaseError, close_old_connections, connection
+
+from labeling import campaign_learner, model_versions
+from labeling.embeddings import jobs as embedding_jobs
+from labeling.imports import jobs as import_jobs
+from labeling.models import Campaign, EmbeddingJob, ImportJob, JobStatus
+
+logger = logging.getLogger(__name__)
+ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
+
+
+def sweep() -> int:
+    """Send every stuck piece of work again; returns how many messages were sent."""
+    sent = 0
+    for job in EmbeddingJob.objects.filter(status__in=ACTIVE):
+        sent += embedding_jobs.nudge(job)
+    for imported in ImportJob.objects.filter(status__in=ACTIVE).defer("data"):
+        sent += import_jobs.nudge(imported)
+    pending = model_versions.pending_versions()
+    for campaign in Campaign.objects.filter(models__pk__in=pending).distinct():
+        sent += model_versions.nudge(campaign)
+    behind = campaign_learner.pending_campaigns()
+    for campaign in Campaign.objects.filter(pk__in=behind):
+        sent += campaign_learner.nudge(campaign, after=settings.CARVE_RESEND_SECONDS)
+    return sent
+
+
+def _loop(stop: threading.Event, period: float) -> None:
+    while not stop.wait(period):
+        try:
+            close_old_connections()
+            sent = sweep()
+            if sent:
+                logger.info("re-sent %d stuck job(s)", sent)
+        except DatabaseError:
+            logger.warning("could not look for stuck jobs (database down?)", exc_info=True)
+        except Exception:  # the timer must outlive any one failure
+            logger.exception("the resend sweep failed")
+    connection.close()
+
+
+def start_timer(period: float | None = None) -> threading.Event | None:
+    """Run :func:`sweep` every ``period`` seconds (CARVE_RESEND_SECONDS; 0 turns it off) in
+    a daemon thread of this process; returns the event that stops it."""
+    period = settings.CARVE_RESEND_SECONDS if period is None else period
+    if not period:
+        return None
+    stop = threading.Event()
+    threading.Thread(target=_loop, args=(stop, period), name="carve-resend", daemon=True).start()
+    return stop
