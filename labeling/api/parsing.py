@@ -13,7 +13,7 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views.defaults import page_not_found
 from rest_framework import status
 from rest_framework.exceptions import ParseError
-from rest_framework.parsers import BaseParser
+from rest_framework.parsers import BaseParser, JSONParser
 from rest_framework.response import Response
 from rest_framework.views import exception_handler, set_rollback
 
@@ -43,6 +43,26 @@ class ImportJSONParser(BaseParser):
             return json.loads(data)
         except (UnicodeDecodeError, ValueError) as exc:
             raise ParseError(f"JSON parse error - {exc}") from None
+        except RecursionError:
+            raise ParseError(TOO_DEEP) from None
+
+
+#: Python's json module recurses per level of nesting; a hostile body nests thousands deep.
+TOO_DEEP = "JSON parse error - the body is nested too deeply."
+
+
+class StrictJSONParser(JSONParser):
+    """DRF's JSON parser (NaN and Infinity refused), with deep nesting a 400 as well."""
+
+    strict = True
+
+    def parse(
+        self, stream: IO[Any], media_type: str | None = None, parser_context: Any = None
+    ) -> Any:
+        try:
+            return super().parse(stream, media_type, parser_context)
+        except RecursionError:
+            raise ParseError(TOO_DEEP) from None
 
 
 def handle_exception(exc: Exception, context: dict[str, Any]) -> Response | None:

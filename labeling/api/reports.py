@@ -13,7 +13,7 @@ from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.decorators import action
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -121,11 +121,15 @@ class ReportActions(CampaignRoutes):
     )
     @action(detail=True, methods=["get"])
     def items(self, request: Request, pk: Any = None) -> Response:
-        """The campaign's items; ``state`` filters labeled, unlabeled or in-review items.
-        Gold labels are shown to managers only."""
+        """The campaign's items; ``state`` filters labeled, unlabeled or (managers) in-review
+        items. Managers see every label and the gold labels; an annotator sees only their own
+        labels, and ``labeled``/``unlabeled`` mean by them, so that double labeling stays
+        independent."""
         campaign = self._campaign(pk)
         manager = permissions.can_manage(request.user, campaign)
         active = Label.objects.filter(undone_at__isnull=True)
+        if not manager:
+            active = active.filter(annotator=permissions.signed_in(request.user))
         items = campaign.items.order_by("position").prefetch_related(
             Prefetch("labels", queryset=active, to_attr="active_labels")
         )
@@ -135,6 +139,8 @@ class ReportActions(CampaignRoutes):
         elif state == "unlabeled":
             items = items.exclude(labels__in=active)
         elif state == "review":
+            if not manager:
+                raise PermissionDenied("Only the campaign's managers see items in review.")
             items = items.filter(pk__in=review.review_items(campaign))
         elif state is not None:
             raise ValidationError({"state": "Use labeled, unlabeled or review."})

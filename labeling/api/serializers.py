@@ -12,6 +12,10 @@ from rest_framework import serializers
 from labeling.forms import check_labels_in_use
 from labeling.models import CAMPAIGN_SETTINGS, Campaign, ImportJob, validate_label_set
 
+#: The largest id a database row can have (a 64-bit key): larger ones are a 400, not an
+#: integer overflow in the database.
+ID_MAX = 2**63 - 1
+
 
 class CampaignSerializer(serializers.ModelSerializer[Any]):
     labels = serializers.ListField(
@@ -72,7 +76,7 @@ class NextItemSerializer(serializers.Serializer[Any]):
 
 
 class LabelInSerializer(serializers.Serializer[Any]):
-    item = serializers.IntegerField(min_value=1)
+    item = serializers.IntegerField(min_value=1, max_value=ID_MAX)
     value = serializers.CharField(max_length=200)
     comment = serializers.CharField(max_length=2000, required=False, allow_blank=True)
 
@@ -287,19 +291,20 @@ class MetricsSerializer(serializers.Serializer[Any]):
 
 
 class ItemRefSerializer(serializers.Serializer[Any]):
-    item = serializers.IntegerField(min_value=1)
+    item = serializers.IntegerField(min_value=1, max_value=ID_MAX)
 
 
 class UndoInSerializer(serializers.Serializer[Any]):
     item = serializers.IntegerField(
         min_value=1,
+        max_value=ID_MAX,
         required=False,
         help_text="Undo only if the latest label is on this item (a repeated undo is safe).",
     )
 
 
 class DecisionInSerializer(serializers.Serializer[Any]):
-    item = serializers.IntegerField(min_value=1)
+    item = serializers.IntegerField(min_value=1, max_value=ID_MAX)
     value = serializers.CharField(max_length=200)
 
 

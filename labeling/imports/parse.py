@@ -131,16 +131,42 @@ def _csv_records(text: str) -> tuple[list[str], list[tuple[int, dict[str, Any]]]
     return columns, records
 
 
+class _NonFinite(ValueError):
+    pass
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _NonFinite(name)
+
+
+def _nul_lines(text: str, *, escapes: bool) -> list[int]:
+    """Lines holding a NUL character, raw or as a JSON ``\\u0000`` escape: no database text
+    column can store one (PostgreSQL refuses it)."""
+    return [
+        number
+        for number, line in enumerate(text.splitlines(), start=1)
+        if "\x00" in line or (escapes and "\\u0000" in line.lower())
+    ]
+
+
 def _jsonl_records(text: str) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
     records: list[tuple[int, dict[str, Any]]] = []
     columns: dict[str, None] = {}
     bad: list[int] = []
     not_object: list[int] = []
+    nonfinite: list[int] = []
+    too_deep: list[int] = []
     for number, raw in enumerate(text.splitlines(), start=1):
         if not raw.strip():
             continue
         try:
-            value = json.loads(raw)
+            value = json.loads(raw, parse_constant=_refuse_constant)
+        except _NonFinite:
+            nonfinite.append(number)
+            continue
+        except RecursionError:
+            too_deep.append(number)
+            continue
         except json.JSONDecodeError:
             bad.append(number)
             continue
@@ -154,6 +180,13 @@ def _jsonl_records(text: str) -> tuple[list[str], list[tuple[int, dict[str, Any]
         errors.append(f"Line(s) {_lines_text(bad)} are not valid JSON.")
     if not_object:
         errors.append(f"Line(s) {_lines_text(not_object)} are not JSON objects.")
+    if nonfinite:
+        errors.append(
+            f"Line(s) {_lines_text(nonfinite)} hold NaN or Infinity, which JSON does not allow "
+            "and the database cannot store; write null or a number."
+        )
+    if too_deep:
+        errors.append(f"Line(s) {_lines_text(too_deep)} are nested too deeply.")
     if errors:
         raise UploadRejected(errors)
     return list(columns), records
@@ -209,6 +242,14 @@ def parse_upload(
     if not text.strip():
         raise UploadRejected(["The file is empty."])
     fmt = _detect_format(filename, text)
+    nul = _nul_lines(text, escapes=fmt == "jsonl")
+    if nul:
+        raise UploadRejected(
+            [
+                f"Line(s) {_lines_text(nul)} contain a NUL character, which the database "
+                "cannot store. Remove it and upload the file again."
+            ]
+        )
     columns, records = _csv_records(text) if fmt == "csv" else _jsonl_records(text)
     if not records:
         raise UploadRejected(["The file has no data rows (only a header or blank lines)."])

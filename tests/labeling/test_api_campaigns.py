@@ -351,6 +351,29 @@ def test_a_managers_decision_settles_an_item_in_review(
     assert review == []
 
 
+def test_an_annotator_sees_only_their_own_labels_so_double_labeling_stays_independent(
+    imported: Campaign, annotator: Any, manager: Any, django_user_model: Any
+) -> None:
+    second = django_user_model.objects.create_user("second")
+    imported.annotators.add(second)
+    Campaign.objects.filter(pk=imported.pk).update(overlap=2)
+    base = f"/api/v1/campaigns/{imported.pk}"
+    item = _api(annotator).post(f"{base}/next/").json()["id"]
+    _api(annotator).post(f"{base}/labels/", {"item": item, "value": "positive"}, format="json")
+
+    def labels_seen(user: Any, **query: str) -> dict[int, list[str]]:
+        rows = _api(user).get(f"{base}/items/", query).json()["results"]
+        return {row["id"]: row["labels"] for row in rows}
+
+    assert labels_seen(second)[item] == []  # not the first annotator's answer
+    assert item not in labels_seen(second, state="labeled")
+    assert item in labels_seen(second, state="unlabeled")
+    assert labels_seen(annotator)[item] == ["positive"]
+    assert labels_seen(annotator, state="labeled") == {item: ["positive"]}
+    assert labels_seen(manager)[item] == ["positive"]
+    assert _api(second).get(f"{base}/items/", {"state": "review"}).status_code == 403
+
+
 def test_stop_and_resume_serving(imported: Campaign, annotator: Any, manager: Any) -> None:
     base = f"/api/v1/campaigns/{imported.pk}"
     assert _api(annotator).post(f"{base}/stop/").status_code == 403
