@@ -184,6 +184,10 @@ SPECTACULAR_SETTINGS = {
 
 # Most texts one predict request may carry.
 CARVE_PREDICT_MAX_TEXTS = envint("PREDICT_MAX_TEXTS", 256)
+# Most characters one predict request may carry in all (embedding cost grows with length).
+CARVE_PREDICT_MAX_CHARS = envint("PREDICT_MAX_CHARS", 200_000)
+# Predict requests one token (or user) may make: "N/second|minute|hour|day".
+CARVE_PREDICT_RATE = envstr("PREDICT_RATE", "60/minute")
 
 # --- Labeling -----------------------------------------------------------------------------------
 
@@ -231,6 +235,17 @@ CARVE_IMPORT_INLINE_BYTES = envint("IMPORT_INLINE_BYTES", 1024 * 1024)
 # --- Celery -------------------------------------------------------------------------------------
 
 REDIS_URL = envsecret("REDIS_URL") or "redis://127.0.0.1:6379/0"
+# Rate limits count in Redis, so every web process sees the same counts (labeling.api.throttle
+# lets a request through when Redis cannot be reached rather than fail it).
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "throttle": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "carve-throttle",
+        "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
+    },
+}
 CELERY_BROKER_URL = REDIS_URL
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Only JSON crosses the broker: tasks take ids, never pickled objects.

@@ -32,3 +32,8 @@ WHITENOISE_USE_FINDERS = True
 # Unit tests publish to an in-memory broker that nothing consumes (jobs stay QUEUED); the
 # integration tests point the app at a real redis-server and run a real worker.
 CELERY_BROKER_URL = "memory://"
+# Rate limits count in this process (no Redis in unit tests).
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "throttle": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+}

@@ -24,6 +24,7 @@ from labeling.api.serializers import (
     PredictInSerializer,
     PredictOutSerializer,
 )
+from labeling.api.throttle import PredictRateThrottle
 from labeling.embeddings import pool
 
 
@@ -108,7 +109,7 @@ class ModelVersionActions(CampaignRoutes):
         request=PredictInSerializer,
         responses={200: PredictOutSerializer, 409: OpenApiResponse(description="No model yet.")},
     )
-    @action(detail=True, methods=["post"])
+    @action(detail=True, methods=["post"], throttle_classes=[PredictRateThrottle])
     def predict(self, request: Request, pk: Any = None) -> Response:
         """Labels and per-class scores for ``texts`` from the newest finished model version,
         embedded server-side with the campaign's embedding model."""
@@ -127,6 +128,11 @@ class ModelVersionActions(CampaignRoutes):
         if bad:
             raise ValidationError(
                 {"texts": f"Entries must be non-empty strings; not so at index {bad[:10]}."}
+            )
+        chars, most = sum(len(t) for t in texts), settings.CARVE_PREDICT_MAX_CHARS
+        if chars > most:
+            raise ValidationError(
+                {"texts": f"{chars:,} characters in all; one request takes at most {most:,}."}
             )
         version = campaign.models.filter(status="done").order_by("-number").first()
         if version is None:

@@ -16,6 +16,14 @@ from tests.support.processes import Worker, database_url, redis_server, use_brok
 
 
 @pytest.fixture(autouse=True)
+def _fresh_rate_limits() -> None:
+    """Rate-limit counts start at zero in every test (ids repeat across rolled-back tests)."""
+    from django.core.cache import caches
+
+    caches["throttle"].clear()
+
+
+@pytest.fixture(autouse=True)
 def _data_dir(settings: Any, tmp_path: Path) -> Path:
     """Embedding caches go to a fresh directory per test, never into the checkout."""
     settings.CARVE_DATA_DIR = tmp_path / "data"

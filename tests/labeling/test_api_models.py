@@ -84,6 +84,33 @@ def test_predict_refuses_bad_input(
     assert response.status_code == 400 and message in str(response.json()["texts"])
 
 
+def test_predict_bounds_the_characters_of_one_request(
+    trained: Campaign, annotator: Any, settings: Any
+) -> None:
+    """250 texts of ~9.5k characters once tied a web process up for 30 s."""
+    settings.CARVE_PREDICT_MAX_CHARS = 1000
+    url = f"/api/v1/campaigns/{trained.pk}/predict/"
+    response = _api(annotator).post(url, {"texts": ["x" * 600, "y" * 600]}, format="json")
+    assert response.status_code == 400 and "at most 1,000" in str(response.json()["texts"])
+    assert _api(annotator).post(url, {"texts": ["x" * 600]}, format="json").status_code == 200
+
+
+def test_predict_is_rate_limited_per_caller(
+    trained: Campaign, annotator: Any, manager: Any, settings: Any
+) -> None:
+    settings.CARVE_PREDICT_RATE = "2/minute"
+    url = f"/api/v1/campaigns/{trained.pk}/predict/"
+    client = _api(annotator)
+    assert [client.post(url, {"texts": ["ok"]}, format="json").status_code for _ in range(3)] == [
+        200,
+        200,
+        429,
+    ]
+    limited = client.post(url, {"texts": ["ok"]}, format="json")
+    assert int(limited["Retry-After"]) > 0
+    assert _api(manager).post(url, {"texts": ["ok"]}, format="json").status_code == 200
+
+
 def test_predict_without_a_model_is_409(campaign: Campaign, annotator: Any) -> None:
     response = _api(annotator).post(
         f"/api/v1/campaigns/{campaign.pk}/predict/", {"texts": ["x"]}, format="json"
