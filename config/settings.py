@@ -228,6 +228,7 @@ CARVE_FAKE_EMBED_DELAY = envint("FAKE_EMBED_DELAY_MS", 0) / 1000
 CARVE_UPLOAD_MAX_BYTES = envint("CARVE_UPLOAD_MAX_BYTES", 50 * 1024 * 1024)
 CARVE_UPLOAD_MAX_ROWS = envint("CARVE_UPLOAD_MAX_ROWS", 200_000)
 CARVE_UPLOAD_MAX_TEXT_CHARS = envint("CARVE_UPLOAD_MAX_TEXT_CHARS", 20_000)
+CARVE_UPLOAD_MAX_COLUMNS = envint("CARVE_UPLOAD_MAX_COLUMNS", 100)
 # An API import of a file up to this many bytes runs during the request (201); a larger one
 # runs on a worker and answers 202 with a job to poll.
 CARVE_IMPORT_INLINE_BYTES = envint("IMPORT_INLINE_BYTES", 1024 * 1024)

@@ -32,6 +32,7 @@ class ImportLimits:
     max_bytes: int = 50 * 1024 * 1024
     max_rows: int = 200_000
     max_text_chars: int = 20_000
+    max_columns: int = 100
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,9 @@ class ParsedUpload:
     n_blank: int  # rows skipped because their text was empty or whitespace
     n_duplicates: int  # rows merged into an earlier row with the same text
     columns: list[str] = field(default_factory=list)
+    # First lines of CSV records whose text spans several lines (a quoted line break): said
+    # in the import's message, since an unclosed quote looks the same.
+    multiline: list[int] = field(default_factory=list)
 
 
 class UploadRejected(ValueError):
@@ -102,7 +106,9 @@ def _detect_format(filename: str, text: str) -> str:
 
 
 def _csv_records(text: str) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
-    reader = csv.reader(io.StringIO(text, newline=""))
+    """The header and each record with the line it starts on. A quoted field still open at
+    the end of the file is refused (every later line would have become part of one text)."""
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     try:
         header = next(reader)
     except StopIteration:
@@ -115,17 +121,28 @@ def _csv_records(text: str) -> tuple[list[str], list[tuple[int, dict[str, Any]]]
         raise UploadRejected([f"The header repeats the column(s) {', '.join(dupes)}."])
     records: list[tuple[int, dict[str, Any]]] = []
     errors: list[str] = []
-    try:
-        for row in reader:
-            line = reader.line_num
-            if not row or (len(row) == 1 and not row[0].strip()):
-                continue  # a blank line is no record
-            if len(row) != len(columns):
-                errors.append(f"Line {line} has {len(row)} fields; the header has {len(columns)}.")
-                continue
-            records.append((line, dict(zip(columns, row, strict=True))))
-    except csv.Error as exc:
-        errors.append(f"Line {reader.line_num + 1} is not valid CSV: {exc}.")
+    while True:
+        start = reader.line_num + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            if "unexpected end of data" in str(exc):
+                errors.append(
+                    f"Line {start} opens a quoted field that is never closed, so every line "
+                    "after it would be read into one text. Close the quote (a quote inside a "
+                    'quoted field is written "") and upload the file again.'
+                )
+            else:
+                errors.append(f"Line {start} is not valid CSV: {exc}.")
+            break
+        if not row or (len(row) == 1 and not row[0].strip()):
+            continue  # a blank line is no record
+        if len(row) != len(columns):
+            errors.append(f"Line {start} has {len(row)} fields; the header has {len(columns)}.")
+            continue
+        records.append((start, dict(zip(columns, row, strict=True))))
     if errors:
         raise UploadRejected(errors)
     return columns, records
@@ -253,6 +270,10 @@ def parse_upload(
     columns, records = _csv_records(text) if fmt == "csv" else _jsonl_records(text)
     if not records:
         raise UploadRejected(["The file has no data rows (only a header or blank lines)."])
+    if len(columns) > limits.max_columns:
+        raise UploadRejected(
+            [f"The file has {len(columns):,} columns; the limit is {limits.max_columns:,}."]
+        )
     if len(records) > limits.max_rows:
         raise UploadRejected(
             [f"The file has {len(records):,} rows; the limit is {limits.max_rows:,} rows."]
@@ -338,4 +359,9 @@ def parse_upload(
         errors.append(f"Every text in column {text_col!r} is blank ({n_blank} rows).")
     if errors:
         raise UploadRejected(errors)
-    return ParsedUpload(fmt, text_col, gold_col, items, len(records), n_blank, n_dupes, columns)
+    multiline = [
+        line for item in items for line in item.lines[:1] if fmt == "csv" and "\n" in item.text
+    ]
+    return ParsedUpload(
+        fmt, text_col, gold_col, items, len(records), n_blank, n_dupes, columns, multiline
+    )

@@ -26,6 +26,7 @@ def import_limits() -> ImportLimits:
         max_bytes=settings.CARVE_UPLOAD_MAX_BYTES,
         max_rows=settings.CARVE_UPLOAD_MAX_ROWS,
         max_text_chars=settings.CARVE_UPLOAD_MAX_TEXT_CHARS,
+        max_columns=settings.CARVE_UPLOAD_MAX_COLUMNS,
     )
 
 
@@ -149,4 +150,12 @@ def describe(outcome: ImportOutcome) -> str:
     n_gold = sum(1 for item in outcome.parsed.items if item.gold)
     if n_gold:
         parts.append(f"{n_gold:,} with a gold label")
-    return "; ".join(parts) + ". Embedding starts in the background."
+    sentence = "; ".join(parts) + ". Embedding starts in the background."
+    multiline = outcome.parsed.multiline
+    if multiline:
+        sentence += (
+            f" {len(multiline):,} text(s) span several lines (starting on line(s) "
+            f"{list_some([str(n) for n in multiline[:10]])}{' …' if len(multiline) > 10 else ''})"
+            ": if that was not meant, a quote is left open there."
+        )
+    return sentence

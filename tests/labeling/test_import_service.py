@@ -11,7 +11,7 @@ from django.core.management import call_command
 from django.test import override_settings
 
 from labeling.imports.parse import UploadRejected
-from labeling.imports.write import import_file, import_limits
+from labeling.imports.write import describe, import_file, import_limits
 from labeling.models import Campaign, Item, Upload
 
 pytestmark = pytest.mark.django_db
@@ -92,3 +92,11 @@ def test_the_default_label_set_is_negative_positive(campaign: Campaign) -> None:
 def test_migrations_match_the_models() -> None:
     out = io.StringIO()
     call_command("makemigrations", "--check", "--dry-run", stdout=out)
+
+
+def test_the_import_message_points_at_texts_that_span_lines(campaign: Campaign) -> None:
+    data = b'text\nfine\n"merged\nnext\nend"\nlast\n'
+    outcome = import_file(campaign, campaign.created_by, data, "d.csv")
+    message = describe(outcome)
+    assert "1 text(s) span several lines (starting on line(s) 3)" in message
+    assert "a quote is left open there" in message

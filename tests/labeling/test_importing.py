@@ -118,3 +118,23 @@ def test_all_blank_texts_is_an_error_not_an_empty_import() -> None:
 def test_repeated_header_columns_are_refused() -> None:
     (msg,) = rejected(b"text,text\na,b\n")
     assert msg == "The header repeats the column(s) text."
+
+
+def test_a_quote_never_closed_is_refused_naming_the_line_it_opens_on() -> None:
+    errors = rejected(b'text,label\nfine,positive\n"broken,negative\nnext,positive\nlast,\n')
+    assert any("Line 3 opens a quoted field that is never closed" in e for e in errors)
+
+
+def test_a_text_spanning_lines_is_imported_and_its_first_line_reported() -> None:
+    """A quote closed much later merges rows: valid CSV, so it is imported, but said."""
+    data = b'text,label\nfine,positive\n"merged,negative\nnext,positive\nend",\nlast,\n'
+    parsed = parse_upload(data, "d.csv", LABELS)
+    assert [i.text for i in parsed.items] == ["fine", "merged,negative\nnext,positive\nend", "last"]
+    assert parsed.multiline == [3]
+    assert [i.lines[0] for i in parsed.items] == [2, 3, 6]
+
+
+def test_a_file_with_too_many_columns_is_refused() -> None:
+    header = ",".join(["text"] + [f"c{i}" for i in range(150)])
+    errors = rejected(f"{header}\n".encode() + b"x" + b"," * 150 + b"\n")
+    assert errors == ["The file has 151 columns; the limit is 100."]
