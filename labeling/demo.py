@@ -80,14 +80,28 @@ def answers(url: str) -> bool:
         return False
 
 
+#: Times the demo starts a worker that exited again before it gives up.
+MAX_RESTARTS = 5
+
+
 class Processes:
-    """Child processes, each in its own process group, stopped in reverse order."""
+    """Child processes, each in its own process group, stopped in reverse order.
+
+    A child started with ``restart=True`` (the Celery worker) is started again when it exits,
+    up to :data:`MAX_RESTARTS` times: the web server and Redis keep running, and the work the
+    worker had is re-sent by the next one (docs/platform.md, "Reliability"). Any other child
+    that exits stops the demo.
+    """
 
     def __init__(self, log_dir: Path) -> None:
         self.log_dir = log_dir
         self.children: list[tuple[str, subprocess.Popen[bytes], Path]] = []
+        self.restartable: dict[str, tuple[list[str], dict[str, str]]] = {}
+        self.restarts: dict[str, int] = {}
 
-    def start(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    def start(
+        self, name: str, argv: list[str], env: dict[str, str], *, restart: bool = False
+    ) -> subprocess.Popen[bytes]:
         log = self.log_dir / f"{name}.log"
         with log.open("ab") as out:
             proc = subprocess.Popen(
@@ -99,14 +113,22 @@ class Processes:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # Ctrl-C reaches the demo, which stops them in order
             )
-        self.children.append((name, proc, log))
+        self.children = [c for c in self.children if c[0] != name] + [(name, proc, log)]
+        if restart:
+            self.restartable[name] = (argv, env)
         return proc
 
     def check(self) -> None:
-        for name, proc, log in self.children:
-            if proc.poll() is not None:
-                tail = log.read_text(errors="replace")[-3000:]
-                raise DemoError(f"{name} exited with code {proc.returncode}; its log ends:\n{tail}")
+        for name, proc, log in list(self.children):
+            if proc.poll() is None:
+                continue
+            tail = log.read_text(errors="replace")[-3000:]
+            if name in self.restartable and self.restarts.get(name, 0) < MAX_RESTARTS:
+                self.restarts[name] = self.restarts.get(name, 0) + 1
+                _say(f"{name} exited with code {proc.returncode}; starting it again.")
+                self.start(name, *self.restartable[name], restart=True)
+                continue
+            raise DemoError(f"{name} exited with code {proc.returncode}; its log ends:\n{tail}")
 
     def stop(self) -> None:
         for _name, proc, _log in reversed(self.children):
@@ -335,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
 
         django.setup()
         campaign, creds = _setup_database(args.data)
-        procs.start("worker", celery_worker_argv("demo", concurrency=2), env)
+        procs.start("worker", celery_worker_argv("demo", concurrency=2), env, restart=True)
         procs.start("web", gunicorn_argv(args.port, workers=2, access_log=True), env)
         base = f"http://127.0.0.1:{args.port}/"
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from labeling import demo
 from labeling.demo import SAMPLE_CSV, demo_data
 from labeling.imports.parse import parse_upload
 from tests.support.processes import REPO_ROOT, free_port, wait_for, worker_env
@@ -187,3 +188,28 @@ def test_the_demo_refuses_a_port_in_use(tmp_path: Path) -> None:
         )
     assert result.returncode == 1
     assert f"Port {port} is in use; choose another with `make demo PORT=N`." in result.stdout
+
+
+def test_a_worker_that_exits_is_started_again_and_anything_else_stops_the_demo(
+    tmp_path: Path,
+) -> None:
+    procs = demo.Processes(tmp_path)
+    try:
+        worker = procs.start(
+            "worker", [sys.executable, "-c", "pass"], dict(os.environ), restart=True
+        )
+        worker.wait(10)
+        procs.check()  # started again, not an error
+        ((name, again, _),) = procs.children
+        assert name == "worker" and again.pid != worker.pid and procs.restarts == {"worker": 1}
+        again.wait(10)
+        procs.restarts["worker"] = demo.MAX_RESTARTS
+        with pytest.raises(demo.DemoError, match="worker exited"):
+            procs.check()  # one crash loop too many
+        web = procs.start("web", [sys.executable, "-c", "raise SystemExit(3)"], dict(os.environ))
+        web.wait(10)
+        procs.children = [c for c in procs.children if c[0] == "web"]
+        with pytest.raises(demo.DemoError, match="web exited with code 3"):
+            procs.check()
+    finally:
+        procs.stop()
