@@ -52,17 +52,24 @@ class CampaignViewSet(
             .order_by("-created_at", "-pk")
         )
 
-    def perform_create(self, serializer: BaseSerializer[Any]) -> None:
-        if not permissions.is_manager(self.request.user):
+    # Permission first, then validation: a caller who may not create or change a campaign
+    # gets 403 whatever the body, never the validation errors of a form they cannot submit.
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        if not permissions.is_manager(request.user):
             raise PermissionDenied("Only campaign managers create campaigns.")
+        return super().create(request, *args, **kwargs)
+
+    def update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        if not permissions.can_manage(request.user, self.get_object()):
+            raise PermissionDenied("Only the campaign's managers may change it.")
+        return super().update(request, *args, **kwargs)
+
+    def perform_create(self, serializer: BaseSerializer[Any]) -> None:
         serializer.save(created_by=self.request.user)
 
     def perform_update(self, serializer: BaseSerializer[Any]) -> None:
         campaign = serializer.instance
-        if not isinstance(campaign, Campaign) or not permissions.can_manage(
-            self.request.user, campaign
-        ):
-            raise PermissionDenied("Only the campaign's managers may change it.")
+        assert isinstance(campaign, Campaign)
         with transaction.atomic():
             serializer.save()
             campaign_learner.request_update(campaign.pk)  # new settings: rebuild the learner
