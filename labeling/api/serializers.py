@@ -103,7 +103,13 @@ class ModelVersionSerializer(serializers.Serializer[Any]):
 
 
 class PredictInSerializer(serializers.Serializer[Any]):
-    texts = serializers.ListField(child=serializers.JSONField(), allow_empty=True)
+    # Entries are checked in the view (non-empty strings, with their indices named); the
+    # schema says what the view enforces: at least one entry.
+    texts = serializers.ListField(
+        child=serializers.JSONField(),
+        allow_empty=False,
+        error_messages={"empty": "Send at least one text."},
+    )
 
 
 class PredictionSerializer(serializers.Serializer[Any]):
