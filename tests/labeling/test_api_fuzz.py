@@ -1,6 +1,6 @@
 """Schemathesis against the OpenAPI schema: generated requests as a manager and as an
-annotator (bounded), checking that nothing answers 5xx and that every documented answer
-matches its schema."""
+annotator (bounded), checking that nothing answers 5xx, that every status code is documented
+for its operation, and that every answer matches its documented schema."""
 
 from __future__ import annotations
 
@@ -14,7 +14,10 @@ from django.core.wsgi import get_wsgi_application
 from django.db import close_old_connections
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import response_schema_conformance
+from schemathesis.specs.openapi.checks import (
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from labeling import tokens
 from labeling.imports.write import import_file
@@ -60,4 +63,7 @@ def test_no_5xx_and_documented_answers_match_their_schema(
         case.path_parameters["id"] = campaign.pk  # the real campaign: past the 404
     for raw in callers.values():
         response = case.call(headers={"Authorization": f"Bearer {raw}"})
-        case.validate_response(response, checks=[not_a_server_error, response_schema_conformance])
+        case.validate_response(
+            response,
+            checks=[not_a_server_error, status_code_conformance, response_schema_conformance],
+        )
