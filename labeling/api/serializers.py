@@ -19,7 +19,10 @@ ID_MAX = 2**63 - 1
 
 class CampaignSerializer(serializers.ModelSerializer[Any]):
     labels = serializers.ListField(
-        child=serializers.CharField(max_length=200), min_length=2, max_length=20, required=False
+        child=serializers.CharField(min_length=1, max_length=200),
+        min_length=2,
+        max_length=20,
+        required=False,
     )
     annotators = serializers.SlugRelatedField(
         many=True,
@@ -42,6 +45,8 @@ class CampaignSerializer(serializers.ModelSerializer[Any]):
             "n_items",
         ]
         read_only_fields = ["id", "created_by", "created_at", "stopped_at", "n_items"]
+        # The schema says what validation enforces: no blank name (blanks are trimmed first).
+        extra_kwargs = {"name": {"min_length": 1}}
 
     def validate_labels(self, value: list[str]) -> list[str]:
         labels = [v.strip() for v in value]
