@@ -191,6 +191,9 @@ SPECTACULAR_SETTINGS = {
 CARVE_PREDICT_MAX_TEXTS = envint("PREDICT_MAX_TEXTS", 256)
 # Most characters one predict request may carry in all (embedding cost grows with length).
 CARVE_PREDICT_MAX_CHARS = envint("PREDICT_MAX_CHARS", 200_000)
+# Failed sign-ins one account may have from one address before it waits (labeling.signin).
+CARVE_SIGNIN_MAX_FAILURES = envint("SIGNIN_MAX_FAILURES", 10)
+CARVE_SIGNIN_LOCK_SECONDS = envint("SIGNIN_LOCK_SECONDS", 15 * 60)
 # Predict requests one token (or user) may make: "N/second|minute|hour|day".
 CARVE_PREDICT_RATE = envstr("PREDICT_RATE", "60/minute")
 

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 from django.contrib import admin
+from django.contrib.auth.views import LoginView
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from labeling import views
+from labeling.signin import AdminSignInForm, SignInForm
+
+# Sign-in pages that stop password guessing (labeling.signin).
+admin.site.login_form = AdminSignInForm
 
 urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
+    path("accounts/login/", LoginView.as_view(authentication_form=SignInForm), name="login"),
     path("accounts/", include("django.contrib.auth.urls")),
     path("admin/", admin.site.urls),
     path("api/v1/", include("labeling.api.urls")),
