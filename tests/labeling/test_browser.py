@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -51,6 +52,16 @@ def db(fn: Callable[[], T]) -> T:
     return result[0]
 
 
+def until(page: Any, expression: str, timeout: float = 15.0) -> None:
+    """Wait until ``expression`` is true in the page. (Playwright's wait_for_function
+    evaluates a string with eval, which the pages' Content-Security-Policy forbids.)"""
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(expression):
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for: {expression}")
+        time.sleep(0.05)
+
+
 @pytest.fixture
 def page(live_server: Any, annotator: Any) -> Iterator[Any]:
     if shutil.which(CHROMIUM) is None:
@@ -74,8 +85,14 @@ def page(live_server: Any, annotator: Any) -> Iterator[Any]:
         )
         page = context.new_page()
         page.set_default_timeout(15_000)
+        blocked: list[str] = []  # what the Content-Security-Policy refused on our pages
+        page.on(
+            "console",
+            lambda m: blocked.append(m.text) if "Content Security Policy" in m.text else None,
+        )
         yield page
         browser.close()
+        assert not blocked, blocked
 
 
 def test_the_progress_bar_follows_the_job_without_reloading_the_page(
@@ -93,7 +110,7 @@ def test_the_progress_bar_follows_the_job_without_reloading_the_page(
     page.evaluate("window.__sameDocument = true")  # gone if the page reloads
 
     db(lambda: EmbeddingJob.objects.filter(pk=job.pk).update(n_done=150))
-    page.wait_for_function("document.querySelector('#embedding-status progress').value === 75")
+    until(page, "document.querySelector('#embedding-status progress').value === 75")
     db(lambda: EmbeddingJob.objects.filter(pk=job.pk).update(status="done", n_done=200, dim=32))
     page.locator("[data-status='done']").wait_for()
 
@@ -127,13 +144,13 @@ def test_an_annotator_labels_with_the_keyboard_without_page_reloads(
     page.screenshot(path=str(REPO_ROOT / "docs" / "img" / "labeling.png"))
 
     page.keyboard.press("2")  # positive
-    page.wait_for_function(f"document.querySelector('#item-text').dataset.item !== '{first}'")
+    until(page, f"document.querySelector('#item-text').dataset.item !== '{first}'")
     second = page.locator("#item-text").get_attribute("data-item")
     page.keyboard.press("1")  # negative
-    page.wait_for_function(f"document.querySelector('#item-text').dataset.item !== '{second}'")
+    until(page, f"document.querySelector('#item-text').dataset.item !== '{second}'")
     page.locator("#n-mine").filter(has_text="2 labeled by you").wait_for()
     page.keyboard.press("u")  # undo: the second item comes back
-    page.wait_for_function(f"document.querySelector('#item-text').dataset.item === '{second}'")
+    until(page, f"document.querySelector('#item-text').dataset.item === '{second}'")
 
     assert page.evaluate("window.__sameDocument") is True
     labels = db(
@@ -167,6 +184,6 @@ def test_enter_in_the_comment_field_never_records_a_label(
     assert page.locator("#item-text").get_attribute("data-item") == first
     assert comment.input_value() == "great acting"  # nothing was reset or lost
     page.get_by_role("button", name="positive").click()
-    page.wait_for_function(f"document.querySelector('#item-text').dataset.item !== '{first}'")
+    until(page, f"document.querySelector('#item-text').dataset.item !== '{first}'")
     labels = db(lambda: list(Label.objects.values_list("item_id", "value", "comment")))
     assert [(str(i), v, c) for i, v, c in labels] == [(first, "positive", "great acting")]

@@ -448,3 +448,10 @@ def test_an_upload_that_fails_on_the_server_says_so_without_the_internal_error(
     assert "nothing was imported" in shown and "secret" not in response.content.decode()
     job = ImportJob.objects.get()  # the detail stays on the job row for the manager's logs
     assert (job.status, Item.objects.count()) == ("failed", 0) and "secret" in job.error
+
+
+def test_pages_carry_a_content_security_policy(campaign: Campaign, annotator: Any) -> None:
+    response = _client(annotator).get(reverse("campaign-label", args=[campaign.pk]))
+    policy = response["Content-Security-Policy"]
+    assert "default-src 'self'" in policy and "frame-ancestors 'none'" in policy
+    assert "unsafe-inline" not in policy
