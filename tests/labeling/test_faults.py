@@ -9,15 +9,17 @@ survive the outages.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from django.db import connection
 
-from labeling import annotation
+from labeling import annotation, tasks
 from labeling.models import Campaign, Label, LearnerSnapshot
 from tests.labeling.builders import embedded_campaign
 from tests.support.processes import (
@@ -96,3 +98,46 @@ def test_the_learner_catches_up_after_each_redis_outage_without_anyone_polling(
         print(f"catch-up after each outage: {[round(t, 1) for t in catch_up]} s")
     finally:
         worker.stop()
+
+
+def _runs(log: str) -> list[tuple[float, float]]:
+    """(start, end) in seconds of every learner update a worker log reports."""
+    found = []
+    for stamp, seconds in re.findall(
+        r"^(\S+ \S+) INFO labeling\.campaign_learner .*learner of campaign \d+: .*?([\d.]+) s \(",
+        log,
+        flags=re.M,
+    ):
+        end = datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp()
+        found.append((end - float(seconds), end))
+    return found
+
+
+def test_two_worker_processes_never_update_one_campaign_at_once(
+    campaign: Campaign, annotator: Any, start_worker: Any
+) -> None:
+    items, E = embedded_campaign(campaign, 200)
+    for i, item in enumerate(items[:150]):
+        annotation.submit_label(item, annotator, "positive" if E[i, 0] > 0 else "negative")
+    first, second = start_worker("one"), start_worker("two")
+    for _ in range(6):  # both workers take one at once (prefetch 1), then the rest
+        tasks.update_learner.delay(campaign.pk)
+    wait_for(
+        lambda: (
+            sum(
+                w.log.read_text(errors="replace").count("labeling.tasks.update_learner[")
+                for w in (first, second)
+            )
+            >= 12
+        ),  # received + finished lines of all six
+        120,
+        "six learner updates",
+        first.log,
+    )
+    logs = [w.log.read_text(errors="replace") for w in (first, second)]
+    runs = sorted(run for log in logs for run in _runs(log))
+    assert runs, "no learner update ran"
+    overlaps = [(a, b) for a, b in zip(runs, runs[1:], strict=False) if b[0] < a[1] - 0.05]
+    assert not overlaps, f"two updates of one campaign ran at once: {overlaps}"
+    assert any("succeeded" in log and "'busy'" in log for log in logs)
+    assert LearnerSnapshot.objects.get(campaign=campaign).n_labels == 150
