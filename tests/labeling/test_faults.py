@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 from django.db import connection
 
-from labeling import annotation, tasks
-from labeling.models import Campaign, Label, LearnerSnapshot
+from labeling import annotation, model_versions, tasks
+from labeling.models import Campaign, Label, LearnerSnapshot, ModelVersion
 from tests.labeling.builders import embedded_campaign
 from tests.support.processes import (
     RestartableRedis,
@@ -141,3 +141,31 @@ def test_two_worker_processes_never_update_one_campaign_at_once(
     assert not overlaps, f"two updates of one campaign ran at once: {overlaps}"
     assert any("succeeded" in log and "'busy'" in log for log in logs)
     assert LearnerSnapshot.objects.get(campaign=campaign).n_labels == 150
+
+
+def test_a_version_whose_worker_is_killed_mid_fit_is_finished_by_the_next_worker(
+    campaign: Campaign, annotator: Any, start_worker: Any
+) -> None:
+    items, E = embedded_campaign(campaign, 200, retrain_every=0)
+    for i, item in enumerate(items[:150]):
+        annotation.submit_label(item, annotator, "positive" if E[i, 0] > 0 else "negative")
+    doomed = start_worker("doomed")
+    version = model_versions.request_retrain(campaign)  # sent on commit (autocommit here)
+    wait_for(
+        lambda: ModelVersion.objects.get(pk=version.pk).status == "running",
+        60,
+        "the fit to start",
+        doomed.log,
+    )
+    doomed.kill()
+    version.refresh_from_db()
+    assert version.status == "running"  # killed mid-fit: nothing else would finish it
+    rescuer = start_worker("rescuer")  # re-sends pending work when it starts
+    wait_for(
+        lambda: ModelVersion.objects.get(pk=version.pk).status == "done",
+        120,
+        "the version to be taken over",
+        rescuer.log,
+    )
+    version.refresh_from_db()
+    assert version.attempt == 2 and version.network
