@@ -44,4 +44,7 @@ echo "PostgreSQL $("$pgbin/postgres" --version | awk '{print $3}') on socket $di
 
 # The host part of the URL is the socket directory, percent-encoded.
 host=$(python3 -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.argv[1], safe=""))' "$dir")
+# How a fault test stops and starts this server (tests/labeling/test_faults.py).
+export CARVE_TEST_PG_CTL="$as_pg $pgbin/pg_ctl -D $dir/data -l $dir/server.log -w -t 60"
+export CARVE_TEST_PG_OPTIONS="-p $port -k $dir -c listen_addresses= -c fsync=off -c full_page_writes=off"
 DATABASE_URL="postgres://carve@$host:$port/carve" "$@"

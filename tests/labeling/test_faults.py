@@ -9,7 +9,9 @@ survive the outages.
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -22,6 +24,7 @@ from django.db import connection
 from labeling import annotation, model_versions, tasks
 from labeling.models import Campaign, Label, LearnerSnapshot, ModelVersion
 from tests.labeling.builders import embedded_campaign
+from tests.support.clients import api_as
 from tests.support.processes import (
     RestartableRedis,
     Worker,
@@ -169,3 +172,45 @@ def test_a_version_whose_worker_is_killed_mid_fit_is_finished_by_the_next_worker
     )
     version.refresh_from_db()
     assert version.attempt == 2 and version.network
+
+
+@pytest.mark.skipif(
+    not os.environ.get("CARVE_TEST_PG_CTL"),
+    reason="restarts the throwaway PostgreSQL server of `make test-postgres` (SQLite has none)",
+)
+def test_a_postgresql_restart_is_a_503_then_labeling_and_the_learner_carry_on(
+    campaign: Campaign, annotator: Any, start_worker: Any
+) -> None:
+    items, _ = embedded_campaign(campaign, 30, gold_rate=0)
+    worker = start_worker("steady")
+    api = api_as(annotator)
+    base = f"/api/v1/campaigns/{campaign.pk}"
+
+    def label_one() -> int:
+        served = api.post(f"{base}/next/")
+        assert served.status_code == 200, served.content
+        item = served.json()["id"]
+        given = api.post(f"{base}/labels/", {"item": item, "value": "positive"}, format="json")
+        assert given.status_code == 201, given.content
+        return int(item)
+
+    labeled = [label_one() for _ in range(3)]
+    pg_ctl = os.environ["CARVE_TEST_PG_CTL"].split()
+    subprocess.run([*pg_ctl, "-m", "fast", "stop"], check=True, capture_output=True)
+    try:
+        down = api.post(f"{base}/next/")
+        assert down.status_code == 503 and down["Content-Type"] == "application/json"
+        assert int(down["Retry-After"]) > 0
+        time.sleep(3)
+    finally:
+        options = os.environ["CARVE_TEST_PG_OPTIONS"]
+        subprocess.run([*pg_ctl, "-o", options, "start"], check=True, capture_output=True)
+    connection.close()  # as the next request of a web process does with a broken connection
+    labeled += [label_one() for _ in range(3)]
+    assert sorted(Label.objects.values_list("item_id", flat=True)) == sorted(labeled)
+    wait_for(
+        lambda: _learner_labels(campaign) == len(labeled),
+        60,
+        "the learner to catch up after the restart",
+        worker.log,
+    )
