@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from django.db import connection
 
-from labeling import annotation, model_versions, tasks
+from labeling import annotation, locks, model_versions, tasks
 from labeling.models import Campaign, Label, LearnerSnapshot, ModelVersion
 from tests.labeling.builders import embedded_campaign
 from tests.support.clients import api_as
@@ -37,7 +37,7 @@ from tests.support.processes import (
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(300)]
 
 OUTAGES = 3
-OUTAGE_SECONDS = 8.0
+OUTAGE_SECONDS = 30.0
 CATCH_UP_BOUND = 30.0  # seconds from Redis being back to the learner holding every label
 
 
@@ -214,3 +214,19 @@ def test_a_postgresql_restart_is_a_503_then_labeling_and_the_learner_carry_on(
         "the learner to catch up after the restart",
         worker.log,
     )
+
+
+def test_a_learner_update_whose_worker_is_killed_is_redone_by_the_next_worker(
+    campaign: Campaign, annotator: Any, start_worker: Any
+) -> None:
+    items, E = embedded_campaign(campaign, 700, retrain_every=0)
+    for i, item in enumerate(items[:600]):  # sent on commit; no worker has taken them yet
+        annotation.submit_label(item, annotator, "positive" if E[i, 0] > 0 else "negative")
+    doomed = start_worker("doomed")
+    lock = f"learner:{campaign.pk}"
+    wait_for(lambda: not locks.is_free(lock), 60, "the update to start", doomed.log)
+    doomed.kill()
+    assert locks.is_free(lock)  # the lock died with its holder
+    assert _learner_labels(campaign) < 600  # killed before it stored the update
+    rescuer = start_worker("rescuer")  # re-sends the behind learner when it starts
+    wait_for(lambda: _learner_labels(campaign) == 600, 120, "the redone update", rescuer.log)
