@@ -174,10 +174,10 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "labeling.api.parsing.handle_exception",
 }
 # Pages load scripts, styles and images from this site only, and no other site may frame
-# them: injected markup cannot run code. The admin and the API viewers (Swagger UI, ReDoc)
-# use inline scripts of their own and are left out.
+# them: injected markup cannot run code. The admin, the API viewers (Swagger UI, ReDoc) and
+# DRF's browsable API use inline scripts or styles of their own and are left out.
 CONTENT_SECURITY_POLICY = {
-    "EXCLUDE_URL_PREFIXES": ["/admin/", "/api/docs/", "/api/redoc/"],
+    "EXCLUDE_URL_PREFIXES": ["/admin/", "/api/docs/", "/api/redoc/", "/api/v1/"],
     "DIRECTIVES": {
         "default-src": ["'self'"],
         "img-src": ["'self'", "data:"],
@@ -211,6 +211,9 @@ CARVE_PREDICT_MAX_CHARS = envint("PREDICT_MAX_CHARS", 200_000)
 # Failed sign-ins one account may have from one address before it waits (labeling.signin).
 CARVE_SIGNIN_MAX_FAILURES = envint("SIGNIN_MAX_FAILURES", 10)
 CARVE_SIGNIN_LOCK_SECONDS = envint("SIGNIN_LOCK_SECONDS", 15 * 60)
+# Reverse proxies in front of the web server that set X-Forwarded-For (0: none, the client's
+# address is REMOTE_ADDR). Set it behind a TLS proxy, or every user shares the proxy's address.
+CARVE_TRUSTED_PROXIES = envint("TRUSTED_PROXIES", 0)
 # Predict requests one token (or user) may make: "N/second|minute|hour|day".
 CARVE_PREDICT_RATE = envstr("PREDICT_RATE", "60/minute")
 

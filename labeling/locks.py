@@ -12,17 +12,21 @@ These locks belong to the process instead (docs/platform.md, "Reliability"):
   released by the kernel when the process dies.
 
 Both are tried without waiting: :func:`hold` yields whether this process got the lock.
+The PostgreSQL lock needs a session of its own: not through a transaction-pooling proxy
+(PgBouncer in transaction mode), and the server's TCP keepalives decide how soon the lock of
+a crashed worker host is freed (docs/platform.md, "Reliability").
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from django.conf import settings
-from django.db import connection
+from django.db import DatabaseError, connection
 
 
 def _key(name: str) -> int:
@@ -42,8 +46,10 @@ def hold(name: str) -> Iterator[bool]:
         try:
             yield got
         finally:
+            # A broken connection has released the lock already; its error must not hide
+            # the block's own exception.
             if got:
-                with connection.cursor() as cursor:
+                with contextlib.suppress(DatabaseError), connection.cursor() as cursor:
                     cursor.execute("SELECT pg_advisory_unlock(%s)", [key])
         return
     folder = settings.CARVE_DATA_DIR / "locks"

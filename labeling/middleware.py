@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from django.conf import settings
-from django.db import InterfaceError, OperationalError
+from django.db import DatabaseError, InterfaceError, OperationalError, connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import resolve_url
 from django_htmx.http import HttpResponseClientRedirect
 
 # Room for the multipart envelope and the form's other fields around the file.
 FORM_OVERHEAD_BYTES = 64 * 1024
+logger = logging.getLogger(__name__)
+
 #: What a client is told while the database is unreachable, and when to try again.
-UNAVAILABLE = "The database is unavailable right now; nothing was changed. Try again shortly."
+UNAVAILABLE = "The database is unavailable right now. Try again shortly."
 RETRY_AFTER_SECONDS = 10
 
 
@@ -67,6 +70,17 @@ class HtmxLoginRedirectMiddleware:
         return response
 
 
+def database_unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` is the database being out of reach (not a bug in a query): a
+    connection error whose connection is no longer usable."""
+    if not isinstance(exc, OperationalError | InterfaceError):
+        return False
+    try:
+        return not connection.is_usable()
+    except DatabaseError:
+        return True
+
+
 class DatabaseUnavailableMiddleware:
     """A lost database connection answers 503 with Retry-After, not an error page: JSON under
     /api/ (the API's own handler does the same for its views), a short text page elsewhere."""
@@ -78,8 +92,9 @@ class DatabaseUnavailableMiddleware:
         return self.get_response(request)
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
-        if not isinstance(exception, OperationalError | InterfaceError):
-            return None
+        if not database_unreachable(exception):
+            return None  # a bug (a missing table, a deadlock): the ordinary 500 and its log
+        logger.warning("database unreachable: %s", exception, exc_info=True)
         if request.path.startswith("/api/"):
             response: HttpResponse = JsonResponse({"detail": UNAVAILABLE}, status=503)
         else:

@@ -145,6 +145,8 @@ def _fit(version: ModelVersion) -> str:
     updated = campaign_learner.update_learner(campaign.pk)
     if updated.status == "updated" and updated.snapshot is not None:
         maybe_auto_retrain(campaign.pk, updated.snapshot.n_labels)
+        if campaign_learner.is_behind(campaign.pk):  # updates refused "busy" meanwhile
+            queue.try_send(queue.UPDATE_LEARNER, campaign.pk)
     snapshot = LearnerSnapshot.objects.filter(campaign=campaign).first()
     pool = embeddings(campaign)
     if snapshot is None or pool is None or not snapshot.training:

@@ -1,5 +1,6 @@
 """Sign-in with a limit on guessing: after CARVE_SIGNIN_MAX_FAILURES failed passwords for
-one account from one address, that pair must wait CARVE_SIGNIN_LOCK_SECONDS.
+one account from one address (or five times as many from all addresses together), the account
+must wait CARVE_SIGNIN_LOCK_SECONDS from there (from everywhere).
 
 Failures are counted in the shared ``throttle`` cache (Redis), so every web process sees them;
 if it cannot be reached, sign-in works without the limit rather than not at all.
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import unicodedata
 from typing import Any
 
 from django.conf import settings
@@ -20,13 +22,33 @@ from django.core.exceptions import ValidationError
 logger = logging.getLogger(__name__)
 
 
-def _key(username: str, address: str) -> str:
-    digest = hashlib.sha256(f"{username.strip().lower()}|{address}".encode()).hexdigest()
-    return f"signin-failures:{digest}"
+#: Failures of one account from all addresses together, as a multiple of the per-address
+#: limit: guessing spread over many addresses is stopped too.
+ACCOUNT_FACTOR = 5
+
+
+def _account(username: str) -> str:
+    """The account a typed name signs in to: Django compares names NFKC-normalised, so
+    "ａｌｉｃｅ" (full-width) is "alice" and must share her count."""
+    return unicodedata.normalize("NFKC", username).strip().casefold()
 
 
 def _address(request: Any) -> str:
-    return str(getattr(request, "META", {}).get("REMOTE_ADDR", "")) if request else ""
+    """The client's address: REMOTE_ADDR, or behind CARVE_TRUSTED_PROXIES proxies the
+    address the outermost trusted proxy saw (X-Forwarded-For, counted from the right)."""
+    meta = getattr(request, "META", {}) if request else {}
+    proxies = settings.CARVE_TRUSTED_PROXIES
+    forwarded = [a.strip() for a in str(meta.get("HTTP_X_FORWARDED_FOR", "")).split(",")]
+    if proxies and len([a for a in forwarded if a]) >= proxies:
+        return forwarded[-proxies]
+    return str(meta.get("REMOTE_ADDR", ""))
+
+
+def _keys(username: str, address: str) -> tuple[str, str]:
+    account = _account(username)
+    pair = hashlib.sha256(f"{account}|{address}".encode()).hexdigest()
+    alone = hashlib.sha256(account.encode()).hexdigest()
+    return f"signin-failures:{pair}", f"signin-failures-account:{alone}"
 
 
 class LimitedSignIn:
@@ -36,33 +58,34 @@ class LimitedSignIn:
     data: Any
 
     def clean(self) -> dict[str, Any]:
-        username = str(self.data.get("username", ""))
-        key = _key(username, _address(self.request))
+        pair, account = _keys(str(self.data.get("username", "")), _address(self.request))
+        most = settings.CARVE_SIGNIN_MAX_FAILURES
         cache: BaseCache | None = caches["throttle"]
         try:
-            failures = int(caches["throttle"].get(key, 0))
+            counts = caches["throttle"].get_many([pair, account])
         except Exception:  # the cache's connection errors depend on its backend
             logger.warning("sign-in limit cache unreachable; not counting", exc_info=True)
-            failures, cache = 0, None
-        if failures >= settings.CARVE_SIGNIN_MAX_FAILURES:
+            counts, cache = {}, None
+        if counts.get(pair, 0) >= most or counts.get(account, 0) >= most * ACCOUNT_FACTOR:
             minutes = max(1, settings.CARVE_SIGNIN_LOCK_SECONDS // 60)
             raise ValidationError(
-                f"Too many failed sign-ins for this account from here; try again in "
-                f"{minutes} minute(s).",
+                f"Too many failed sign-ins for this account; try again in {minutes} minute(s).",
                 code="locked",
             )
         try:
             cleaned: dict[str, Any] = super().clean()  # type: ignore[misc]  # (a mixin)
         except ValidationError:
             if cache is not None:
-                try:
-                    cache.set(key, failures + 1, settings.CARVE_SIGNIN_LOCK_SECONDS)
+                try:  # add-then-incr: parallel failures each count
+                    for key in (pair, account):
+                        cache.add(key, 0, settings.CARVE_SIGNIN_LOCK_SECONDS)
+                        cache.incr(key)
                 except Exception:
                     logger.warning("could not count a failed sign-in", exc_info=True)
             raise
-        if cache is not None and failures:
+        if cache is not None and counts.get(pair):
             try:
-                cache.delete(key)
+                cache.delete(pair)
             except Exception:
                 logger.warning("could not reset the failed sign-ins", exc_info=True)
         return cleaned

@@ -8,7 +8,7 @@ from typing import IO, Any
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
-from django.db import DatabaseError, InterfaceError, OperationalError
+from django.db import DatabaseError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views.defaults import page_not_found
 from rest_framework import status
@@ -17,7 +17,7 @@ from rest_framework.parsers import BaseParser, JSONParser
 from rest_framework.response import Response
 from rest_framework.views import exception_handler, set_rollback
 
-from labeling.middleware import RETRY_AFTER_SECONDS, UNAVAILABLE
+from labeling.middleware import RETRY_AFTER_SECONDS, UNAVAILABLE, database_unreachable
 
 
 class ImportJSONParser(BaseParser):
@@ -68,7 +68,7 @@ class StrictJSONParser(JSONParser):
 def handle_exception(exc: Exception, context: dict[str, Any]) -> Response | None:
     """DRF's handler; a JSON 413 (not Django's HTML 400) for a body over the limits; a JSON
     503 with Retry-After (not an HTML 500) while the database is unreachable."""
-    if isinstance(exc, OperationalError | InterfaceError):
+    if database_unreachable(exc):
         with contextlib.suppress(DatabaseError):
             set_rollback()
         return Response(

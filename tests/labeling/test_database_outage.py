@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db import InterfaceError, OperationalError
+import pytest
+from django.db import InterfaceError, OperationalError, connection
 from django.urls import reverse
 
 from labeling.models import Campaign
@@ -19,8 +20,14 @@ def _lost(*args: Any, **kwargs: Any) -> Any:
     raise OperationalError("server closed the connection unexpectedly")
 
 
+@pytest.fixture
+def dead_connection(monkeypatch: Any) -> None:
+    """The connection the failing call used is gone (is_usable() is what Django checks)."""
+    monkeypatch.setattr(connection, "is_usable", lambda: False)
+
+
 def test_the_api_answers_503_json_with_retry_after(
-    campaign: Campaign, annotator: Any, monkeypatch: Any
+    campaign: Campaign, annotator: Any, monkeypatch: Any, dead_connection: None
 ) -> None:
     monkeypatch.setattr("labeling.annotation.next_assignment", _lost)
     response = api_as(annotator).post(f"/api/v1/campaigns/{campaign.pk}/next/")
@@ -30,7 +37,7 @@ def test_the_api_answers_503_json_with_retry_after(
 
 
 def test_a_page_answers_503_with_retry_after(
-    campaign: Campaign, annotator: Any, monkeypatch: Any
+    campaign: Campaign, annotator: Any, monkeypatch: Any, dead_connection: None
 ) -> None:
     def closed(*args: Any, **kwargs: Any) -> Any:
         raise InterfaceError("connection already closed")
@@ -48,6 +55,20 @@ def test_other_errors_are_not_disguised_as_an_outage(
         raise ZeroDivisionError
 
     monkeypatch.setattr("labeling.annotation.next_assignment", bug)
+    client = api_as(annotator)
+    client.raise_request_exception = False
+    assert client.post(f"/api/v1/campaigns/{campaign.pk}/next/").status_code == 500
+
+
+def test_a_query_error_on_a_live_connection_is_a_500_not_an_outage(
+    campaign: Campaign, annotator: Any, monkeypatch: Any
+) -> None:
+    """SQLite says OperationalError for a missing table too: that is a bug, not an outage."""
+
+    def missing(*args: Any, **kwargs: Any) -> Any:
+        raise OperationalError("no such table: labeling_item")
+
+    monkeypatch.setattr("labeling.annotation.next_assignment", missing)
     client = api_as(annotator)
     client.raise_request_exception = False
     assert client.post(f"/api/v1/campaigns/{campaign.pk}/next/").status_code == 500

@@ -41,3 +41,37 @@ def test_the_admin_sign_in_has_the_same_limit(staff: Any, settings: Any) -> None
         client.post("/admin/login/", body)
     locked = client.post("/admin/login/", {**body, "password": "pw-admin"})
     assert "Too many failed sign-ins" in locked.content.decode()
+
+
+def test_another_spelling_of_the_name_shares_the_count(annotator: Any, settings: Any) -> None:
+    """A full-width spelling signs in to the same account: it shares the count."""
+    settings.CARVE_SIGNIN_MAX_FAILURES = 2
+    client = Client(REMOTE_ADDR="10.0.0.4")
+    for name in ("annotator", "\uff41nnotator"):
+        client.post("/accounts/login/", {"username": name, "password": "wrong"})
+    locked = client.post("/accounts/login/", {"username": "ANNOTATOR", "password": "pw-annotator"})
+    assert "Too many failed sign-ins" in locked.content.decode()
+
+
+def test_guessing_from_many_addresses_locks_the_account_everywhere(
+    annotator: Any, settings: Any
+) -> None:
+    settings.CARVE_SIGNIN_MAX_FAILURES = 1  # so 5 failures in all lock the account
+    for i in range(5):
+        _sign_in("wrong", address=f"10.1.0.{i}")
+    assert "Too many failed" in _sign_in("pw-annotator", address="10.2.0.1").content.decode()
+
+
+def test_behind_a_trusted_proxy_the_forwarded_address_counts(annotator: Any, settings: Any) -> None:
+    settings.CARVE_SIGNIN_MAX_FAILURES = 2
+    settings.CARVE_TRUSTED_PROXIES = 1
+
+    def via_proxy(password: str, client_address: str) -> Any:
+        return Client(REMOTE_ADDR="10.9.9.9", HTTP_X_FORWARDED_FOR=client_address).post(
+            "/accounts/login/", {"username": "annotator", "password": password}
+        )
+
+    for _ in range(2):
+        via_proxy("wrong", "198.51.100.7")
+    assert "Too many failed" in via_proxy("pw-annotator", "198.51.100.7").content.decode()
+    assert via_proxy("pw-annotator", "203.0.113.5").status_code == 302  # another person
