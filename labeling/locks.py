@@ -20,13 +20,14 @@ a crashed worker host is freed (docs/platform.md, "Reliability").
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from django.conf import settings
 from django.db import DatabaseError, connection
+
+from labeling import filelock
 
 
 def _key(name: str) -> int:
@@ -52,18 +53,9 @@ def hold(name: str) -> Iterator[bool]:
                 with contextlib.suppress(DatabaseError), connection.cursor() as cursor:
                     cursor.execute("SELECT pg_advisory_unlock(%s)", [key])
         return
-    folder = settings.CARVE_DATA_DIR / "locks"
-    folder.mkdir(parents=True, exist_ok=True)
-    with (folder / f"{name.replace(':', '-')}.lock").open("a") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    path = settings.CARVE_DATA_DIR / "locks" / f"{name.replace(':', '-')}.lock"
+    with filelock.exclusive(path) as got:
+        yield got
 
 
 def is_free(name: str) -> bool:

@@ -120,11 +120,12 @@ def retrain(version_id: int) -> str:
             raise
 
 
-def pending_versions() -> list[int]:
-    """Versions to (re)send: QUEUED ones, and RUNNING ones whose worker is gone (their lock
-    is free)."""
-    queued = ModelVersion.objects.filter(status=Status.QUEUED).values_list("pk", flat=True)
-    running = ModelVersion.objects.filter(status=Status.RUNNING).values_list("pk", flat=True)
+def pending_versions(campaign: Campaign | None = None) -> list[int]:
+    """Versions to (re)send, of ``campaign`` or of all: QUEUED ones, and RUNNING ones whose
+    worker is gone (their lock is free)."""
+    versions = ModelVersion.objects.all() if campaign is None else campaign.models.all()
+    queued = versions.filter(status=Status.QUEUED).values_list("pk", flat=True)
+    running = versions.filter(status=Status.RUNNING).values_list("pk", flat=True)
     return [*queued, *(pk for pk in running if locks.is_free(_lock(pk)))]
 
 
@@ -132,7 +133,7 @@ def nudge(campaign: Campaign) -> int:
     """Re-send the campaign's versions that have waited JOB_STALE_SECONDS since their last
     message (the broker was down, or the worker died). Returns how many were sent."""
     stale, sent = stale_before(), 0
-    for version in campaign.models.filter(pk__in=pending_versions()):
+    for version in campaign.models.filter(pk__in=pending_versions(campaign)):
         if version.sent_at is not None and version.sent_at >= stale:
             continue
         sent += resend(ModelVersion, version.pk, version.sent_at, queue.RETRAIN)

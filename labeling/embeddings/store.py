@@ -8,7 +8,6 @@ separate files, so a run that dies midway resumes where it stopped.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -20,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
+
+from labeling import filelock
 
 
 def rows_digest(keys: Sequence[str]) -> str:
@@ -79,17 +80,8 @@ class EmbeddingStore:
         An OS file lock: released by the kernel when its process dies, so a killed worker
         never leaves it behind, and a live one that was presumed dead keeps others out.
         """
-        self.root.mkdir(parents=True, exist_ok=True)
-        with (self.root / ".lock").open("a") as fh:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                yield False
-                return
-            try:
-                yield True
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        with filelock.exclusive(self.root / ".lock") as got:
+            yield got
 
     def manifest(self) -> dict[str, object] | None:
         try:
