@@ -238,6 +238,13 @@ CARVE_EMBEDDER = envstr(
 CARVE_EMBEDDING_MODEL = envstr("EMBEDDING_MODEL", "all-MiniLM-L6-v2")
 # Texts per encode call. 0 picks by device: 256 on a GPU (fp16), 64 on the CPU.
 CARVE_EMBEDDING_BATCH = envint("EMBEDDING_BATCH", 0)
+# Rows per embedding chunk: the unit a worker takes, stores in the database, and redoes after
+# a crash (docs/platform.md, "Embedding jobs"). A chunk must embed well within
+# JOB_STALE_SECONDS (1024 rows: ~7 s of MiniLM on 2 CPU cores).
+CARVE_EMBEDDING_CHUNK_ROWS = envint("EMBEDDING_CHUNK_ROWS", 1024)
+# How many more workers are asked to join an embedding job (one message each; a worker that
+# finds no chunk left ends at once). 0: the worker that claimed the job embeds alone.
+CARVE_EMBEDDING_HELPERS = envint("EMBEDDING_HELPERS", 3)
 # Seconds after which a RUNNING embedding job without a progress heartbeat counts as dead
 # (its worker was killed) and may be claimed again. Must exceed the time of one batch.
 CARVE_JOB_STALE_SECONDS = envint("JOB_STALE_SECONDS", 120)
@@ -312,6 +319,24 @@ if not (
         f"< {CELERY_BROKER_TRANSPORT_OPTIONS['visibility_timeout']}"
     )
 CELERY_TIMEZONE = TIME_ZONE
+# Two queues (docs/platform.md, "Workers and queues"). "celery", the default, carries the
+# learner updates that refresh each campaign's ranked queue: a few seconds each, and every
+# annotator waits on them. "slow" carries the bulk work that can take minutes (imports,
+# embedding jobs and their chunks, model-version fits, learning-curve measurements), so a
+# worker started with `-Q celery` is never stuck behind it. A worker started without -Q
+# consumes both queues, so a single worker still does everything.
+CELERY_TASK_DEFAULT_QUEUE = "celery"
+CELERY_TASK_QUEUES = {"celery": {"routing_key": "celery"}, "slow": {"routing_key": "slow"}}
+CELERY_TASK_ROUTES = {
+    task: {"queue": "slow"}
+    for task in (
+        "labeling.tasks.import_items",
+        "labeling.tasks.embed_campaign",
+        "labeling.tasks.embed_chunk",
+        "labeling.tasks.retrain",
+        "labeling.tasks.measure_learner",
+    )
+}
 
 # --- Logging ------------------------------------------------------------------------------------
 

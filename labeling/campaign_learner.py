@@ -32,7 +32,7 @@ from django.utils import timezone
 import learner
 from labeling import locks, queue
 from labeling.consensus import consensus
-from labeling.embeddings.pool import embeddings
+from labeling.embeddings.pool import Pool, embeddings
 from labeling.jobrows import error_text, stale_before
 from labeling.models import Assignment, Campaign, Item, LearnerPoint, LearnerSnapshot
 
@@ -116,10 +116,10 @@ def _update(campaign_id: int) -> UpdateOutcome:
     pool = embeddings(campaign)
     if pool is None:
         return UpdateOutcome("no-embeddings")
-    E, row_of, pool_key = pool
+    E = pool.matrix
     config = learner_config(campaign, E.shape[1], E.shape[0])
     fingerprint = hashlib.sha256(
-        json.dumps([config.to_dict(), pool_key], sort_keys=True).encode()
+        json.dumps([config.to_dict(), pool.key], sort_keys=True).encode()
     ).hexdigest()
     training = consensus(campaign)
     snapshot = LearnerSnapshot.objects.filter(campaign=campaign).first()
@@ -138,7 +138,7 @@ def _update(campaign_id: int) -> UpdateOutcome:
         state = learner.init_state(config, E)
         new_rows = training.rows
     if new_rows:
-        rows = [row_of[item_id] for item_id, _ in new_rows]
+        rows = pool.rows_of(item_id for item_id, _ in new_rows)
         state = learner.with_labels(state, E[rows], [cls for _, cls in new_rows])
     result = None
     if training.rows:
@@ -150,14 +150,14 @@ def _update(campaign_id: int) -> UpdateOutcome:
         .filter(Q(state=Assignment.State.LABELED))
         .values_list("item_id", flat=True)
     )
-    exclude[np.asarray([row_of[i] for i in done_items if i in row_of], dtype=np.intp)] = True
-    item_of = {row: pk for pk, row in row_of.items()}
+    done_rows = pool.locate(done_items)
+    exclude[done_rows[done_rows >= 0]] = True
     ranked: list[int] = []
     if not exclude.all():
         k = min(settings.CARVE_QUEUE_LENGTH, int((~exclude).sum()))
         rng = np.random.default_rng([campaign.seed, state.round])
         picked = learner.query(state, E, k=k, rng=rng, exclude=exclude)
-        ranked = [item_of[int(i)] for i in picked.indices]
+        ranked = [int(pool.items[i]) for i in picked.indices]
     index_to_item = [item_id for item_id, _ in training.rows]
     conflicts = [
         sorted({index_to_item[i] for i in group}) for group in (result.conflicts if result else ())
@@ -241,9 +241,8 @@ def measure_learner(campaign_id: int) -> LearnerPoint | None:
     pool = embeddings(campaign)
     if pool is None:
         return None
-    E, row_of, _ = pool
     state = learner.LearnerState.from_bytes(bytes(snapshot.state))
-    point = _measure(campaign, state, E, row_of, snapshot.training)
+    point = _measure(campaign, state, pool, snapshot.training)
     with transaction.atomic():
         # Checked again under the campaign lock: another measurement may have recorded a
         # point a label or two away meanwhile.
@@ -257,8 +256,7 @@ def measure_learner(campaign_id: int) -> LearnerPoint | None:
 def _measure(
     campaign: Campaign,
     state: learner.LearnerState,
-    E: np.ndarray,
-    row_of: dict[int, int],
+    pool: Pool,
     rows: list[list[Any]],
 ) -> LearnerPoint:
     """Accuracy of the centre network on held-out gold items, and the diagnostics."""
@@ -270,13 +268,18 @@ def _measure(
         for pk, g in Item.objects.filter(campaign=campaign)
         .exclude(gold="")
         .values_list("pk", "gold")
-        if pk not in trained and g in index and pk in row_of
+        if pk not in trained and g in index
     ]
-    if gold:
-        predicted = learner.center_network(state).predict(E[[row_of[pk] for pk, _ in gold]])
-        point.gold_accuracy = float(np.mean(predicted == np.array([g for _, g in gold])))
-        point.n_gold = len(gold)
-    diag = learner.diagnostics(state, E, rng=np.random.default_rng([campaign.seed, 7, state.round]))
+    gold_rows = pool.locate(pk for pk, _ in gold)
+    known = gold_rows >= 0
+    if known.any():
+        predicted = learner.center_network(state).predict(pool.matrix[gold_rows[known]])
+        truth = np.array([g for _, g in gold])[known]
+        point.gold_accuracy = float(np.mean(predicted == truth))
+        point.n_gold = int(known.sum())
+    diag = learner.diagnostics(
+        state, pool.matrix, rng=np.random.default_rng([campaign.seed, 7, state.round])
+    )
     point.log_volume, point.disagreement = float(diag.log_volume), float(diag.disagreement)
     point.threshold = float(diag.threshold)
     return point

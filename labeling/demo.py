@@ -29,7 +29,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -158,11 +158,20 @@ def redis_argv(port: int, workdir: Path, binary: str = "redis-server") -> list[s
     ]  # fmt: skip
 
 
-def celery_worker_argv(name: str, concurrency: int, loglevel: str = "INFO") -> list[str]:
-    """``celery worker`` for this project (the demo, bench-loop and the integration tests)."""
+#: Every queue of config/settings.py's CELERY_TASK_QUEUES (docs/platform.md, "Workers and
+#: queues"): learner updates on "celery", the long work on "slow".
+WORKER_QUEUES = ("celery", "slow")
+
+
+def celery_worker_argv(
+    name: str, concurrency: int, loglevel: str = "INFO", queues: Sequence[str] = WORKER_QUEUES
+) -> list[str]:
+    """``celery worker`` for this project (the demo, the HTTP benchmarks and the integration
+    tests), consuming ``queues``: by default all of them, so one worker does everything."""
     return [
         sys.executable, "-m", "celery", "-A", "config", "worker", "-l", loglevel,
-        "-c", str(concurrency), "-n", f"{name}@%h", "--without-gossip", "--without-mingle",
+        "-c", str(concurrency), "-n", f"{name}@%h", "-Q", ",".join(queues),
+        "--without-gossip", "--without-mingle",
     ]  # fmt: skip
 
 

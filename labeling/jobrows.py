@@ -38,6 +38,8 @@ class Outcome(enum.StrEnum):
     BUSY = "busy"
     # The job is finished (or gone): nothing to do. Duplicate deliveries end here.
     NOTHING = "nothing"
+    # This run embedded its share of the job's chunks; another run finishes the job.
+    HELPED = "helped"
     # This worker's claim was taken over (it was presumed dead); it stopped without writing.
     LOST = "lost"
 

@@ -10,6 +10,7 @@ the real-data benchmark and ~20x cheaper; docs/benchmarks.md). Both scores are k
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import numpy as np
@@ -140,10 +141,22 @@ def nudge(campaign: Campaign) -> int:
     return sent
 
 
+def _update_learner_now(campaign_id: int) -> campaign_learner.UpdateOutcome:
+    """Bring the learner up to date, waiting while another worker runs an update ("busy"):
+    that run may have started before the newest labels, and the version must include them.
+    Gives up waiting after JOB_STALE_SECONDS (the version then trains on the stored state)."""
+    deadline = time.monotonic() + settings.CARVE_JOB_STALE_SECONDS
+    while True:
+        updated = campaign_learner.update_learner(campaign_id)
+        if updated.status != "busy" or time.monotonic() > deadline:
+            return updated
+        time.sleep(0.2)
+
+
 def _fit(version: ModelVersion) -> str:
     campaign = version.campaign
     # Train on every label in the database now (and queue the automatic version it may be due).
-    updated = campaign_learner.update_learner(campaign.pk)
+    updated = _update_learner_now(campaign.pk)
     if updated.status == "updated" and updated.snapshot is not None:
         maybe_auto_retrain(campaign.pk, updated.snapshot.n_labels)
         if campaign_learner.is_behind(campaign.pk):  # updates refused "busy" meanwhile
@@ -157,17 +170,19 @@ def _fit(version: ModelVersion) -> str:
             finished_at=timezone.now(),
         )
         return "failed"
-    E, row_of, _ = pool
+    E = pool.matrix
     state = learner.LearnerState.from_bytes(bytes(snapshot.state))
     trained = {item_id for item_id, _ in snapshot.training}
     index = {name: i for i, name in enumerate(campaign.labels)}
-    gold = [
-        (row_of[pk], index[g])
+    held_out = [
+        (pk, index[g])
         for pk, g in Item.objects.filter(campaign=campaign)
         .exclude(gold="")
         .values_list("pk", "gold")
-        if pk not in trained and g in index and pk in row_of
+        if pk not in trained and g in index
     ]
+    gold_rows = pool.locate(pk for pk, _ in held_out)
+    gold = [(int(row), cls) for row, (_, cls) in zip(gold_rows, held_out, strict=True) if row >= 0]
     centre = learner.center_network(state)
     metrics: dict[str, Any] = {"n_gold": len(gold), "centre": {}, "convex": {}}
     convex = None

@@ -239,6 +239,10 @@ class EmbeddingJob(models.Model):
     # When a task message was last sent for this job (rate-limits re-sending a stuck job).
     sent_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # The current attempt's chunks [[start, stop], ...] and how many have been handed out:
+    # the workers taking part each take the next one (docs/platform.md, "Embedding jobs").
+    plan = models.JSONField(default=list, blank=True)
+    next_piece = models.PositiveIntegerField(default=0)
 
     class Meta:
         ordering = ["-created_at", "-pk"]
@@ -256,6 +260,42 @@ class EmbeddingJob(models.Model):
     @property
     def is_active(self) -> bool:
         return self.status in (self.Status.QUEUED, self.Status.RUNNING)
+
+
+class EmbeddingChunk(models.Model):
+    """Rows ``start..stop`` of a campaign's embedding matrix by one model, in the database.
+
+    The database is where every process reads embeddings from (docs/platform.md,
+    "Embeddings"): ``data`` is the float32 matrix of shape (stop - start, dim), C order,
+    little-endian. ``rows_digest`` (:func:`labeling.embeddings.chunks.rows_digest` over the
+    items' text keys at those positions) pins the rows it embeds; items are append-only, so a
+    chunk stays valid for as long as the campaign exists.
+    """
+
+    campaign = models.ForeignKey(
+        Campaign, on_delete=models.CASCADE, related_name="embedding_chunks"
+    )
+    model_name = models.CharField(max_length=200)
+    start = models.PositiveIntegerField()
+    stop = models.PositiveIntegerField()
+    rows_digest = models.CharField(max_length=64)
+    dim = models.PositiveIntegerField()
+    data = models.BinaryField()
+    worker = models.CharField(max_length=200, blank=True)  # the worker that embedded it
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["campaign", "model_name", "start"]
+        constraints = [
+            # Written once: a second worker embedding the same rows inserts nothing.
+            models.UniqueConstraint(
+                fields=["campaign", "model_name", "start", "stop", "rows_digest"],
+                name="embedding_chunk_once",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"embeddings {self.start}..{self.stop} of campaign {self.campaign_id}"
 
 
 class ImportJob(models.Model):

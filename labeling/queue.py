@@ -16,6 +16,7 @@ from kombu.exceptions import OperationalError as BrokerError
 logger = logging.getLogger(__name__)
 
 EMBED = "labeling.tasks.embed_campaign"
+EMBED_CHUNK = "labeling.tasks.embed_chunk"
 IMPORT = "labeling.tasks.import_items"
 UPDATE_LEARNER = "labeling.tasks.update_learner"
 RETRAIN = "labeling.tasks.retrain"

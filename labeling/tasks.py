@@ -53,12 +53,27 @@ def embed_campaign(self: Any, job_id: int) -> str:
     if outcome is Outcome.BUSY:
         queue.send(queue.EMBED, job_id, countdown=settings.CARVE_JOB_STALE_SECONDS + 1)
     elif outcome is Outcome.DONE:
-        job = EmbeddingJob.objects.filter(pk=job_id).values_list("campaign_id", flat=True)
-        campaign_id = job.first()
-        if campaign_id is not None:  # (None: the campaign was deleted meanwhile)
-            with transaction.atomic():
-                campaign_learner.request_update(campaign_id)
+        _embedded(job_id)
     return outcome.value
+
+
+@shared_task(bind=True, **IDEMPOTENT)
+def embed_chunk(self: Any, job_id: int) -> str:
+    """Embed one more chunk of running job ``job_id``
+    (:func:`labeling.embeddings.jobs.help_embedding_job`): how several workers share a job."""
+    outcome = embedding_jobs.help_embedding_job(job_id, worker=self.request.hostname or "")
+    if outcome is Outcome.DONE:
+        _embedded(job_id)
+    return outcome.value
+
+
+def _embedded(job_id: int) -> None:
+    """A job is done: bring the campaign's learner up to date over the full pool."""
+    job = EmbeddingJob.objects.filter(pk=job_id).values_list("campaign_id", flat=True)
+    campaign_id = job.first()
+    if campaign_id is not None:  # (None: the campaign was deleted meanwhile)
+        with transaction.atomic():
+            campaign_learner.request_update(campaign_id)
 
 
 @shared_task(bind=True, **IDEMPOTENT)

@@ -9,11 +9,11 @@ import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
-CARVE_SERVICES = ("web", "worker", "flower")
+CARVE_SERVICES = ("web", "worker", "worker-slow", "flower")
 
 
 def test_compose_has_the_platform_services() -> None:
-    assert set(COMPOSE["services"]) == {"web", "worker", "redis", "db", "flower"}
+    assert set(COMPOSE["services"]) == {"web", "worker", "worker-slow", "redis", "db", "flower"}
     assert COMPOSE["services"]["db"]["image"].startswith("postgres:")
     assert COMPOSE["services"]["redis"]["image"].startswith("redis:")
 

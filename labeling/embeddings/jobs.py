@@ -1,31 +1,33 @@
-"""Embedding jobs: request one after an import, claim it, run it in resumable chunks.
+"""Embedding jobs: request one after an import, claim it, embed its chunks on many workers.
 
-The task in :mod:`labeling.tasks` is a thin shell around :func:`run_embedding_job`, so tests
-call the body directly and the integration tests run it through a real worker.
+The tasks in :mod:`labeling.tasks` are thin shells around :func:`run_embedding_job` and
+:func:`help_embedding_job`, so tests call the bodies directly and the integration tests run
+them through real workers.
 
 Claiming (docs/platform.md, "Embedding jobs"): a job is taken with one conditional UPDATE that
-matches only
-a QUEUED row, or a RUNNING row whose heartbeat is older than ``CARVE_JOB_STALE_SECONDS`` (its
-worker died), and increments ``attempt``. Each later write is conditional on that attempt, so
-a worker that was presumed dead and comes back finds zero rows updated and stops. A file lock
-on the campaign's cache directory keeps a second run out even while the first one is wrongly
-presumed dead. Chunks of embeddings are files named by their rows, so a takeover resumes
-after the last finished chunk and no item is embedded into the matrix twice or left out.
+matches only a QUEUED row, or a RUNNING row whose heartbeat is older than
+``CARVE_JOB_STALE_SECONDS`` (its workers died), and increments ``attempt``. The claiming run
+plans the chunks of rows the database does not hold yet, asks other workers to join, and
+every run takes the plan's next chunk under the row lock. Each write to the row is
+conditional on the attempt, so a run that was presumed dead and comes back stops. Chunks are
+stored once (a unique constraint), so a takeover plans only what is still missing and no item
+is embedded into the matrix twice or left out.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, transaction
-from django.db.models import F, Q
+from django.db.models import F, Max, Q
 from django.utils import timezone
 
 from labeling import queue
+from labeling.embeddings import chunks
 from labeling.embeddings.embedders import Embedder
-from labeling.embeddings.pool import embedder_from_settings, model_name_from_settings, store_for
-from labeling.embeddings.store import EmbeddingStore
+from labeling.embeddings.pool import embedder_from_settings, model_name_from_settings
 from labeling.jobrows import (
     LostClaim,
     Outcome,
@@ -39,6 +41,10 @@ from labeling.models import Campaign, EmbeddingJob, Item
 
 logger = logging.getLogger(__name__)
 Status = EmbeddingJob.Status
+
+#: How long the claiming run embeds before it hands the rest of its plan on as a message:
+#: well under any task time limit, and short enough that other work gets a turn.
+CLAIMING_RUN_SECONDS = 60.0
 
 
 def request_embedding(campaign: Campaign) -> EmbeddingJob:
@@ -110,6 +116,8 @@ def claim(job_id: int, worker: str) -> EmbeddingJob | Outcome:
             started_at=now,
             heartbeat_at=now,
             error="",
+            plan=[],
+            next_piece=0,
         )
     if n == 1:
         return EmbeddingJob.objects.get(pk=job_id)
@@ -127,11 +135,14 @@ def _write(job: EmbeddingJob, **fields: object) -> None:
 
 
 def run_embedding_job(job_id: int, worker: str = "") -> Outcome:
-    """Claim job ``job_id`` and embed every campaign item missing from the cache.
+    """Claim job ``job_id``, plan the chunks missing from the database, ask more workers to
+    join (CARVE_EMBEDDING_HELPERS messages of :func:`help_embedding_job`), and embed chunks
+    until none is left.
 
-    Failures are written onto the row (status FAILED, ``error``) and the exception re-raised
-    so the worker logs it. A lost database connection instead hands the job back (QUEUED)
-    for the task's retry. A row that is not claimable returns BUSY or NOTHING.
+    Returns DONE when this run finished the job, HELPED when another run will. Failures are
+    written onto the row (status FAILED, ``error``) and the exception re-raised so the worker
+    logs it. A lost database connection instead hands the job back (QUEUED) for the task's
+    retry. A row that is not claimable returns BUSY or NOTHING.
     """
     campaign_id = (
         EmbeddingJob.objects.filter(pk=job_id).values_list("campaign_id", flat=True).first()
@@ -145,35 +156,81 @@ def run_embedding_job(job_id: int, worker: str = "") -> Outcome:
         embedder = embedder_from_settings()
     except Exception as exc:
         load_error = exc
-    store = store_for(campaign_id, model_name_from_settings())
-    # One run per cache directory on this machine, whatever the database says: a worker that
-    # was presumed dead but still runs keeps the lock; a dead process releases it.
-    with store.exclusive() as locked:
-        if not locked:
-            return Outcome.BUSY
-        claimed = claim(job_id, worker)
-        if isinstance(claimed, Outcome):
-            return claimed
-        job = claimed
-        try:
-            if embedder is None:
-                raise load_error
-            _embed(job, embedder, store)
-        except LostClaim:
-            logger.warning("embedding job %s: claim lost to another worker; stopping", job.pk)
-            return Outcome.LOST
-        except (OperationalError, InterfaceError):
-            hand_back(EmbeddingJob, job.pk, job.attempt)  # transient: for the task's retry
-            raise
-        except Exception as exc:  # incl. SoftTimeLimitExceeded: the row must say why
-            message = error_text(exc)
-            EmbeddingJob.objects.filter(pk=job.pk, attempt=job.attempt).update(
-                status=Status.FAILED, error=message, finished_at=timezone.now()
-            )
-            _send_next(campaign_id)
-            raise
-    _send_next(campaign_id)
-    return Outcome.DONE
+    claimed = claim(job_id, worker)
+    if isinstance(claimed, Outcome):
+        return claimed
+    job = claimed
+    try:
+        if embedder is None:
+            raise load_error
+        n_pieces = _plan(job, settings.CARVE_EMBEDDING_CHUNK_ROWS)
+        for _ in range(min(settings.CARVE_EMBEDDING_HELPERS, n_pieces - 1)):
+            queue.try_send(queue.EMBED_CHUNK, job.pk)
+        outcome = _work(job, embedder, worker, seconds=CLAIMING_RUN_SECONDS)
+        if outcome is Outcome.HELPED and _chunks_left(job):
+            # Time is up: hand the rest on as a message, so no task nears its time limit.
+            queue.try_send(queue.EMBED_CHUNK, job.pk)
+        return outcome
+    except LostClaim:
+        logger.warning("embedding job %s: claim lost to another worker; stopping", job.pk)
+        return Outcome.LOST
+    except (OperationalError, InterfaceError):
+        hand_back(EmbeddingJob, job.pk, job.attempt)  # transient: for the task's retry
+        raise
+    except Exception as exc:  # incl. SoftTimeLimitExceeded: the row must say why
+        _fail(job, exc)
+        raise
+
+
+def help_embedding_job(job_id: int, worker: str = "") -> Outcome:
+    """Join running job ``job_id``: embed one chunk of its plan, then send this message
+    again if chunks are left, so other work waiting in the queue gets a turn in between.
+
+    Returns DONE when this run finished the job, HELPED after one chunk, NOTHING when the job
+    is not running or has no chunk left to hand out.
+    """
+    job = EmbeddingJob.objects.filter(pk=job_id, status=Status.RUNNING).first()
+    if job is None or job.next_piece >= len(job.plan):
+        return Outcome.NOTHING
+    if job.model_name != model_name_from_settings():
+        # A worker configured with another embedder must not mix its vectors in.
+        logger.warning(
+            "embedding job %s uses %s; this worker embeds with %s: not joining",
+            job.pk,
+            job.model_name,
+            model_name_from_settings(),
+        )
+        return Outcome.NOTHING
+    try:
+        embedder = embedder_from_settings()
+        outcome = _work(job, embedder, worker, seconds=0)
+    except LostClaim:
+        return Outcome.NOTHING  # the job was taken over, failed or finished meanwhile
+    except (OperationalError, InterfaceError):
+        raise  # the chunk it held is redone when the job is taken over; retried
+    except Exception as exc:
+        _fail(job, exc)
+        raise
+    if outcome is Outcome.HELPED and _chunks_left(job):
+        queue.try_send(queue.EMBED_CHUNK, job.pk)
+    return outcome
+
+
+def _chunks_left(job: EmbeddingJob) -> bool:
+    """Whether the running job still has chunks to hand out."""
+    row = (
+        EmbeddingJob.objects.filter(pk=job.pk, status=Status.RUNNING)
+        .values_list("plan", "next_piece")
+        .first()
+    )
+    return row is not None and row[1] < len(row[0])
+
+
+def _fail(job: EmbeddingJob, exc: BaseException) -> None:
+    EmbeddingJob.objects.filter(pk=job.pk, attempt=job.attempt).update(
+        status=Status.FAILED, error=error_text(exc), finished_at=timezone.now()
+    )
+    _send_next(job.campaign_id)
 
 
 def _send_next(campaign_id: int) -> None:
@@ -188,44 +245,100 @@ def _send_next(campaign_id: int) -> None:
         send_on_commit(EmbeddingJob, following, queue.EMBED)
 
 
-def _embed(job: EmbeddingJob, embedder: Embedder, store: EmbeddingStore) -> None:
-    rows = list(
+def _plan(job: EmbeddingJob, chunk_rows: int) -> int:
+    """Write the attempt's plan: the chunks of rows no stored chunk covers. Returns how many.
+
+    Stored chunks are checked against the items' text keys first; one that no longer matches
+    (only a restored or repaired database has any) is deleted and its rows planned again.
+    """
+    keys = list(
         Item.objects.filter(campaign_id=job.campaign_id)
         .order_by("position")
-        .values_list("position", "text", "text_sha256")
+        .values_list("text_sha256", flat=True)
+        .iterator(chunk_size=10_000)
     )
-    if any(position != row for row, (position, _, _) in enumerate(rows)):
+    positions = Item.objects.filter(campaign_id=job.campaign_id).aggregate(top=Max("position"))[
+        "top"
+    ]
+    if keys and positions != len(keys) - 1:
         raise RuntimeError("item positions are not 0..n-1; the campaign's items are corrupt")
-    keys = [key for _, _, key in rows]
-    cached = store.valid_rows(keys, job.model_name)
-    _write(job, n_total=len(rows), n_cached=cached, n_done=cached)
-    chunks = store.plan(keys, cached, chunk_rows=4 * embedder.batch_size)
-    done, reused = cached, 0
-    for chunk in chunks:
-        if store.has_chunk(chunk):  # written by an earlier attempt that died: reuse it
-            reused += chunk.stop - chunk.start
-        else:
-            vectors = embedder.encode([text for _, text, _ in rows[chunk.start : chunk.stop]])
-            _write(job)  # still ours? (the encode may have taken a while)
-            store.write_chunk(chunk, vectors)
-        done = chunk.stop
-        _write(job, n_done=done, device=embedder.device)
-    dim = store.finish(keys, cached, chunks, job.model_name) if chunks else _cached_dim(store)
-    _write(job, status=Status.DONE, dim=dim, n_done=len(rows), finished_at=timezone.now())
+    chunks.delete_stale(job.campaign_id, job.model_name, keys)
+    stored = chunks.refs(job.campaign_id, job.model_name, len(keys))
+    holes = chunks.gaps(stored, len(keys))
+    plan = chunks.pieces(holes, chunk_rows)
+    cached = len(keys) - sum(b - a for a, b in holes)
+    _write(job, n_total=len(keys), n_cached=cached, n_done=cached, plan=plan, next_piece=0)
+    job.n_total, job.n_cached, job.plan = len(keys), cached, [list(p) for p in plan]
+    return len(plan)
+
+
+def _take(job: EmbeddingJob) -> tuple[int, int] | None:
+    """Hand out the plan's next chunk to this run (None: all are handed out)."""
+    with transaction.atomic():
+        row = (
+            EmbeddingJob.objects.select_for_update()
+            .filter(pk=job.pk, status=Status.RUNNING, attempt=job.attempt)
+            .values_list("plan", "next_piece")
+            .first()
+        )
+        if row is None:
+            raise LostClaim(f"embedding job {job.pk} attempt {job.attempt} is not running")
+        plan, i = row
+        if i >= len(plan):
+            return None
+        _write(job, next_piece=i + 1)
+    return int(plan[i][0]), int(plan[i][1])
+
+
+def _work(job: EmbeddingJob, embedder: Embedder, worker: str, seconds: float) -> Outcome:
+    """Embed chunks of the plan: one, then more until ``seconds`` have passed or none is
+    left. DONE if this run finished the job, else HELPED."""
+    deadline = time.monotonic() + seconds
+    while True:
+        piece = _take(job)
+        if piece is None:
+            break
+        start, stop = piece
+        rows = list(
+            Item.objects.filter(campaign_id=job.campaign_id, position__gte=start, position__lt=stop)
+            .order_by("position")
+            .values_list("text", "text_sha256")
+        )
+        if len(rows) != stop - start:
+            raise RuntimeError(f"items {start}..{stop} of the campaign are not all there")
+        vectors = embedder.encode([text for text, _ in rows])
+        chunks.write(job.campaign_id, job.model_name, start, [k for _, k in rows], vectors, worker)
+        _write(job, n_done=F("n_done") + (stop - start), device=embedder.device)
+        if time.monotonic() >= deadline:
+            break
+    return Outcome.DONE if _finish_if_complete(job) else Outcome.HELPED
+
+
+def _finish_if_complete(job: EmbeddingJob) -> bool:
+    """Mark the job DONE if its chunks now cover every item; True for the one run that does."""
+    row = EmbeddingJob.objects.filter(pk=job.pk).values_list("n_done", "n_total").first()
+    if row is None or row[0] < row[1]:
+        return False
+    n = row[1]
+    tiles = chunks.tiling(chunks.refs(job.campaign_id, job.model_name, n), n)
+    if tiles is None:
+        logger.warning("embedding job %s: counted done but chunks do not cover it", job.pk)
+        return False  # redone when the job is taken over (its heartbeat goes stale)
+    dim = tiles[0].dim if tiles else None
+    won = EmbeddingJob.objects.filter(pk=job.pk, status=Status.RUNNING, attempt=job.attempt).update(
+        status=Status.DONE, dim=dim, n_done=n, finished_at=timezone.now()
+    )
+    if not won:
+        return False
     logger.info(
-        "embedding job %s: %d items (%d from cache, %d from an earlier attempt) with %s",
+        "embedding job %s: %d items (%d already stored) with %s",
         job.pk,
-        len(rows),
-        cached,
-        reused,
+        n,
+        job.n_cached,
         job.model_name,
     )
-
-
-def _cached_dim(store: EmbeddingStore) -> int | None:
-    manifest = store.manifest()
-    dim = manifest.get("dim") if manifest else None
-    return dim if isinstance(dim, int) else None
+    _send_next(job.campaign_id)
+    return True
 
 
 def latest_job(campaign: Campaign) -> EmbeddingJob | None:

@@ -1,16 +1,24 @@
-"""A campaign's pool matrix: the embedder and store the settings name, and the matrix itself.
+"""A campaign's pool matrix: the embedder the settings name, and the matrix itself.
 
-The matrix is read from the campaign's :class:`~labeling.embeddings.store.EmbeddingStore`
-only once every item is embedded: row ``i`` is the item at position ``i``.
+The matrix is assembled from the campaign's chunks in the database
+(:mod:`labeling.embeddings.chunks`) once every item is embedded, and kept in this machine's
+:class:`~labeling.embeddings.store.MatrixCache` under a hash of what it holds: row ``i`` is
+the item at position ``i``.
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
 import numpy as np
 from django.conf import settings
+from numpy.typing import NDArray
 
+from labeling.embeddings import chunks
 from labeling.embeddings.embedders import Embedder, make_embedder
-from labeling.embeddings.store import EmbeddingStore
+from labeling.embeddings.store import MatrixCache
 from labeling.models import Campaign, EmbeddingJob, Item
 
 
@@ -31,9 +39,9 @@ def model_name_from_settings() -> str:
     return str(settings.CARVE_EMBEDDING_MODEL)
 
 
-def store_for(campaign_id: int, model_name: str) -> EmbeddingStore:
-    """The cache of ``campaign_id``'s embeddings by ``model_name`` under CARVE_DATA_DIR."""
-    return EmbeddingStore.for_campaign(settings.CARVE_DATA_DIR, campaign_id, model_name)
+def cache_for(campaign_id: int, model_name: str) -> MatrixCache:
+    """This machine's cache of ``campaign_id``'s matrices by ``model_name`` (CARVE_DATA_DIR)."""
+    return MatrixCache.for_campaign(settings.CARVE_DATA_DIR, campaign_id, model_name)
 
 
 def current_embedding_model(campaign: Campaign) -> str | None:
@@ -46,22 +54,79 @@ def current_embedding_model(campaign: Campaign) -> str | None:
     )
 
 
-def embeddings(campaign: Campaign) -> tuple[np.ndarray, dict[int, int], str] | None:
-    """(pool matrix, item id -> row, fingerprint part) once every item is embedded."""
-    done = (
-        EmbeddingJob.objects.filter(campaign=campaign, status=EmbeddingJob.Status.DONE)
-        .order_by("-pk")
-        .first()
-    )
-    if done is None:
+@dataclass(frozen=True)
+class Pool:
+    """A campaign's embedded items.
+
+    Attributes
+    ----------
+    matrix : ndarray of shape (n, dim), float32
+        Row ``i`` embeds the item at position ``i``.
+    items : ndarray of shape (n,), int64
+        The item id of each row.
+    key : str
+        Names the content (model, rows and their chunks): part of the learner's fingerprint.
+    """
+
+    matrix: NDArray[np.float32]
+    items: NDArray[np.int64]
+    key: str
+    _order: NDArray[np.intp] = field(init=False, repr=False, compare=False)
+    _sorted: NDArray[np.int64] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        order = np.argsort(self.items, kind="stable")
+        object.__setattr__(self, "_order", order)
+        object.__setattr__(self, "_sorted", self.items[order])
+
+    def locate(self, item_ids: Iterable[int]) -> NDArray[np.intp]:
+        """The row of each of ``item_ids`` (shape (k,)), -1 for an id not in the pool."""
+        ids = np.fromiter(item_ids, dtype=np.int64)
+        rows = np.full(len(ids), -1, dtype=np.intp)
+        if len(self.items) and len(ids):
+            at = np.minimum(np.searchsorted(self._sorted, ids), len(self.items) - 1)
+            found = self._sorted[at] == ids
+            rows[found] = self._order[at[found]]
+        return rows
+
+    def rows_of(self, item_ids: Iterable[int]) -> NDArray[np.intp]:
+        """The rows of ``item_ids`` (shape (k,)); KeyError if one is not in the pool."""
+        ids = list(item_ids)
+        rows = self.locate(ids)
+        if (rows < 0).any():
+            raise KeyError(ids[int(np.argmin(rows))])
+        return rows
+
+
+def embeddings(campaign: Campaign) -> Pool | None:
+    """The campaign's pool once every item is embedded by its current model, else None."""
+    model = current_embedding_model(campaign)
+    if model is None:
         return None
-    items = list(
-        Item.objects.filter(campaign=campaign).order_by("position").values_list("pk", "text_sha256")
-    )
-    store = store_for(campaign.pk, done.model_name)
-    keys = [key for _, key in items]
-    if not items or store.valid_rows(keys, done.model_name) != len(items):
+    n = Item.objects.filter(campaign=campaign).count()
+    if n == 0:
+        return None
+    tiles = chunks.tiling(chunks.refs(campaign.pk, model, n), n)
+    if tiles is None:
         return None  # new items are still being embedded
-    manifest = store.manifest() or {}
-    rows = {pk: row for row, (pk, _) in enumerate(items)}
-    return store.load(len(items)), rows, f"{done.model_name}:{manifest.get('rows_digest')}"
+    if len({tile.dim for tile in tiles}) != 1:
+        raise RuntimeError(f"campaign {campaign.pk}: chunks of {model} differ in width")
+    h = hashlib.sha256(f"{model}\n{n}\n".encode())
+    for tile in tiles:
+        h.update(f"{tile.start}-{tile.stop}-{tile.digest}\n".encode())
+    key = h.hexdigest()[:32]
+    cache = cache_for(campaign.pk, model)
+    hit = cache.get(key, n)
+    if hit is not None:
+        return Pool(hit[0], hit[1], key)
+    matrix = chunks.read(tiles, n)
+    items = np.fromiter(
+        Item.objects.filter(campaign=campaign, position__lt=n)
+        .order_by("position")
+        .values_list("pk", flat=True)
+        .iterator(chunk_size=10_000),
+        dtype=np.int64,
+        count=n,
+    )
+    cache.put(key, matrix, items)
+    return Pool(matrix, items, key)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +10,7 @@ import pytest
 from django.contrib.auth.models import Group
 from django.db import connection
 
+from labeling.demo import WORKER_QUEUES
 from labeling.models import Campaign
 from labeling.permissions import MANAGER_GROUP
 from tests.support.processes import Worker, database_url, redis_server, use_broker, worker_env
@@ -89,12 +90,13 @@ def redis_url(tmp_path: Path) -> Iterator[str]:
 
 @pytest.fixture
 def start_worker(redis_url: str, tmp_path: Path, settings: Any) -> Iterator[Callable[..., Worker]]:
-    """``start_worker(name, **env)``: a Celery worker on the test database and broker (its
-    log in tmp_path/<name>.log), stopped at the end of the test. Needs a transactional test
+    """``start_worker(name, queues=..., **env)``: a Celery worker on the test database and
+    broker (its log in tmp_path/<name>.log), consuming every queue unless ``queues`` names
+    some, stopped at the end of the test. Needs a transactional test
     (``django_db(transaction=True)``) so the worker sees what the test writes."""
     started: list[Worker] = []
 
-    def start(name: str, **env: str) -> Worker:
+    def start(name: str, queues: Sequence[str] = WORKER_QUEUES, **env: str) -> Worker:
         worker = Worker(
             name,
             worker_env(
@@ -104,6 +106,7 @@ def start_worker(redis_url: str, tmp_path: Path, settings: Any) -> Iterator[Call
                 **env,
             ),
             tmp_path / f"{name}.log",
+            queues,
         )
         started.append(worker)
         return worker

@@ -11,14 +11,14 @@ import pytest
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerError
 
-from labeling import tasks
+from labeling import queue, tasks
+from labeling.embeddings import chunks, pool
 from labeling.embeddings import jobs as embedding_jobs
-from labeling.embeddings import pool
 from labeling.embeddings.embedders import FakeEmbedder
-from labeling.embeddings.store import EmbeddingStore
+from labeling.embeddings.store import MatrixCache
 from labeling.imports.write import import_file
 from labeling.jobrows import Outcome
-from labeling.models import Campaign, EmbeddingJob, Item
+from labeling.models import Campaign, EmbeddingChunk, EmbeddingJob, Item
 
 pytestmark = pytest.mark.django_db
 Status = EmbeddingJob.Status
@@ -38,6 +38,14 @@ def _expected(campaign: Campaign) -> np.ndarray:
     return FakeEmbedder().encode(texts)
 
 
+def _stored(campaign: Campaign, model: str = "fake-32") -> np.ndarray:
+    """The matrix the database's chunks make (AssertionError if they do not tile it)."""
+    n = Item.objects.filter(campaign=campaign).count()
+    tiles = chunks.tiling(chunks.refs(campaign.pk, model, n), n)
+    assert tiles is not None, "the stored chunks do not cover every item"
+    return chunks.read(tiles, n)
+
+
 def test_import_queues_one_job_and_reuses_it_while_queued(campaign: Campaign) -> None:
     _import(campaign, ["a", "b"])
     _import(campaign, ["c"], "more.csv")
@@ -52,7 +60,7 @@ def test_an_import_of_only_known_texts_queues_nothing_new(campaign: Campaign) ->
 
 
 def test_it_embeds_every_item_in_position_order(campaign: Campaign, settings: Any) -> None:
-    settings.CARVE_EMBEDDING_BATCH = 4  # chunks of 16 rows
+    settings.CARVE_EMBEDDING_CHUNK_ROWS = 16
     _import(campaign, [f"review number {i}" for i in range(50)])
     outcome = embedding_jobs.run_embedding_job(_job(campaign).pk, worker="w1")
 
@@ -67,11 +75,12 @@ def test_it_embeds_every_item_in_position_order(campaign: Campaign, settings: An
     )
     assert (job.worker, job.error, job.device) == ("w1", "", "cpu")
     assert job.finished_at is not None
-    store = pool.store_for(campaign.pk, job.model_name)
-    matrix = store.load()
+    matrix = _stored(campaign)
     assert matrix.dtype == np.float32
     np.testing.assert_array_equal(matrix, _expected(campaign))
-    assert not store.parts.exists()  # chunks are joined and removed
+    spans = list(EmbeddingChunk.objects.filter(campaign=campaign).values_list("start", "stop"))
+    assert spans == [(0, 16), (16, 32), (32, 48), (48, 50)]
+    assert set(EmbeddingChunk.objects.values_list("worker", flat=True)) == {"w1"}
 
 
 def test_a_second_upload_embeds_only_the_new_items(campaign: Campaign, settings: Any) -> None:
@@ -82,9 +91,7 @@ def test_a_second_upload_embeds_only_the_new_items(campaign: Campaign, settings:
 
     job = _job(campaign)
     assert (job.n_total, job.n_cached, job.n_done) == (4, 3, 4)
-    np.testing.assert_array_equal(
-        pool.store_for(campaign.pk, job.model_name).load(), _expected(campaign)
-    )
+    np.testing.assert_array_equal(_stored(campaign), _expected(campaign))
 
 
 def test_a_retry_after_success_uses_the_cache_only(campaign: Campaign, monkeypatch: Any) -> None:
@@ -137,14 +144,12 @@ def test_another_job_of_the_same_campaign_waits_for_the_running_one(campaign: Ca
 def test_a_stale_running_job_is_taken_over_and_resumes_from_its_chunks(
     campaign: Campaign, settings: Any, monkeypatch: Any
 ) -> None:
-    settings.CARVE_EMBEDDING_BATCH = 2  # chunks of 8 rows
+    settings.CARVE_EMBEDDING_CHUNK_ROWS = 8
     _import(campaign, [f"text {i}" for i in range(20)])
     job = _job(campaign)
-    # A first attempt wrote the chunk of rows 0..8, then its worker died.
+    # A first attempt wrote the chunk of rows 8..16, then its worker died.
     keys = list(Item.objects.filter(campaign=campaign).values_list("text_sha256", flat=True))
-    store = pool.store_for(campaign.pk, job.model_name)
-    first = store.plan(keys, 0, chunk_rows=8)[0]
-    store.write_chunk(first, _expected(campaign)[:8])
+    chunks.write(campaign.pk, job.model_name, 8, keys[8:16], _expected(campaign)[8:16])
     long_ago = timezone.now() - timedelta(seconds=settings.CARVE_JOB_STALE_SECONDS + 5)
     EmbeddingJob.objects.filter(pk=job.pk).update(
         status=Status.RUNNING, attempt=1, heartbeat_at=long_ago, n_total=20, n_done=8
@@ -161,14 +166,15 @@ def test_a_stale_running_job_is_taken_over_and_resumes_from_its_chunks(
 
     job.refresh_from_db()
     assert (job.status, job.attempt, job.worker, job.n_done) == (Status.DONE, 2, "w2", 20)
-    assert encoded == [8, 4]  # rows 8..16 and 16..20; the dead worker's chunk was reused
-    np.testing.assert_array_equal(store.load(), _expected(campaign))
+    assert encoded == [8, 4]  # rows 0..8 and 16..20; the dead worker's chunk was reused
+    assert (job.n_cached, job.plan) == (8, [[0, 8], [16, 20]])
+    np.testing.assert_array_equal(_stored(campaign), _expected(campaign))
 
 
 def test_a_worker_that_lost_its_claim_stops_without_writing(
     campaign: Campaign, settings: Any, monkeypatch: Any
 ) -> None:
-    settings.CARVE_EMBEDDING_BATCH = 2
+    settings.CARVE_EMBEDDING_CHUNK_ROWS = 8
     _import(campaign, [f"text {i}" for i in range(20)])
     job = _job(campaign)
     real = FakeEmbedder.encode
@@ -182,7 +188,9 @@ def test_a_worker_that_lost_its_claim_stops_without_writing(
     assert embedding_jobs.run_embedding_job(job.pk) is Outcome.LOST
     job.refresh_from_db()
     assert (job.status, job.attempt, job.n_done) == (Status.RUNNING, 7, 0)
-    assert not pool.store_for(campaign.pk, job.model_name).parts.exists()
+    # Its chunk is stored (the same rows embed the same way), but counted by nobody: the run
+    # that took over plans only what is still missing.
+    assert list(EmbeddingChunk.objects.values_list("start", "stop")) == [(0, 8)]
 
 
 def test_a_job_whose_worker_died_too_often_fails_instead_of_being_taken_over(
@@ -222,16 +230,6 @@ def _status_of(job: EmbeddingJob) -> str:
     return job.status
 
 
-def test_a_locked_cache_makes_the_job_wait_without_claiming(campaign: Campaign) -> None:
-    _import(campaign, ["x"])
-    job = _job(campaign)
-    with pool.store_for(campaign.pk, "fake-32").exclusive() as held:
-        assert held
-        assert embedding_jobs.run_embedding_job(job.pk) is Outcome.BUSY
-    job.refresh_from_db()
-    assert (job.status, job.attempt) == (Status.QUEUED, 0)
-
-
 def test_a_lost_database_connection_hands_the_job_back(
     campaign: Campaign, monkeypatch: Any
 ) -> None:
@@ -243,7 +241,7 @@ def test_a_lost_database_connection_hands_the_job_back(
     def disconnected(*args: Any, **kwargs: Any) -> Any:
         raise OperationalError("server closed the connection unexpectedly")
 
-    monkeypatch.setattr(embedding_jobs, "_embed", disconnected)
+    monkeypatch.setattr(embedding_jobs, "_plan", disconnected)
     with pytest.raises(OperationalError):
         embedding_jobs.run_embedding_job(job.pk)
     job.refresh_from_db()
@@ -332,52 +330,169 @@ def test_pending_jobs_lists_queued_and_running(campaign: Campaign) -> None:
     )
 
 
-# --- the cache on its own ---------------------------------------------------------------------
+def test_workers_that_join_a_job_share_its_chunks_and_the_last_one_finishes_it(
+    campaign: Campaign, settings: Any, monkeypatch: Any
+) -> None:
+    settings.CARVE_EMBEDDING_CHUNK_ROWS = 8
+    settings.CARVE_EMBEDDING_HELPERS = 5
+    _import(campaign, [f"text {i}" for i in range(20)])
+    job = _job(campaign)
+    sent: list[tuple[str, tuple[object, ...]]] = []
+
+    def record(task: str, *args: object) -> bool:
+        sent.append((task, args))
+        return True
+
+    monkeypatch.setattr(queue, "try_send", record)
+    # The claiming run asks two more workers (3 chunks: at most 2 helpers); with no time to
+    # spare it embeds one chunk and hands the rest on as one more message.
+    monkeypatch.setattr(embedding_jobs, "CLAIMING_RUN_SECONDS", 0)
+    assert embedding_jobs.run_embedding_job(job.pk, worker="w1") is Outcome.HELPED
+    assert sent == [(queue.EMBED_CHUNK, (job.pk,))] * 3
+    assert embedding_jobs.help_embedding_job(job.pk, worker="w2") is Outcome.HELPED
+    assert len(sent) == 4  # the helper sends itself again: a chunk is left
+    assert embedding_jobs.help_embedding_job(job.pk, worker="w3") is Outcome.DONE
+    assert embedding_jobs.help_embedding_job(job.pk, worker="w2") is Outcome.NOTHING
+    assert len(sent) == 4
+    job.refresh_from_db()
+    assert (job.status, job.n_done, job.dim) == (Status.DONE, 20, 32)
+    by = dict(EmbeddingChunk.objects.values_list("start", "worker"))
+    assert by == {0: "w1", 8: "w2", 16: "w3"}
+    np.testing.assert_array_equal(_stored(campaign), _expected(campaign))
 
 
-def test_store_rejects_a_cache_of_other_texts_or_another_model(tmp_path: Path) -> None:
-    store = EmbeddingStore(tmp_path)
+def test_a_worker_with_another_embedder_does_not_join(campaign: Campaign, settings: Any) -> None:
+    _import(campaign, [f"text {i}" for i in range(3)])
+    job = _job(campaign)
+    EmbeddingJob.objects.filter(pk=job.pk).update(
+        status=Status.RUNNING, attempt=1, model_name="other-model", plan=[[0, 3]]
+    )
+    assert embedding_jobs.help_embedding_job(job.pk) is Outcome.NOTHING
+    assert not EmbeddingChunk.objects.exists()
+
+
+def test_the_pool_is_read_from_the_database_and_cached_on_this_machine(
+    campaign: Campaign, settings: Any, monkeypatch: Any
+) -> None:
+    settings.CARVE_EMBEDDING_CHUNK_ROWS = 4
+    _import(campaign, [f"text {i}" for i in range(10)])
+    embedding_jobs.run_embedding_job(_job(campaign).pk)
+    first = pool.embeddings(campaign)
+    assert first is not None
+    np.testing.assert_array_equal(first.matrix, _expected(campaign))
+    items = list(Item.objects.filter(campaign=campaign).order_by("position"))
+    assert first.items.tolist() == [item.pk for item in items]
+    assert first.rows_of([items[7].pk, items[2].pk]).tolist() == [7, 2]
+    assert first.locate([items[3].pk, 10**9]).tolist() == [3, -1]
+    cache = pool.cache_for(campaign.pk, "fake-32")
+    assert [p.stem for p in cache.root.glob("*.npz")] == [first.key]
+
+    def no_database(*args: Any) -> Any:
+        raise AssertionError("a cached pool must not read the chunks again")
+
+    monkeypatch.setattr(chunks, "read", no_database)
+    again = pool.embeddings(campaign)
+    assert again is not None and again.key == first.key
+    np.testing.assert_array_equal(again.matrix, first.matrix)
+    monkeypatch.undo()
+    # Delete this machine's cache: nothing is lost, the next read rebuilds it.
+    for path in cache.root.glob("*.npz"):
+        path.unlink()
+    rebuilt = pool.embeddings(campaign)
+    assert rebuilt is not None and rebuilt.key == first.key
+    np.testing.assert_array_equal(rebuilt.matrix, first.matrix)
+
+
+def test_a_torn_cache_file_is_ignored_and_replaced(campaign: Campaign) -> None:
+    _import(campaign, ["a", "b", "c"])
+    embedding_jobs.run_embedding_job(_job(campaign).pk)
+    first = pool.embeddings(campaign)
+    assert first is not None
+    path = pool.cache_for(campaign.pk, "fake-32").path(first.key)
+    path.write_bytes(path.read_bytes()[:100])  # a process died while writing it
+    again = pool.embeddings(campaign)
+    assert again is not None
+    np.testing.assert_array_equal(again.matrix, first.matrix)
+    assert path.stat().st_size > 100
+
+
+def test_the_pool_waits_until_new_items_are_embedded(campaign: Campaign) -> None:
+    _import(campaign, ["a", "b"])
+    embedding_jobs.run_embedding_job(_job(campaign).pk)
+    assert pool.embeddings(campaign) is not None
+    _import(campaign, ["c"], "more.csv")
+    assert pool.embeddings(campaign) is None  # row 2 has no embedding yet
+    embedding_jobs.run_embedding_job(_job(campaign).pk)
+    grown = pool.embeddings(campaign)
+    assert grown is not None and grown.matrix.shape == (3, 32)
+
+
+def test_stale_chunks_are_deleted_and_embedded_again(campaign: Campaign, settings: Any) -> None:
+    _import(campaign, ["a", "b", "c"])
+    job = _job(campaign)
+    # A restored database: a chunk of rows 0..2 whose digest is not that of the items there.
+    chunks.write(campaign.pk, "fake-32", 0, ["f" * 64, "e" * 64], np.ones((2, 32), np.float32))
+    assert embedding_jobs.run_embedding_job(job.pk) is Outcome.DONE
+    np.testing.assert_array_equal(_stored(campaign), _expected(campaign))
+    assert EmbeddingChunk.objects.count() == 1
+
+
+# --- chunks and the cache on their own -------------------------------------------------------
+
+
+def _ref(start: int, stop: int, pk: int = 0) -> chunks.ChunkRef:
+    return chunks.ChunkRef(pk=pk or start + 1, start=start, stop=stop, digest="d", dim=4)
+
+
+def test_tiling_finds_a_cover_through_overlapping_chunks() -> None:
+    # Workers with chunk sizes 4 and 3 both wrote some chunks.
+    refs = [_ref(0, 4), _ref(0, 3, pk=99), _ref(3, 6), _ref(4, 8), _ref(6, 9)]
+    tiles = chunks.tiling(refs, 9)
+    assert tiles is not None
+    assert [(t.start, t.stop) for t in tiles] == [(0, 3), (3, 6), (6, 9)]
+    assert chunks.tiling(refs, 8) == [refs[0], refs[3]]
+    assert chunks.tiling(refs, 10) is None
+    assert chunks.tiling([], 0) == []
+
+
+def test_gaps_and_pieces_plan_only_the_rows_no_chunk_covers() -> None:
+    refs = [_ref(0, 4), _ref(8, 12)]
+    assert chunks.gaps(refs, 20) == [(4, 8), (12, 20)]
+    assert chunks.pieces(chunks.gaps(refs, 20), 3) == [(4, 7), (7, 8), (12, 15), (15, 18), (18, 20)]
+    assert chunks.gaps([], 0) == []
+
+
+def test_a_chunk_is_stored_once(campaign: Campaign) -> None:
     keys = ["a" * 64, "b" * 64]
-    chunks = store.plan(keys, 0, chunk_rows=1)
-    for chunk in chunks:
-        store.write_chunk(chunk, FakeEmbedder().encode(["t"]))
-    store.finish(keys, 0, chunks, "fake-32")
-    assert store.valid_rows(keys, "fake-32") == 2
-    assert store.valid_rows([*keys, "c" * 64], "fake-32") == 2  # a longer campaign: the prefix
-    assert store.valid_rows(["b" * 64, "a" * 64], "fake-32") == 0  # other rows: nothing
-    assert store.valid_rows(keys[:1], "fake-32") == 0  # fewer items than cached rows
-    assert store.valid_rows(keys, "another-model") == 0
+    vectors = FakeEmbedder().encode(["one", "two"])
+    assert chunks.write(campaign.pk, "m", 0, keys, vectors, "w1")
+    assert not chunks.write(campaign.pk, "m", 0, keys, vectors, "w2")
+    assert EmbeddingChunk.objects.get().worker == "w1"
+    with pytest.raises(ValueError, match="expected"):
+        chunks.write(campaign.pk, "m", 2, keys, vectors[:1])
 
 
-def test_store_reuses_only_complete_chunks(tmp_path: Path) -> None:
-    store = EmbeddingStore(tmp_path)
-    chunk = store.plan(["a" * 64, "b" * 64], 0, chunk_rows=2)[0]
-    assert not store.has_chunk(chunk)
-    store.parts.mkdir(parents=True)
-    chunk.path.write_bytes(b"\x93NUMPY garbage")  # a torn write from outside _save_atomic
-    assert not store.has_chunk(chunk)
-    store.write_chunk(chunk, FakeEmbedder().encode(["only one row"]))
-    assert not store.has_chunk(chunk)  # wrong number of rows
-    store.write_chunk(chunk, FakeEmbedder().encode(["one", "two"]))
-    assert store.has_chunk(chunk)
-
-
-def test_store_lock_admits_one_holder_at_a_time(tmp_path: Path) -> None:
-    store = EmbeddingStore(tmp_path)
-    with store.exclusive() as first, EmbeddingStore(tmp_path).exclusive() as second:
-        assert (first, second) == (True, False)
-    with store.exclusive() as again:
-        assert again
-
-
-def test_store_paths_are_per_campaign_and_model(tmp_path: Path) -> None:
-    a = EmbeddingStore.for_campaign(tmp_path, 3, "sentence-transformers/all-MiniLM-L6-v2")
-    b = EmbeddingStore.for_campaign(tmp_path, 3, "sentence-transformers--all-MiniLM-L6-v2")
-    c = EmbeddingStore.for_campaign(tmp_path, 3, "../../etc")
-    assert a.root.parent == tmp_path / "campaigns" / "3" / "embeddings"
+def test_cache_paths_are_per_campaign_and_model(tmp_path: Path) -> None:
+    a = MatrixCache.for_campaign(tmp_path, 3, "sentence-transformers/all-MiniLM-L6-v2")
+    b = MatrixCache.for_campaign(tmp_path, 3, "sentence-transformers--all-MiniLM-L6-v2")
+    c = MatrixCache.for_campaign(tmp_path, 3, "../../etc")
+    assert a.root.parent == tmp_path / "cache" / "embeddings" / "3"
     assert a.root.name.startswith("sentence-transformers-all-MiniLM-L6-v2-")
     assert a.root != b.root  # names that slug alike still get their own directory
-    assert c.root.parent == tmp_path / "campaigns" / "3" / "embeddings"
+    assert c.root.parent == tmp_path / "cache" / "embeddings" / "3"
+    with pytest.raises(ValueError):
+        a.path("../../x")
+
+
+def test_cache_keeps_only_the_newest_matrix(tmp_path: Path) -> None:
+    cache = MatrixCache(tmp_path)
+    m = np.ones((2, 3), np.float32)
+    cache.put("a" * 32, m, np.array([5, 6]))
+    cache.put("b" * 32, m * 2, np.array([5, 6]))
+    assert cache.get("a" * 32, 2) is None
+    hit = cache.get("b" * 32, 2)
+    assert hit is not None and hit[0][0, 0] == 2 and hit[1].tolist() == [5, 6]
+    assert cache.get("b" * 32, 3) is None  # not the rows asked for
 
 
 def test_fake_embedder_is_deterministic_and_unit_norm() -> None:

@@ -12,9 +12,17 @@ from django.db.models import F
 
 import learner
 from labeling import annotation, campaign_learner, consensus, review, tasks
-from labeling.embeddings import pool
+from labeling.embeddings import chunks
 from labeling.imports.write import import_file
-from labeling.models import Campaign, EmbeddingJob, Item, Label, LearnerPoint, LearnerSnapshot
+from labeling.models import (
+    Campaign,
+    EmbeddingChunk,
+    EmbeddingJob,
+    Item,
+    Label,
+    LearnerPoint,
+    LearnerSnapshot,
+)
 from tests.labeling.builders import embedded_campaign
 from tests.support.locks import held_elsewhere
 
@@ -166,11 +174,8 @@ def test_contradicting_labels_are_sent_to_review_as_suspects(
     E = E.copy()
     E[1] = E[0]
     job = EmbeddingJob.objects.get(campaign=campaign)
-    store = pool.store_for(campaign.pk, job.model_name)
-    keys = [i.text_sha256 for i in items]
-    chunks = store.plan(keys, 0, chunk_rows=len(keys))
-    store.write_chunk(chunks[0], E)
-    store.finish(keys, 0, chunks, job.model_name)
+    EmbeddingChunk.objects.filter(campaign=campaign).delete()
+    chunks.write(campaign.pk, job.model_name, 0, [i.text_sha256 for i in items], E)
     y = _teacher(E)
     _label(items, y, annotator, range(2, 10))
     annotation.submit_label(items[0], annotator, "positive")

@@ -11,7 +11,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 import learner
-from labeling import annotation, model_versions, tasks
+from labeling import annotation, campaign_learner, model_versions, tasks
 from labeling.models import Campaign, Item, ModelVersion
 from tests.labeling.builders import embedded_campaign
 from tests.support.locks import held_elsewhere
@@ -53,6 +53,29 @@ def test_a_version_holds_both_candidates_scores_and_the_better_network(
     gold_rows = list(range(40, 60))
     accuracy = float(np.mean(net.predict(E[gold_rows]) == y[gold_rows]))
     assert accuracy == pytest.approx(m["gold_accuracy"])
+
+
+def test_a_retrain_waits_for_an_update_another_worker_is_running(
+    campaign: Campaign, annotator: Any, ready: Any, monkeypatch: Any
+) -> None:
+    """With several workers, the retrain's own learner update can find another worker's
+    update running ("busy"), one that may have started before the newest label: the version
+    waits for it and then trains on every label."""
+    items, _, y = ready
+    _label(items, y, annotator, 12)
+    real, calls = campaign_learner.update_learner, []
+
+    def busy_twice(campaign_id: int) -> campaign_learner.UpdateOutcome:
+        calls.append(campaign_id)
+        if len(calls) <= 2:
+            return campaign_learner.UpdateOutcome("busy")
+        return real(campaign_id)
+
+    monkeypatch.setattr(campaign_learner, "update_learner", busy_twice)
+    version = model_versions.request_retrain(campaign)
+    assert model_versions.retrain(version.pk) == "done"
+    version.refresh_from_db()
+    assert (version.n_labels, len(calls)) == (12, 3)
 
 
 def test_without_labels_the_version_fails_with_a_reason(campaign: Campaign, ready: Any) -> None:

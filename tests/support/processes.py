@@ -8,7 +8,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 import pytest
 
-from labeling.demo import celery_worker_argv, redis_argv
+from labeling.demo import WORKER_QUEUES, celery_worker_argv, redis_argv
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -84,13 +84,16 @@ def database_url(settings_dict: dict[str, Any]) -> str:
 
 
 class Worker:
-    """``celery -A config worker`` in its own process group, logging to a file."""
+    """``celery -A config worker`` in its own process group, logging to a file; one pool
+    process, consuming ``queues`` (all of them unless told)."""
 
-    def __init__(self, name: str, env: dict[str, str], log: Path) -> None:
+    def __init__(
+        self, name: str, env: dict[str, str], log: Path, queues: Sequence[str] = WORKER_QUEUES
+    ) -> None:
         self.name, self.log = name, log
         with log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [*celery_worker_argv(name, concurrency=1), "--without-heartbeat"],
+                [*celery_worker_argv(name, 1, queues=queues), "--without-heartbeat"],
                 cwd=REPO_ROOT,
                 env=env,
                 stdout=out,
