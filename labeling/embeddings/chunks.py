@@ -75,16 +75,45 @@ def tiling(chunks: Sequence[ChunkRef], n: int) -> list[ChunkRef] | None:
     return out
 
 
-def gaps(chunks: Sequence[ChunkRef], n: int) -> list[tuple[int, int]]:
-    """The row intervals ``[a, b)`` of ``0..n`` no chunk covers, in order."""
-    out, covered = [], 0
-    for chunk in sorted(chunks, key=lambda c: c.start):
-        if chunk.start > covered:
-            out.append((covered, chunk.start))
-        covered = max(covered, chunk.stop)
-    if covered < n:
-        out.append((covered, n))
-    return out
+def holes(chunks: Sequence[ChunkRef], n: int) -> list[tuple[int, int]]:
+    """The fewest rows to embed so that the stored ``chunks`` plus new ones tile ``0..n``:
+    the row intervals ``[a, b)`` to embed, in order.
+
+    A shortest path from row 0 to row n whose edges are the stored chunks (free) and "embed
+    rows x..y" (cost y - x). Chunks that overlap (written by workers with other chunk sizes,
+    or by a slow worker of an earlier attempt) can cover every row and still leave no tiling;
+    the path then re-embeds the few rows that join two of them. Disjoint chunks give exactly
+    the uncovered intervals.
+    """
+    usable = [c for c in chunks if c.stop <= n]
+    points = sorted({0, n, *(c.start for c in usable), *(c.stop for c in usable)})
+    ending: dict[int, list[ChunkRef]] = {}
+    for chunk in usable:
+        ending.setdefault(chunk.stop, []).append(chunk)
+    cost: dict[int, int] = {}
+    came: dict[int, tuple[int, bool]] = {}  # point -> (previous point, reached by embedding)
+    best_from = (0, 0)  # (cost[q] - q, q) minimised over the points q seen so far
+    for p in points:
+        if p == 0:
+            cost[0] = 0
+        else:
+            cost[p], came[p] = best_from[0] + p, (best_from[1], True)
+            for chunk in ending.get(p, ()):
+                if cost[chunk.start] <= cost[p]:
+                    cost[p], came[p] = cost[chunk.start], (chunk.start, False)
+        if cost[p] - p < best_from[0]:
+            best_from = (cost[p] - p, p)
+    out: list[tuple[int, int]] = []
+    at = n
+    while at > 0:
+        prev, embed = came[at]
+        if embed and at > prev:
+            if out and out[-1][0] == at:
+                out[-1] = (prev, out[-1][1])  # join adjacent intervals
+            else:
+                out.append((prev, at))
+        at = prev
+    return out[::-1]
 
 
 def pieces(holes: Sequence[tuple[int, int]], chunk_rows: int) -> list[tuple[int, int]]:
@@ -126,19 +155,26 @@ def write(
     return True
 
 
+#: Chunks per query when a matrix is read (1024 rows x 384 floats: 1.5 MB each).
+READ_BATCH = 16
+
+
 def read(tiles: Sequence[ChunkRef], n: int) -> NDArray[np.float32]:
     """The matrix (float32, (n, dim)) the ``tiles`` (a :func:`tiling`) make, streamed from
     the database a few chunks at a time."""
     dim = tiles[0].dim if tiles else 0
     matrix = np.empty((n, dim), dtype=np.float32)
     where = {chunk.pk: chunk for chunk in tiles}
-    rows = EmbeddingChunk.objects.filter(pk__in=list(where)).values_list("pk", "data")
-    seen = 0
-    for pk, data in rows.iterator(chunk_size=16):
-        chunk = where[pk]
-        block = np.frombuffer(bytes(data), dtype="<f4")
-        matrix[chunk.start : chunk.stop] = block.reshape(chunk.stop - chunk.start, dim)
-        seen += 1
+    pks, seen = list(where), 0
+    # Plain queries of a few chunks each, not .iterator(): on PostgreSQL outside a
+    # transaction that is a WITH HOLD cursor, which copies the whole result server-side.
+    for at in range(0, len(pks), READ_BATCH):
+        rows = EmbeddingChunk.objects.filter(pk__in=pks[at : at + READ_BATCH])
+        for pk, data in rows.values_list("pk", "data"):
+            chunk = where[pk]
+            block = np.frombuffer(bytes(data), dtype="<f4")
+            matrix[chunk.start : chunk.stop] = block.reshape(chunk.stop - chunk.start, dim)
+            seen += 1
     if seen != len(tiles):
         raise RuntimeError(f"{len(tiles) - seen} embedding chunks vanished while being read")
     return matrix

@@ -68,23 +68,42 @@ def nudge(job: EmbeddingJob) -> bool:
     stuck = (job.status == Status.QUEUED and (job.sent_at is None or job.sent_at < stale)) or (
         job.status == Status.RUNNING and job.heartbeat_at is not None and job.heartbeat_at < stale
     )
-    return stuck and resend(EmbeddingJob, job.pk, job.sent_at, queue.EMBED)
+    if not stuck:
+        return False
+    # Chunks not handed out yet: the job waits in a busy queue (or its messages were lost),
+    # nobody died. Send a helper; a takeover (a new attempt) is for chunks lost with a worker.
+    task = queue.EMBED_CHUNK if _waiting(job) else queue.EMBED
+    return resend(EmbeddingJob, job.pk, job.sent_at, task)
+
+
+def _waiting(job: EmbeddingJob) -> bool:
+    """RUNNING with chunks of its plan not handed out yet."""
+    return job.status == Status.RUNNING and job.next_piece < len(job.plan or [])
 
 
 def claim(job_id: int, worker: str) -> EmbeddingJob | Outcome:
     """Take the job with a conditional UPDATE; returns the claimed row or why not.
 
-    Claimable: QUEUED, or RUNNING with a stale heartbeat (its worker died) and fewer than
-    JOB_MAX_ATTEMPTS attempts; a dead job that used them all becomes FAILED instead. Another
+    Claimable: QUEUED, or RUNNING with a stale heartbeat and every chunk of its plan handed
+    out (so a chunk was lost with a dead worker), with fewer than JOB_MAX_ATTEMPTS attempts;
+    a dead job that used them all becomes FAILED instead. A stale job with chunks still to
+    hand out is only waiting in a busy queue: BUSY, and a helper is sent to go on with it. Another
     job of the same campaign that is running makes this one BUSY; one whose worker died is
     superseded (FAILED, and its attempt bumped so a zombie run stops at its next write).
     """
     stale, now = stale_before(), timezone.now()
     max_attempts = settings.CARVE_JOB_MAX_ATTEMPTS
     with transaction.atomic():
-        job = EmbeddingJob.objects.filter(pk=job_id).only("campaign_id", "status").first()
+        job = (
+            EmbeddingJob.objects.filter(pk=job_id)
+            .only("campaign_id", "status", "plan", "next_piece")
+            .first()
+        )
         if job is None or job.status in (Status.DONE, Status.FAILED):
             return Outcome.NOTHING
+        if _waiting(job):
+            queue.try_send(queue.EMBED_CHUNK, job_id)
+            return Outcome.BUSY
         # Serialise claims within one campaign (on SQLite the IMMEDIATE transaction does).
         Campaign.objects.select_for_update().filter(pk=job.campaign_id).exists()
         EmbeddingJob.objects.filter(
@@ -246,30 +265,37 @@ def _send_next(campaign_id: int) -> None:
 
 
 def _plan(job: EmbeddingJob, chunk_rows: int) -> int:
-    """Write the attempt's plan: the chunks of rows no stored chunk covers. Returns how many.
+    """Write the attempt's plan: the fewest rows that, embedded, complete a tiling of the
+    items with the stored chunks (:func:`labeling.embeddings.chunks.holes`), cut into chunks.
+    Returns how many.
 
     Stored chunks are checked against the items' text keys first; one that no longer matches
     (only a restored or repaired database has any) is deleted and its rows planned again.
     """
-    keys = list(
-        Item.objects.filter(campaign_id=job.campaign_id)
-        .order_by("position")
-        .values_list("text_sha256", flat=True)
-        .iterator(chunk_size=10_000)
-    )
-    positions = Item.objects.filter(campaign_id=job.campaign_id).aggregate(top=Max("position"))[
-        "top"
-    ]
-    if keys and positions != len(keys) - 1:
+    # The top position first: an import committing meanwhile only adds rows after it.
+    top = Item.objects.filter(campaign_id=job.campaign_id).aggregate(top=Max("position"))["top"]
+    keys = [] if top is None else _keys(job.campaign_id, top)
+    if len(keys) != (0 if top is None else top + 1):
         raise RuntimeError("item positions are not 0..n-1; the campaign's items are corrupt")
     chunks.delete_stale(job.campaign_id, job.model_name, keys)
     stored = chunks.refs(job.campaign_id, job.model_name, len(keys))
-    holes = chunks.gaps(stored, len(keys))
+    holes = chunks.holes(stored, len(keys))
     plan = chunks.pieces(holes, chunk_rows)
     cached = len(keys) - sum(b - a for a, b in holes)
     _write(job, n_total=len(keys), n_cached=cached, n_done=cached, plan=plan, next_piece=0)
     job.n_total, job.n_cached, job.plan = len(keys), cached, [list(p) for p in plan]
     return len(plan)
+
+
+def _keys(campaign_id: int, top: int) -> list[str]:
+    """The text keys of the items at positions 0..top, in order (read in slices)."""
+    keys: list[str] = []
+    for start in range(0, top + 1, 100_000):
+        part = Item.objects.filter(
+            campaign_id=campaign_id, position__gte=start, position__lte=min(top, start + 99_999)
+        )
+        keys += part.order_by("position").values_list("text_sha256", flat=True)
+    return keys
 
 
 def _take(job: EmbeddingJob) -> tuple[int, int] | None:

@@ -111,9 +111,12 @@ def embeddings(campaign: Campaign) -> Pool | None:
         return None  # new items are still being embedded
     if len({tile.dim for tile in tiles}) != 1:
         raise RuntimeError(f"campaign {campaign.pk}: chunks of {model} differ in width")
-    h = hashlib.sha256(f"{model}\n{n}\n".encode())
+    # The content: the model, the rows and the chunk rows that hold them, and the ids of the
+    # first and last item (a database rebuilt under a kept data directory has other ids).
+    ends = Item.objects.filter(campaign=campaign, position__in=[0, n - 1])
+    h = hashlib.sha256(f"{model}\n{n}\n{sorted(ends.values_list('position', 'pk'))}\n".encode())
     for tile in tiles:
-        h.update(f"{tile.start}-{tile.stop}-{tile.digest}\n".encode())
+        h.update(f"{tile.pk}:{tile.start}-{tile.stop}-{tile.digest}\n".encode())
     key = h.hexdigest()[:32]
     cache = cache_for(campaign.pk, model)
     hit = cache.get(key, n)

@@ -3,9 +3,10 @@
 
 The matrices cached as ``CARVE_DATA_DIR/campaigns/<id>/embeddings/<model>/embeddings.npy``
 (with ``manifest.json``) by earlier versions are copied into EmbeddingChunk rows, in chunks of
-1024 rows, when their manifest still matches the campaign's items; one that does not is left
-for the next embedding job to redo. The files themselves are left in place (delete them once
-the migration has run; nothing reads them any more).
+1024 rows, when their manifest still matches the campaign's items. A campaign whose items
+are then not all covered (no file, a torn or stale one, or a data directory this process
+cannot see) gets a QUEUED embedding job, which embeds only the rows still missing. The files
+themselves are left in place (delete them once the migration has run; nothing reads them).
 """
 
 from __future__ import annotations
@@ -44,9 +45,8 @@ def copy_npy_matrices(apps: StateApps, schema_editor: BaseDatabaseSchemaEditor) 
     Item = apps.get_model("labeling", "Item")
     EmbeddingChunk = apps.get_model("labeling", "EmbeddingChunk")
     root = Path(settings.CARVE_DATA_DIR) / "campaigns"
-    if not root.is_dir():
-        return
-    for campaign_dir in sorted(root.iterdir()):
+    dirs = sorted(root.iterdir()) if root.is_dir() else []
+    for campaign_dir in dirs:
         if not campaign_dir.name.isdigit():
             continue
         campaign = Campaign.objects.filter(pk=int(campaign_dir.name)).first()
@@ -62,31 +62,54 @@ def copy_npy_matrices(apps: StateApps, schema_editor: BaseDatabaseSchemaEditor) 
                 manifest = json.loads((store / "manifest.json").read_text(encoding="utf-8"))
                 matrix = np.load(store / "embeddings.npy", mmap_mode="r")
                 model, n = str(manifest["model"]), int(manifest["n"])
-            except (OSError, ValueError, KeyError, TypeError):
-                continue  # no finished matrix here
+            except (OSError, ValueError, KeyError, TypeError, EOFError):
+                continue  # no finished matrix here (missing, torn or not ours)
             if (
-                n > len(keys)
+                matrix.ndim != 2
+                or n > len(keys)
                 or n > matrix.shape[0]
                 or _digest(keys[:n]) != manifest.get("rows_digest")
             ):
                 continue
             if EmbeddingChunk.objects.filter(campaign=campaign, model_name=model).exists():
                 continue
-            EmbeddingChunk.objects.bulk_create(
-                EmbeddingChunk(
+            # One chunk at a time from the memory-mapped file: a matrix of a million rows
+            # never sits in memory, nor in one INSERT.
+            for a in range(0, n, LEGACY_CHUNK_ROWS):
+                b = min(a + LEGACY_CHUNK_ROWS, n)
+                EmbeddingChunk.objects.create(
                     campaign=campaign,
                     model_name=model,
                     start=a,
-                    stop=min(a + LEGACY_CHUNK_ROWS, n),
-                    rows_digest=_digest(keys[a : min(a + LEGACY_CHUNK_ROWS, n)]),
+                    stop=b,
+                    rows_digest=_digest(keys[a:b]),
                     dim=int(matrix.shape[1]),
-                    data=np.ascontiguousarray(
-                        matrix[a : min(a + LEGACY_CHUNK_ROWS, n)], dtype="<f4"
-                    ).tobytes(),
+                    data=np.ascontiguousarray(matrix[a:b], dtype="<f4").tobytes(),
                     worker="migrated from embeddings.npy",
                 )
-                for a in range(0, n, LEGACY_CHUNK_ROWS)
-            )
+
+
+def queue_what_was_not_copied(apps: StateApps, schema_editor: BaseDatabaseSchemaEditor) -> None:
+    """A campaign whose items are not all covered by chunks of its current model (no old file,
+    a torn or stale one, or a data directory migrate could not see) gets a QUEUED embedding
+    job: workers send it when they start, and it embeds only the rows still missing."""
+    Campaign = apps.get_model("labeling", "Campaign")
+    Item = apps.get_model("labeling", "Item")
+    EmbeddingJob = apps.get_model("labeling", "EmbeddingJob")
+    EmbeddingChunk = apps.get_model("labeling", "EmbeddingChunk")
+    for campaign in Campaign.objects.all():
+        n = Item.objects.filter(campaign=campaign).count()
+        jobs = EmbeddingJob.objects.filter(campaign=campaign)
+        done = jobs.filter(status="done").order_by("-pk").first()
+        if n == 0 or done is None or jobs.filter(status__in=["queued", "running"]).exists():
+            continue
+        spans = EmbeddingChunk.objects.filter(campaign=campaign, model_name=done.model_name)
+        at = 0
+        for start, stop in spans.order_by("start").values_list("start", "stop"):
+            if start == at:
+                at = stop
+        if at != n:
+            EmbeddingJob.objects.create(campaign=campaign, model_name=done.model_name)
 
 
 class Migration(migrations.Migration):
@@ -143,4 +166,5 @@ class Migration(migrations.Migration):
         ),
         migrations.RunPython(store_floats_uncompressed, migrations.RunPython.noop),
         migrations.RunPython(copy_npy_matrices, migrations.RunPython.noop),
+        migrations.RunPython(queue_what_was_not_copied, migrations.RunPython.noop),
     ]

@@ -403,6 +403,22 @@ def test_the_pool_is_read_from_the_database_and_cached_on_this_machine(
     np.testing.assert_array_equal(rebuilt.matrix, first.matrix)
 
 
+def test_the_cache_is_not_reused_for_other_items_with_the_same_texts(campaign: Campaign) -> None:
+    """A database rebuilt under a kept data directory: same campaign id and texts, other
+    item ids. The cached pool must not hand back the old ids."""
+    _import(campaign, ["a", "b", "c"])
+    embedding_jobs.run_embedding_job(_job(campaign).pk)
+    first = pool.embeddings(campaign)
+    assert first is not None
+    Item.objects.filter(campaign=campaign).delete()
+    _import(campaign, ["a", "b", "c"], "again.csv")
+    EmbeddingJob.objects.filter(campaign=campaign).update(status=Status.DONE)
+    again = pool.embeddings(campaign)
+    assert again is not None and again.key != first.key
+    ids = list(Item.objects.filter(campaign=campaign).order_by("position").values_list("pk"))
+    assert again.items.tolist() == [pk for (pk,) in ids]
+
+
 def test_a_torn_cache_file_is_ignored_and_replaced(campaign: Campaign) -> None:
     _import(campaign, ["a", "b", "c"])
     embedding_jobs.run_embedding_job(_job(campaign).pk)
@@ -455,11 +471,82 @@ def test_tiling_finds_a_cover_through_overlapping_chunks() -> None:
     assert chunks.tiling([], 0) == []
 
 
-def test_gaps_and_pieces_plan_only_the_rows_no_chunk_covers() -> None:
+def test_holes_are_the_rows_no_chunk_covers_when_chunks_are_disjoint() -> None:
     refs = [_ref(0, 4), _ref(8, 12)]
-    assert chunks.gaps(refs, 20) == [(4, 8), (12, 20)]
-    assert chunks.pieces(chunks.gaps(refs, 20), 3) == [(4, 7), (7, 8), (12, 15), (15, 18), (18, 20)]
-    assert chunks.gaps([], 0) == []
+    assert chunks.holes(refs, 20) == [(4, 8), (12, 20)]
+    assert chunks.pieces(chunks.holes(refs, 20), 3) == [
+        (4, 7),
+        (7, 8),
+        (12, 15),
+        (15, 18),
+        (18, 20),
+    ]
+    assert chunks.holes([], 0) == []
+    assert chunks.holes([], 5) == [(0, 5)]
+    assert chunks.holes([_ref(0, 5)], 5) == []
+
+
+def test_holes_join_overlapping_chunks_that_cover_every_row_but_tile_nothing() -> None:
+    # A slow worker of an earlier attempt stored [10, 20) after a later attempt (7-row
+    # chunks) had stored [17, 24)...: every row is covered, yet nothing ends at 17.
+    refs = [_ref(0, 10), _ref(10, 20), _ref(17, 24), _ref(24, 31), _ref(31, 38), _ref(38, 39)]
+    assert chunks.tiling(refs, 39) is None
+    plan = chunks.holes(refs, 39)
+    assert plan == [(20, 24)]  # the fewest rows: 10..20 and 24..31 are joined
+    new = [_ref(a, b, pk=1000 + a) for a, b in chunks.pieces(plan, 4)]
+    assert chunks.tiling([*refs, *new], 39) is not None
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_holes_always_complete_a_tiling(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 60))
+    refs = []
+    for k in range(int(rng.integers(0, 12))):
+        a = int(rng.integers(0, n))
+        refs.append(_ref(a, int(rng.integers(a + 1, n + 1)), pk=k + 1))
+    plan = chunks.holes(refs, n)
+    new = [_ref(a, b, pk=1000 + a) for a, b in chunks.pieces(plan, int(rng.integers(1, 9)))]
+    assert chunks.tiling([*refs, *new], n) is not None
+    if chunks.tiling(refs, n) is not None:
+        assert plan == []
+
+
+def test_a_job_waiting_in_a_busy_queue_is_sent_a_helper_not_taken_over(
+    campaign: Campaign, settings: Any, monkeypatch: Any
+) -> None:
+    """Its heartbeat is stale because its messages wait behind other work, not because a
+    worker died: no new attempt (three of those would fail the job)."""
+    _import(campaign, [f"text {i}" for i in range(20)])
+    job = _job(campaign)
+    long_ago = timezone.now() - timedelta(seconds=settings.CARVE_JOB_STALE_SECONDS + 5)
+    EmbeddingJob.objects.filter(pk=job.pk).update(
+        status=Status.RUNNING,
+        attempt=1,
+        heartbeat_at=long_ago,
+        sent_at=long_ago,
+        plan=[[0, 8], [8, 16], [16, 20]],
+        next_piece=1,
+    )
+    sent: list[str] = []
+
+    def record(task: str, *args: object) -> bool:
+        sent.append(task)
+        return True
+
+    monkeypatch.setattr(queue, "try_send", record)
+    job.refresh_from_db()
+    assert embedding_jobs.nudge(job)
+    assert sent == [queue.EMBED_CHUNK]
+    assert embedding_jobs.run_embedding_job(job.pk) is Outcome.BUSY
+    job.refresh_from_db()
+    assert (job.status, job.attempt, job.next_piece) == (Status.RUNNING, 1, 1)
+    assert sent == [queue.EMBED_CHUNK, queue.EMBED_CHUNK]
+    # Every chunk handed out and still no heartbeat: one was lost with a worker. Take over.
+    EmbeddingJob.objects.filter(pk=job.pk).update(next_piece=3)
+    assert embedding_jobs.run_embedding_job(job.pk) is Outcome.DONE
+    job.refresh_from_db()
+    assert (job.status, job.attempt) == (Status.DONE, 2)
 
 
 def test_a_chunk_is_stored_once(campaign: Campaign) -> None:

@@ -41,14 +41,16 @@ def _migrate(target: list[tuple[str, str]]) -> None:
     executor.migrate(target)
 
 
-def test_a_finished_npy_matrix_becomes_chunks_and_a_stale_one_is_left(
+def test_a_finished_npy_matrix_becomes_chunks_and_the_others_are_queued_again(
     campaign: Campaign, manager: Any, settings: Any, tmp_path: Path
 ) -> None:
     settings.CARVE_DATA_DIR = tmp_path
     other_campaign = Campaign.objects.create(name="Other", created_by=manager)
+    torn_campaign = Campaign.objects.create(name="Torn", created_by=manager)
     texts = [f"old review {i}" for i in range(2500)]  # three legacy chunks of 1024 rows
     import_file(campaign, campaign.created_by, ("text\n" + "\n".join(texts)).encode(), "a.csv")
     import_file(other_campaign, other_campaign.created_by, b"text\nx\ny\n", "b.csv")
+    import_file(torn_campaign, torn_campaign.created_by, b"text\nz\n", "c.csv")
     EmbeddingJob.objects.update(status=EmbeddingJob.Status.DONE)
     items = list(Item.objects.filter(campaign=campaign).order_by("position"))
     keys = [item.text_sha256 for item in items]
@@ -59,6 +61,9 @@ def test_a_finished_npy_matrix_becomes_chunks_and_a_stale_one_is_left(
         _legacy_store(tmp_path, campaign.pk, "fake-32", keys, E)
         # Another campaign's cache that no longer matches its items (re-imported since).
         _legacy_store(tmp_path, other_campaign.pk, "fake-32", ["0" * 64, "1" * 64], E[:2])
+        # A file torn by a crash.
+        torn = _legacy_store(tmp_path, torn_campaign.pk, "fake-32", ["0" * 64], E[:1])
+        (torn / "embeddings.npy").write_bytes(b"")
     finally:
         _migrate(latest)
 
@@ -71,4 +76,9 @@ def test_a_finished_npy_matrix_becomes_chunks_and_a_stale_one_is_left(
     assert stored is not None
     np.testing.assert_array_equal(stored.matrix, E)
     assert stored.items.tolist() == [item.pk for item in items]
-    assert not EmbeddingChunk.objects.filter(campaign=other_campaign).exists()
+    assert not EmbeddingJob.objects.filter(campaign=campaign, status="queued").exists()
+    # The two that could not be copied wait for a worker, which embeds them again.
+    for left in (other_campaign, torn_campaign):
+        assert not EmbeddingChunk.objects.filter(campaign=left).exists()
+        assert EmbeddingJob.objects.filter(campaign=left, status="queued").count() == 1
+        assert pool.embeddings(left) is None
