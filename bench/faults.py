@@ -21,18 +21,17 @@ import random
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from bench._common import OUT_DIR, machine, write_rows
 from bench.loop import ITEM, TOKEN, Annotator, _learner_ready, _opener, _setup
+from bench.stack import Stack
 
 
 @dataclass
@@ -143,51 +142,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settle", type=float, default=15.0, help="seconds between faults")
     args = parser.parse_args(argv)
 
-    from labeling.demo import (
-        Processes,
-        answers,
-        celery_worker_argv,
-        free_port,
-        gunicorn_argv,
-        port_is_free,
-        redis_argv,
-        wait_until,
-    )
+    from labeling.demo import port_is_free, redis_argv, wait_until
 
-    tmp = Path(tempfile.mkdtemp(prefix="carve-bench-faults-"))
-    port, redis_port = free_port(), free_port()
-    env = dict(os.environ)
-    env.update(
-        CARVE_DATA_DIR=str(tmp),
-        SECRET_KEY="bench-faults-only",
-        REDIS_URL=f"redis://127.0.0.1:{redis_port}/0",
-        DJANGO_SETTINGS_MODULE="config.settings",
-        ALLOWED_HOSTS="127.0.0.1,localhost",
-        EMBEDDER=env.get("EMBEDDER", "fake"),
-        HF_HUB_OFFLINE="1",
-        OPENBLAS_NUM_THREADS="1",
-        LOG_LEVEL=os.environ.get("LOG_LEVEL", "WARNING"),
-        DB_CONN_MAX_AGE=os.environ.get("DB_CONN_MAX_AGE", "60"),
-        RESEND_SECONDS=os.environ.get("RESEND_SECONDS", "10"),
-    )
-    os.environ.update(env)
+    stack = Stack.prepare("faults", RESEND_SECONDS=os.environ.get("RESEND_SECONDS", "10"))
+    env, procs, tmp, redis_port = stack.env, stack.procs, stack.tmp, stack.redis_port
     pg_ctl = os.environ.get("CARVE_TEST_PG_CTL", "").split()
-    db = "PostgreSQL" if env.get("DATABASE_URL", "").startswith("postgres") else "SQLite"
-    procs = Processes(tmp)
     tally, stop = Tally(), threading.Event()
     faults: list[dict[str, Any]] = []
     try:
-        procs.start("redis", redis_argv(redis_port, tmp), env)
-        wait_until(lambda: not port_is_free(redis_port), 20, "redis-server")
+        stack.start_redis()
         import django
 
         django.setup()
         campaign_id, annotators, label_of = _setup(args.items, args.annotators)
-        worker_argv = celery_worker_argv("faults", 1, env["LOG_LEVEL"])
-        procs.start("worker", worker_argv, env)
-        procs.start("web", gunicorn_argv(port, 2), env)
-        base = f"http://127.0.0.1:{port}/"
-        wait_until(lambda: answers(base + "healthz"), 60, "gunicorn")
+        worker_argv, _ = stack.start_worker("faults")
+        stack.start_web(2)
+        base = stack.base
         wait_until(lambda: _learner_ready(campaign_id), 300, "embeddings and the first queue")
         threads = [
             threading.Thread(
@@ -248,10 +218,10 @@ def main(argv: list[str] | None = None) -> int:
             t.join(90)
         final_catch_up = _catch_up(campaign_id, 120)
         procs.check()
-        return _report(campaign_id, annotators, tally, faults, final_catch_up, db)
+        return _report(campaign_id, annotators, tally, faults, final_catch_up, stack.db)
     finally:
         stop.set()
-        procs.stop()
+        stack.stop()
 
 
 def _report(

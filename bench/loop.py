@@ -18,22 +18,20 @@ from __future__ import annotations
 
 import argparse
 import http.cookiejar
-import os
 import random
 import re
 import statistics
 import sys
-import tempfile
 import threading
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from bench._common import OUT_DIR, machine, write_rows
+from bench.stack import Stack
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 ITEM = re.compile(r'data-item="(\d*)"')
 LAG = re.compile(r'data-learner-lag="(-?\d+)"')
 TOKEN = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
@@ -80,7 +78,7 @@ def run_annotator(
     a: Annotator,
     base: str,
     campaign: int,
-    label_of: dict[int, str],
+    label_of: Mapping[int, str],
     budget: Budget,
     think: float,
     seed: int,
@@ -143,6 +141,30 @@ class Budget:
             self.left += 1
 
 
+def run_load(
+    base: str,
+    campaign: int,
+    annotators: list[Annotator],
+    label_of: Mapping[int, str],
+    labels: int,
+    seconds: float,
+    think: float,
+) -> float:
+    """Let every annotator label in a thread of its own until ``labels`` labels are given or
+    ``seconds`` have passed; returns the wall time."""
+    budget = Budget(labels, seconds)
+    t0 = time.perf_counter()
+    threads = [
+        threading.Thread(target=run_annotator, args=(a, base, campaign, label_of, budget, think, i))
+        for i, a in enumerate(annotators)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(seconds + 60)
+    return time.perf_counter() - t0
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
@@ -163,68 +185,26 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    from labeling.demo import (
-        Processes,
-        answers,
-        celery_worker_argv,
-        free_port,
-        gunicorn_argv,
-        port_is_free,
-        redis_argv,
-        wait_until,
-    )
+    from labeling.demo import wait_until
 
-    tmp = Path(tempfile.mkdtemp(prefix="carve-bench-loop-"))
-    port, redis_port = free_port(), free_port()
-    env = dict(os.environ)
-    env.update(
-        CARVE_DATA_DIR=str(tmp),
-        SECRET_KEY="bench-loop-only",
-        REDIS_URL=f"redis://127.0.0.1:{redis_port}/0",
-        DJANGO_SETTINGS_MODULE="config.settings",
-        ALLOWED_HOSTS="127.0.0.1,localhost",
-        EMBEDDER=env.get("EMBEDDER", "fake"),
-        HF_HUB_OFFLINE="1",
-        OPENBLAS_NUM_THREADS="1",
-        LOG_LEVEL=os.environ.get("LOG_LEVEL", "WARNING"),
-        # Persistent connections, as a deployment would run (on PostgreSQL a new connection
-        # per request costs more than the request).
-        DB_CONN_MAX_AGE=os.environ.get("DB_CONN_MAX_AGE", "60"),
-    )
-    os.environ.update(env)
-    db = "PostgreSQL" if env.get("DATABASE_URL", "").startswith("postgres") else "SQLite"
-    procs = Processes(tmp)
+    stack = Stack.prepare("loop")
     try:
-        procs.start("redis", redis_argv(redis_port, tmp), env)
-        wait_until(lambda: not port_is_free(redis_port), 20, "redis-server")
+        stack.start_redis()
         import django
 
         django.setup()
         campaign_id, annotators, label_of = _setup(args.items, args.annotators)
-        procs.start("worker", celery_worker_argv("bench", 1, env["LOG_LEVEL"]), env)
-        procs.start("web", gunicorn_argv(port, args.web_workers), env)
-        base = f"http://127.0.0.1:{port}/"
-        wait_until(lambda: answers(base + "healthz"), 60, "gunicorn")
+        stack.start_worker()
+        stack.start_web(args.web_workers)
         wait_until(lambda: _learner_ready(campaign_id), 300, "embeddings and the first queue")
 
-        budget = Budget(args.labels, args.seconds)
-        t0 = time.perf_counter()
-        threads = [
-            threading.Thread(
-                target=run_annotator,
-                args=(a, base, campaign_id, label_of, budget, args.think, i),
-            )
-            for i, a in enumerate(annotators)
-        ]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(args.seconds + 60)
-        wall = time.perf_counter() - t0
-        procs.check()
-        return _report(campaign_id, annotators, wall, db, args)
+        wall = run_load(
+            stack.base, campaign_id, annotators, label_of, args.labels, args.seconds, args.think
+        )
+        stack.procs.check()
+        return _report(campaign_id, annotators, wall, stack.db, args)
     finally:
-        procs.stop()
+        stack.stop()
 
 
 def _setup(n_items: int, n_annotators: int) -> tuple[int, list[Annotator], dict[int, str]]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from django.db.models import Count, Exists, Min, OuterRef
+
 from labeling.models import Campaign, Decision, Label
 
 
@@ -52,3 +54,20 @@ def consensus(campaign: Campaign) -> Training:
         elif next(iter(values)) in index:
             rows.append([item_id, index[next(iter(values))]])
     return Training(rows, disagreements)
+
+
+def disagreements(campaign: Campaign) -> list[int]:
+    """:attr:`Training.disagreements` of :func:`consensus` (items whose active labels
+    disagree and that no manager decided, by their first label), computed by the database:
+    the review page and the dashboard need only these, not every label in Python
+    (docs/scaling.md, "Dashboard and metrics")."""
+    decided = Decision.objects.filter(item=OuterRef("item_id"))
+    return list(
+        Label.objects.filter(item__campaign=campaign, undone_at__isnull=True)
+        .values("item_id")
+        .annotate(n_values=Count("value", distinct=True), first=Min("pk"))
+        .filter(n_values__gt=1)
+        .filter(~Exists(decided))
+        .order_by("first")
+        .values_list("item_id", flat=True)
+    )

@@ -7,12 +7,13 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from django.db.models import Q
+from django.contrib.auth import get_user_model
+from django.db.models import Count, Exists, F, Max, Min, OuterRef, Q
 from django.utils import timezone
 
 from labeling import review
 from labeling.agreement import cohen_kappa, fleiss_kappa
-from labeling.models import Campaign, Decision, Item, Label, LearnerPoint, LearnerSnapshot
+from labeling.models import Campaign, Decision, Label, LearnerPoint, LearnerSnapshot
 
 
 @dataclass(frozen=True)
@@ -69,47 +70,97 @@ def agreement(campaign: Campaign, labels: list[tuple[int, int, str]]) -> Agreeme
 
 
 def summarize(campaign: Campaign) -> Summary:
+    """The dashboard's figures in two aggregate passes over the campaign's active labels (by
+    annotator and label, then the items with two labels or more), so Python sees a row per
+    annotator and label and per overlapped item, never one per label (docs/scaling.md,
+    "Dashboard and metrics")."""
     now = timezone.now()
     active = Label.objects.filter(item__campaign=campaign, undone_at__isnull=True)
-    rows = list(
-        active.values_list("item_id", "annotator_id", "annotator__username", "value", "created_at")
+    on_gold = ~Q(item__gold="")
+    cells = list(
+        active.values("annotator_id", "value")
+        .annotate(
+            n=Count("pk"),
+            first=Min("created_at"),
+            last=Max("created_at"),
+            last_hour=Count("pk", filter=Q(created_at__gt=now - timedelta(hours=1))),
+            n_gold=Count("pk", filter=on_gold),
+            right=Count("pk", filter=on_gold & Q(value=F("item__gold"))),
+        )
+        .order_by()
     )
-    gold = dict(Item.objects.filter(campaign=campaign).exclude(gold="").values_list("pk", "gold"))
+    counts: Counter[str] = Counter()
+    per: dict[int, dict[str, Any]] = {}
+    for cell in cells:
+        counts[cell["value"]] += cell["n"]
+        row = per.get(cell["annotator_id"])
+        if row is None:
+            per[cell["annotator_id"]] = dict(cell)
+            continue
+        for key in ("n", "last_hour", "n_gold", "right"):
+            row[key] += cell[key]
+        row["first"], row["last"] = min(row["first"], cell["first"]), max(row["last"], cell["last"])
+    names = dict(get_user_model().objects.filter(pk__in=per).values_list("pk", "username"))
+    annotators = []
+    for annotator_id, row in sorted(per.items(), key=lambda kv: names[kv[0]]):
+        hours = max((row["last"] - row["first"]).total_seconds(), 60.0) / 3600
+        annotators.append(
+            AnnotatorStats(
+                username=names[annotator_id],
+                n_labels=row["n"],
+                last_hour=row["last_hour"],
+                per_hour=row["n"] / hours,
+                gold_accuracy=row["right"] / row["n_gold"] if row["n_gold"] else None,
+                n_gold=row["n_gold"],
+            )
+        )
+    # Items with two labels or more: agreement, disagreements, and how many items are done.
+    overlapped = (
+        active.values("item_id")
+        .annotate(n=Count("pk"), n_values=Count("value", distinct=True), first=Min("pk"))
+        .filter(n__gte=2)
+        .order_by()
+    )
+    groups = list(overlapped)
+    ids: Any = [g["item_id"] for g in groups]
+    if len(ids) > OVERLAP_LIST:  # too long for an IN list: the database joins them itself
+        ids = overlapped.values("item_id")
+    shared = list(active.filter(item_id__in=ids).values_list("item_id", "annotator_id", "value"))
     decided = set(
         Decision.objects.filter(item__campaign=campaign).values_list("item_id", flat=True)
     )
-    per: dict[str, list[Any]] = defaultdict(list)
-    for row in rows:
-        per[row[2]].append(row)
-    annotators = []
-    for name, given in sorted(per.items()):
-        times = [r[4] for r in given]
-        hours = max((max(times) - min(times)).total_seconds(), 60.0) / 3600
-        on_gold = [r for r in given if r[0] in gold]
-        annotators.append(
-            AnnotatorStats(
-                username=name,
-                n_labels=len(given),
-                last_hour=sum(t > now - timedelta(hours=1) for t in times),
-                per_hour=len(given) / hours,
-                gold_accuracy=(
-                    sum(r[3] == gold[r[0]] for r in on_gold) / len(on_gold) if on_gold else None
-                ),
-                n_gold=len(on_gold),
-            )
-        )
-    counts = Counter(r[3] for r in rows)
-    snapshot = LearnerSnapshot.objects.filter(campaign=campaign).first()
+    disagreements = [
+        g["item_id"]
+        for g in sorted(groups, key=lambda g: g["first"])
+        if g["n_values"] > 1 and g["item_id"] not in decided
+    ]
+    n_labels = sum(counts.values())
+    n_labeled = n_labels - sum(g["n"] - 1 for g in groups)
+    # Decided items without an active label are done too.
+    n_decided_only = (
+        Decision.objects.filter(item__campaign=campaign)
+        .exclude(Exists(Label.objects.filter(item=OuterRef("item"), undone_at__isnull=True)))
+        .aggregate(n=Count("item_id", distinct=True))["n"]
+    )
+    # Not the stored learner state (its bytes grow with the labels): the page needs none.
+    snapshot = LearnerSnapshot.objects.filter(campaign=campaign).defer("state", "training").first()
+    last = campaign.items.aggregate(m=Max("position"))["m"]
     return Summary(
-        n_items=campaign.items.count(),
-        n_done=len({r[0] for r in rows} | decided),
-        n_labels=len(rows),
-        n_review=len(review.review_items(campaign)),
-        n_gold=len(gold),
+        # Positions run 0..n-1 (items are append-only; docs/platform.md, "Uploads"): the
+        # largest one is an index look-up, a count reads every item.
+        n_items=0 if last is None else last + 1,
+        n_done=n_labeled + n_decided_only,
+        n_labels=n_labels,
+        n_review=len(review.review_items(campaign, disagreements)),
+        n_gold=campaign.items.exclude(gold="").count(),
         annotators=annotators,
-        agreement=agreement(campaign, [(r[0], r[1], r[3]) for r in rows]),
+        agreement=agreement(campaign, shared),
         distribution=[(name, counts.get(name, 0)) for name in campaign.labels],
         curve=list(LearnerPoint.objects.filter(campaign=campaign).filter(~Q(n_labels=0))),
         snapshot=snapshot,
         lag=campaign.label_version - (snapshot.version if snapshot else 0),
     )
+
+
+#: Overlapped items whose labels are fetched by a list of ids; more go through a subquery.
+OVERLAP_LIST = 5000

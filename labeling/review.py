@@ -8,24 +8,28 @@ from django.conf import settings
 from django.db import transaction
 
 from labeling.campaign_learner import request_update
-from labeling.consensus import consensus
+from labeling.consensus import disagreements
 from labeling.models import Campaign, Decision, Item, LearnerSnapshot
 
 
-def review_items(campaign: Campaign) -> list[int]:
+def review_items(campaign: Campaign, disagreed: list[int] | None = None) -> list[int]:
     """Items a manager should look at, and no decision was made since: annotators disagree;
     the learner found their labels contradictory (its last conflict groups, hard cuts); or
     its centre gets their label wrong (its suspects, most wrong first, at most
-    ``CARVE_REVIEW_SUSPECTS``; docs/learner.md "Suspect labels")."""
-    training = consensus(campaign)
-    snapshot = LearnerSnapshot.objects.filter(campaign=campaign).first()
+    ``CARVE_REVIEW_SUSPECTS``; docs/learner.md "Suspect labels").
+
+    ``disagreed``: :func:`labeling.consensus.disagreements` when the caller has it already.
+    """
+    snapshot = (
+        LearnerSnapshot.objects.filter(campaign=campaign).only("conflicts", "suspects").first()
+    )
     conflicted = {pk for group in (snapshot.conflicts if snapshot else []) for pk in group}
     decided = set(
         Decision.objects.filter(item__campaign=campaign).values_list("item_id", flat=True)
     )
     suspects = [pk for pk in (snapshot.suspects if snapshot else []) if pk not in decided]
     out = (
-        list(training.disagreements)
+        (disagreements(campaign) if disagreed is None else disagreed)
         + sorted(conflicted - decided)
         + suspects[: settings.CARVE_REVIEW_SUSPECTS]
     )

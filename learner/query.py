@@ -237,8 +237,7 @@ def select_batch(
     n_cand = min(available.size, max(pool_factor * k, 50))
     # Random tie-breaking: shuffle first, then a stable partial sort.
     shuffled = available[rng.permutation(available.size)]
-    order = np.argsort(scores[shuffled], kind="stable")[:n_cand]
-    cand = shuffled[order]
+    cand = shuffled[_stable_smallest(scores[shuffled], n_cand)]
     if k == 1 or diversity == 0 or features is None:
         chosen = cand[:k]
         return QueryResult(chosen.astype(np.intp), scores[chosen].astype(np.float32))
@@ -259,3 +258,30 @@ def select_batch(
         max_sim = np.maximum(max_sim, np.clip(unit @ unit[j], 0.0, None))
     chosen = cand[np.array(picks)]
     return QueryResult(chosen.astype(np.intp), scores[chosen].astype(np.float32))
+
+
+def _stable_smallest(values: NDArray[Any], n: int) -> NDArray[np.intp]:
+    """``np.argsort(values, kind="stable")[:n]`` without sorting all of ``values``.
+
+    The n smallest are found by a partition (linear time); only they are sorted, equal
+    values in their original order, so the result is the same as the full stable sort's.
+
+    Parameters
+    ----------
+    values : ndarray of shape (m,)
+        No NaN.
+    n : int
+        How many, 1 <= n <= m.
+
+    Returns
+    -------
+    ndarray of intp, shape (n,)
+        Positions in ``values``, smallest value first.
+    """
+    if n >= values.size:
+        return np.argsort(values, kind="stable")
+    kth = np.partition(values, n - 1)[n - 1]
+    below = np.flatnonzero(values < kth)
+    ties = np.flatnonzero(values == kth)[: n - below.size]
+    keep = np.sort(np.concatenate([below, ties]))  # original order, for stable ties
+    return keep[np.argsort(values[keep], kind="stable")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from rest_framework.exceptions import ValidationError
@@ -38,3 +39,22 @@ class StrictLimitOffsetPagination(LimitOffsetPagination):
         # An offset beyond the last row is an empty page (DRF checks it against the count
         # before slicing), so no upper bound is needed.
         return self._whole(request, self.offset_query_param, 0) or 0
+
+    def paginate_counted(
+        self, count: int, rows: Callable[[int, int], Iterable[Any]], request: Request
+    ) -> list[Any] | None:
+        """:meth:`paginate_queryset` for a list whose length the caller knows: ``count``
+        rows, the page read by ``rows(offset, limit)``. No COUNT(*), and the caller may
+        seek to the offset through an index instead of skipping rows (docs/scaling.md,
+        "Items listing")."""
+        self.request = request
+        self.limit = self.get_limit(request)
+        if self.limit is None:
+            return None
+        self.count = count
+        self.offset = self.get_offset(request)
+        if self.count > self.limit and self.template is not None:
+            self.display_page_controls = True
+        if self.count == 0 or self.offset > self.count:
+            return []
+        return list(rows(self.offset, self.limit))

@@ -8,7 +8,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from django.db.models import Prefetch
+from django.db.models import Count, Exists, Max, OuterRef, Prefetch, QuerySet
 from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -19,12 +19,15 @@ from rest_framework.response import Response
 
 from labeling import campaign_learner, dashboard, permissions, review
 from labeling.api.base import CampaignRoutes
+from labeling.api.pagination import StrictLimitOffsetPagination
 from labeling.api.serializers import ItemSerializer, MetricsSerializer
 from labeling.embeddings import jobs as embedding_jobs
-from labeling.models import Label
+from labeling.models import Item, Label
 
 # A spreadsheet runs a cell starting with one of these as a formula (CSV injection).
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+# The export streams rows fetched CHUNK_ROWS at a time, in pieces of about PIECE characters.
+CHUNK_ROWS, PIECE = 2000, 64 * 1024
 
 
 def spreadsheet_safe(value: str) -> str:
@@ -134,17 +137,45 @@ class ReportActions(CampaignRoutes):
             Prefetch("labels", queryset=active, to_attr="active_labels")
         )
         state = request.query_params.get("state")
-        if state == "labeled":
-            items = items.filter(labels__in=active).distinct()
-        elif state == "unlabeled":
-            items = items.exclude(labels__in=active)
-        elif state == "review":
-            if not manager:
-                raise PermissionDenied("Only the campaign's managers see items in review.")
-            items = items.filter(pk__in=review.review_items(campaign))
-        elif state is not None:
+        # One (NOT) EXISTS per item, walked in position order until the page is full: no
+        # DISTINCT over the item rows, no IN over every label of every campaign; and the
+        # page's count from the labels and the positions, not a COUNT(*) over the items
+        # (docs/scaling.md, "Items listing").
+        has_label = Exists(active.filter(item=OuterRef("pk")))
+        if state not in (None, "labeled", "unlabeled", "review"):
             raise ValidationError({"state": "Use labeled, unlabeled or review."})
-        page = self.paginate_queryset(items)
+        if state == "review" and not manager:
+            raise PermissionDenied("Only the campaign's managers see items in review.")
+        page: list[Any] | None
+        if state == "review":
+            items = items.filter(pk__in=review.review_items(campaign))
+            page = self.paginate_queryset(items)
+        else:
+            # Positions run 0..n-1 in order (items are append-only; docs/platform.md,
+            # "Uploads"), so the whole list's offset is a position to seek to.
+            last = campaign.items.aggregate(m=Max("position"))["m"]
+            n_items = 0 if last is None else last + 1
+            listed = items
+            if state == "labeled":
+                listed = items.filter(has_label)
+            elif state == "unlabeled":
+                listed = items.exclude(has_label)
+
+            def rows_of(offset: int, limit: int) -> QuerySet[Item]:
+                if state is None:
+                    return items.filter(position__gte=offset)[:limit]
+                return listed[offset : offset + limit]
+
+            count = n_items
+            if state is not None:  # labeled or unlabeled: the campaign's labeled items
+                n_labeled = active.filter(item__campaign=campaign).aggregate(
+                    n=Count("item_id", distinct=True)
+                )["n"]
+                count = n_labeled if state == "labeled" else n_items - n_labeled
+            items = listed
+            paginator = self.paginator
+            assert isinstance(paginator, StrictLimitOffsetPagination)
+            page = paginator.paginate_counted(count, rows_of, request)
         rows = [
             {
                 "id": item.pk,
@@ -182,23 +213,33 @@ class ReportActions(CampaignRoutes):
         )
         fields = ["item", "text", "label", "annotator", "comment", "created_at"]
 
+        # Rows go out in pieces of about PIECE characters: one write to the socket per
+        # piece, not per row (docs/scaling.md, "CSV export").
         def as_csv() -> Iterator[str]:
             buffer = io.StringIO()
             writer = csv.writer(buffer)
             writer.writerow(fields)
-            for row in rows.iterator(chunk_size=1000):
+            for row in rows.iterator(chunk_size=CHUNK_ROWS):
                 writer.writerow(
                     [row[0], *(spreadsheet_safe(str(v)) for v in row[1:5]), row[5].isoformat()]
                 )
-                yield buffer.getvalue()
-                buffer.seek(0)
-                buffer.truncate()
+                if buffer.tell() >= PIECE:
+                    yield buffer.getvalue()
+                    buffer.seek(0)
+                    buffer.truncate()
             yield buffer.getvalue()
 
         def as_jsonl() -> Iterator[str]:
-            for row in rows.iterator(chunk_size=1000):
+            lines: list[str] = []
+            size = 0
+            for row in rows.iterator(chunk_size=CHUNK_ROWS):
                 record = dict(zip(fields, (*row[:5], row[5].isoformat()), strict=True))
-                yield json.dumps(record, ensure_ascii=False) + "\n"
+                lines.append(json.dumps(record, ensure_ascii=False) + "\n")
+                size += len(lines[-1])
+                if size >= PIECE:
+                    yield "".join(lines)
+                    lines, size = [], 0
+            yield "".join(lines)
 
         content_type = "text/csv" if kind == "csv" else "application/x-ndjson"
         response = StreamingHttpResponse(

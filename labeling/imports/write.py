@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Max
 
 from labeling.embeddings import jobs as embedding_jobs
@@ -86,11 +88,7 @@ def write_items(
     with transaction.atomic():
         # Lock the campaign row so two concurrent uploads number their items in turn.
         Campaign.objects.select_for_update().filter(pk=campaign.pk).first()
-        existing = dict(
-            Item.objects.filter(campaign=campaign, text_sha256__in=keys).values_list(
-                "text_sha256", "gold"
-            )
-        )
+        existing = _existing(campaign, keys)
         clashes = [
             f"line {item.lines[0]} ({existing[key]!r} before, {item.gold!r} now)"
             for item, key in zip(parsed.items, keys, strict=True)
@@ -120,24 +118,62 @@ def write_items(
             n_blank=parsed.n_blank,
             n_duplicates=parsed.n_duplicates + len(parsed.items) - len(new),
         )
-        Item.objects.bulk_create(
-            [
-                Item(
-                    campaign=campaign,
-                    upload=upload,
-                    text=item.text,
-                    text_sha256=key,
-                    gold=item.gold or "",
-                    metadata=item.metadata,
-                    position=start + offset,
-                )
-                for offset, (item, key) in enumerate(new)
-            ],
-            batch_size=1000,
+        _insert_items(
+            (
+                (campaign.pk, upload.pk, item.text, key, item.gold or "", item.metadata, start + i)
+                for i, (item, key) in enumerate(new)
+            )
         )
         if new:
             embedding_jobs.request_embedding(campaign)
     return ImportOutcome(upload, parsed, len(new), len(parsed.items) - len(new))
+
+
+#: Keys looked up per query when a file is checked against the campaign's items.
+KEY_BATCH = 5000
+#: The columns of :func:`_insert_items`' rows, in order.
+ITEM_COLUMNS = ("campaign", "upload", "text", "text_sha256", "gold", "metadata", "position")
+
+
+def _existing(campaign: Campaign, keys: list[str]) -> dict[str, str]:
+    """Text key -> gold of the campaign's items among ``keys``, in batches of KEY_BATCH (a
+    campaign's first file skips the look-up)."""
+    if not keys or not Item.objects.filter(campaign=campaign).exists():
+        return {}
+    found: dict[str, str] = {}
+    for i in range(0, len(keys), KEY_BATCH):
+        found.update(
+            Item.objects.filter(campaign=campaign, text_sha256__in=keys[i : i + KEY_BATCH])
+            .order_by()
+            .values_list("text_sha256", "gold")
+        )
+    return found
+
+
+def _insert_items(rows: Iterator[tuple[Any, ...]]) -> None:
+    """Insert item rows (values of ITEM_COLUMNS) in the caller's transaction: with COPY on
+    PostgreSQL, which takes a fifth of the time of batched INSERTs built by the ORM and no
+    model instance per row (docs/scaling.md, "Import"); with bulk_create elsewhere."""
+    if connection.vendor != "postgresql":
+        fields = [
+            name if name not in ("campaign", "upload") else f"{name}_id" for name in ITEM_COLUMNS
+        ]
+        batch: list[Item] = []
+        for row in rows:
+            batch.append(Item(**dict(zip(fields, row, strict=True))))
+            if len(batch) == 1000:
+                Item.objects.bulk_create(batch)
+                batch = []
+        Item.objects.bulk_create(batch)
+        return
+    column_of = {f.name: f.column for f in Item._meta.concrete_fields}
+    columns = ", ".join(connection.ops.quote_name(column_of[name]) for name in ITEM_COLUMNS)
+    table = connection.ops.quote_name(Item._meta.db_table)
+    with connection.cursor() as cursor:
+        raw = cursor.cursor  # psycopg's own cursor, under Django's wrapper
+        with raw.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row((*row[:5], json.dumps(row[5]) if row[5] else "{}", row[6]))
 
 
 def describe(outcome: ImportOutcome) -> str:

@@ -15,7 +15,7 @@ from django.urls import reverse
 from rest_framework.test import APIClient
 
 from labeling import tokens
-from labeling.models import ApiToken, Campaign
+from labeling.models import ApiToken, Campaign, Item
 from labeling.review import review_items
 from tests.support.clients import api_as as _api
 
@@ -255,6 +255,42 @@ def test_items_filter_and_gold_only_for_managers(
     assert "gold" not in labeled[0]  # gold is never shown to annotators
     assert "gold" in _api(manager).get(base).json()["results"][0]
     assert api.get(base, {"state": "bogus"}).status_code == 400
+
+
+def test_item_pages_count_and_seek_like_count_and_offset(
+    campaign: Campaign, annotator: Any, manager: Any
+) -> None:
+    """The items listing counts from the positions and the labels and seeks to its offset by
+    position (docs/scaling.md, "Items listing"): the same pages as COUNT(*) and OFFSET."""
+    from labeling.imports.write import import_file
+
+    import_file(
+        campaign, manager, ("text\n" + "\n".join(f"t{i}" for i in range(25))).encode(), "a.csv"
+    )
+    api = _api(annotator)
+    mine = []
+    for _ in range(4):
+        served = api.post(f"/api/v1/campaigns/{campaign.pk}/next/").json()
+        api.post(
+            f"/api/v1/campaigns/{campaign.pk}/labels/",
+            {"item": served["id"], "value": "positive"},
+            format="json",
+        )
+        mine.append(served["id"])
+    base = f"/api/v1/campaigns/{campaign.pk}/items/"
+    items = list(Item.objects.filter(campaign=campaign).order_by("position"))
+    for who in (annotator, manager):
+        for state, expected in (
+            (None, items),
+            ("labeled", [i for i in items if i.pk in mine]),
+            ("unlabeled", [i for i in items if i.pk not in mine]),
+        ):
+            for offset, limit in ((0, 10), (7, 5), (20, 10), (30, 10)):
+                query = {"offset": offset, "limit": limit, **({"state": state} if state else {})}
+                page = _api(who).get(base, query).json()
+                assert page["count"] == len(expected), (state, offset)
+                got = [row["id"] for row in page["results"]]
+                assert got == [i.pk for i in expected[offset : offset + limit]], (state, offset)
 
 
 def test_export_streams_csv_safe_from_formulas_and_jsonl(

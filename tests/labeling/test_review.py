@@ -116,3 +116,27 @@ def test_decide_refuses_a_value_outside_the_label_set(
 ) -> None:
     with pytest.raises(ValueError, match="not a label"):
         review.decide(disputed, manager, "maybe")
+
+
+def test_the_database_finds_the_disagreements_consensus_finds(campaign: Campaign) -> None:
+    """consensus.disagreements (the review page's and the dashboard's) is consensus()'s list:
+    the same items in the same order (by first label), decided and undone ones left out."""
+    campaign.overlap = 3
+    campaign.save()
+    import_file(campaign, campaign.created_by, b"text\na\nb\nc\nd\ne\n", "d.csv")
+    a, b, c, d, e = Item.objects.order_by("position")
+    u1, u2, u3 = (get_user_model().objects.create_user(n) for n in ("u1", "u2", "u3"))
+    for item, votes in (
+        (d, ["positive", "negative"]),  # first disagreement by label order
+        (a, ["positive", "positive", "negative"]),
+        (b, ["negative", "negative"]),  # agreement
+        (c, ["positive", "negative"]),  # decided below
+        (e, ["positive", "negative"]),  # one label undone below
+    ):
+        for user, value in zip((u1, u2, u3), votes, strict=False):
+            annotation.submit_label(item, user, value)
+    review.decide(c, campaign.created_by, "positive")
+    annotation.undo_last(campaign, u2)  # u2's negative on e
+    expected = consensus.consensus(campaign).disagreements
+    assert expected == [d.pk, a.pk]
+    assert consensus.disagreements(campaign) == expected

@@ -280,3 +280,20 @@ def test_an_exploration_share_of_the_batch_is_drawn_from_the_rest_of_the_pool():
         bool(select_batch(scores, 1, gen, explore=0.25).indices[0] != 0) for _ in range(400)
     ]
     assert 0.15 < np.mean(explored) < 0.35
+
+
+def test_the_candidates_are_those_of_a_full_stable_sort():
+    """select_batch partitions before sorting; ties keep the shuffled order, as a full
+    stable sort would."""
+    from learner.query import _stable_smallest
+
+    rng = np.random.default_rng(0)
+    for trial in range(500):
+        m = int(rng.integers(1, 200))
+        n = int(rng.integers(1, m + 1))
+        if trial % 2:  # many ties
+            values = rng.integers(0, 4, m).astype(np.float32)
+        else:
+            values = rng.standard_normal(m).astype(np.float32)
+        expected = np.argsort(values, kind="stable")[:n]
+        np.testing.assert_array_equal(_stable_smallest(values, n), expected)
