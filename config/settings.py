@@ -245,6 +245,9 @@ CARVE_EMBEDDING_CHUNK_ROWS = envint("EMBEDDING_CHUNK_ROWS", 1024)
 # How many more workers are asked to join an embedding job (one message each; a worker that
 # finds no chunk left ends at once). 0: the worker that claimed the job embeds alone.
 CARVE_EMBEDDING_HELPERS = envint("EMBEDDING_HELPERS", 3)
+# MiB of pool matrices each process keeps in memory between learner updates (0: none, each
+# update reads the matrix from the local cache or the database again).
+CARVE_POOL_MEMORY_MB = envint("POOL_MEMORY_MB", 1024)
 # Seconds after which a RUNNING embedding job without a progress heartbeat counts as dead
 # (its worker was killed) and may be claimed again. Must exceed the time of one batch.
 CARVE_JOB_STALE_SECONDS = envint("JOB_STALE_SECONDS", 120)

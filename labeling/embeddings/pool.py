@@ -9,6 +9,7 @@ the item at position ``i``.
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -118,10 +119,14 @@ def embeddings(campaign: Campaign) -> Pool | None:
     for tile in tiles:
         h.update(f"{tile.pk}:{tile.start}-{tile.stop}-{tile.digest}\n".encode())
     key = h.hexdigest()[:32]
+    kept = _kept.get((campaign.pk, model))
+    if kept is not None and kept.key == key:
+        _kept.move_to_end((campaign.pk, model))
+        return kept
     cache = cache_for(campaign.pk, model)
     hit = cache.get(key, n)
     if hit is not None:
-        return Pool(hit[0], hit[1], key)
+        return _keep(campaign.pk, model, Pool(hit[0], hit[1], key))
     matrix = chunks.read(tiles, n)
     items = np.fromiter(
         Item.objects.filter(campaign=campaign, position__lt=n)
@@ -132,4 +137,21 @@ def embeddings(campaign: Campaign) -> Pool | None:
         count=n,
     )
     cache.put(key, matrix, items)
-    return Pool(matrix, items, key)
+    return _keep(campaign.pk, model, Pool(matrix, items, key))
+
+
+#: The pools this process read last, newest last: a worker's next learner update of the
+#: campaign skips reading the matrix again (seconds at a million items). Bounded by
+#: CARVE_POOL_MEMORY_MB; the content key decides whether an entry is still the pool.
+_kept: OrderedDict[tuple[int, str], Pool] = OrderedDict()
+
+
+def _keep(campaign_id: int, model: str, pool: Pool) -> Pool:
+    pool.matrix.setflags(write=False)  # shared by the callers that get it: read only
+    budget = settings.CARVE_POOL_MEMORY_MB * 2**20
+    _kept.pop((campaign_id, model), None)
+    if pool.matrix.nbytes + pool.items.nbytes <= budget:
+        _kept[(campaign_id, model)] = pool
+    while sum(p.matrix.nbytes + p.items.nbytes for p in _kept.values()) > budget:
+        _kept.popitem(last=False)
+    return pool

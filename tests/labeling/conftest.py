@@ -28,6 +28,9 @@ def _fresh_rate_limits() -> None:
 def _data_dir(settings: Any, tmp_path: Path) -> Path:
     """Embedding caches go to a fresh directory per test, never into the checkout."""
     settings.CARVE_DATA_DIR = tmp_path / "data"
+    from labeling.embeddings import pool
+
+    pool._kept.clear()  # and no pool kept in memory from another test
     return settings.CARVE_DATA_DIR
 
 

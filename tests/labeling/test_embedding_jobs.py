@@ -392,9 +392,14 @@ def test_the_pool_is_read_from_the_database_and_cached_on_this_machine(
 
     monkeypatch.setattr(chunks, "read", no_database)
     again = pool.embeddings(campaign)
-    assert again is not None and again.key == first.key
-    np.testing.assert_array_equal(again.matrix, first.matrix)
+    assert again is first  # kept in this process's memory
+    assert not again.matrix.flags.writeable  # shared: read only
+    pool._kept.clear()  # another process on this machine: the file
+    from_file = pool.embeddings(campaign)
+    assert from_file is not None and from_file.key == first.key
+    np.testing.assert_array_equal(from_file.matrix, first.matrix)
     monkeypatch.undo()
+    pool._kept.clear()
     # Delete this machine's cache: nothing is lost, the next read rebuilds it.
     for path in cache.root.glob("*.npz"):
         path.unlink()
@@ -426,10 +431,30 @@ def test_a_torn_cache_file_is_ignored_and_replaced(campaign: Campaign) -> None:
     assert first is not None
     path = pool.cache_for(campaign.pk, "fake-32").path(first.key)
     path.write_bytes(path.read_bytes()[:100])  # a process died while writing it
+    pool._kept.clear()  # read by another process
     again = pool.embeddings(campaign)
     assert again is not None
     np.testing.assert_array_equal(again.matrix, first.matrix)
     assert path.stat().st_size > 100
+
+
+def test_a_process_keeps_pools_within_its_memory_budget(
+    campaign: Campaign, manager: Any, settings: Any
+) -> None:
+    other = Campaign.objects.create(name="Other", created_by=manager)
+    for c in (campaign, other):
+        _import(c, [f"{c.pk} text {i}" for i in range(10)])
+        embedding_jobs.run_embedding_job(_job(c).pk)
+    one = 10 * 32 * 4 + 10 * 8  # bytes of a pool of 10 items
+    settings.CARVE_POOL_MEMORY_MB = one * 1.5 / 2**20  # room for one pool, not two
+    first = pool.embeddings(campaign)
+    assert list(pool._kept) == [(campaign.pk, "fake-32")]
+    pool.embeddings(other)
+    assert list(pool._kept) == [(other.pk, "fake-32")]  # the older one made room
+    assert pool.embeddings(campaign) is not first  # read again
+    settings.CARVE_POOL_MEMORY_MB = 0
+    pool.embeddings(other)
+    assert not pool._kept
 
 
 def test_the_pool_waits_until_new_items_are_embedded(campaign: Campaign) -> None:
