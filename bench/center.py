@@ -16,7 +16,16 @@ which is what the platform solves (lines ``soft speedup L=...``). Then ours alon
 L in {2000, 5000}, hard and soft: cold, and warm (the centre of the first L labels is the
 start after one more label is added). Then depth 3 and 4 (the learner's default gates per
 layer) at L in {100, 500}, cold and warm, next to depth 2 on the same points (and Clarabel at
-L = 100). Figures go to bench/out/center.csv.
+L = 100).
+
+Multi-class (docs/learner.md, "Analytic centre", multi-class cuts): soft version spaces
+(default delta, 15% of the labels flipped to another class) of a random K-output teacher on the
+same kind of points, K in {2, 3, 4, 6, 10} at L = 1000: the cold centre (one run) and the warm
+recentre after 10 new labels (best of 3), the exponent of time in K (least squares on log-log),
+and at K = 4 the same solves with the generic products over all L (K - 1) cuts (the code
+before the per-class capacitance), side by side. Last, this machine's dgemm rate and the Newton
+solver's achieved rate on the K = 4 solves, from a model of its flop count (factorizations and
+CG iterations as counted by the solver). Figures go to bench/out/center.csv.
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ import cvxpy as cp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import learner  # noqa: E402
+from learner import _barrier  # noqa: E402
 from learner.center import CenterResult, analytic_center  # noqa: E402
 from learner.config import DEFAULT_DELTA, Task  # noqa: E402
 from learner.reference import reference_center  # noqa: E402
@@ -220,12 +230,116 @@ def deeper(n_labels: int, depth: int, rows: list[dict], with_cvxpy: bool) -> flo
     return t_cold / t_base
 
 
+#: Classes of the multi-class scan (the exponent of time in K is fitted over them).
+CLASSES = (2, 3, 4, 6, 10)
+#: Labels of the multi-class scan, and the labels added before the warm recentre.
+MULTI_LABELS = 1000
+NEW_LABELS = 10
+
+
+def multiclass_version_space(n_labels: int, n_classes: int, seed: int = 0) -> VersionSpace:
+    """Soft version space of a random ``n_classes``-output teacher (binary for 2).
+
+    Points as in :func:`teacher_version_space`; labels are the argmax of a 16-unit ReLU network
+    with ``n_classes`` outputs, :data:`FLIP` of them moved to another class (seeded), and the
+    cuts softened by the default delta.
+    """
+    rng = np.random.default_rng(seed)
+    gates = rng.standard_normal((P, D + 1))
+    X = rng.standard_normal((n_labels, D))
+    X = np.hstack([X / np.linalg.norm(X, axis=1, keepdims=True), np.ones((n_labels, 1))])
+    W1 = rng.standard_normal((16, D + 1))
+    W2 = rng.standard_normal((16, n_classes))
+    y = np.argmax(np.maximum(X @ W1.T, 0.0) @ W2, axis=1)
+    noise = np.random.default_rng(seed + 2)
+    flip = noise.random(n_labels) < FLIP
+    y = np.where(flip, (y + noise.integers(1, n_classes, n_labels)) % n_classes, y)
+    task = Task.BINARY if n_classes == 2 else Task.MULTICLASS
+    vs = empty_version_space(gates, task, n_classes, 1.0, 0.1, delta=DEFAULT_DELTA)
+    return add_labels(vs, X, y.astype(float))
+
+
+def multiclass(
+    n_labels: int, n_classes: int, rows: list[dict], *, generic: bool = False
+) -> tuple[float, float, CenterResult, CenterResult]:
+    """Cold centre at ``n_labels`` (one run) and warm recentre after :data:`NEW_LABELS` more
+    (best of 3, or of 1 with ``generic``). ``generic`` runs the generic products over every
+    cut instead of the per-class capacitance."""
+    vs = multiclass_version_space(n_labels + NEW_LABELS, n_classes)
+    first = vs.subset(np.arange(n_labels))
+    saved = _barrier._CLASS_CUTS
+    _barrier._CLASS_CUTS = not generic
+    try:
+        cold, t_cold = timed_centre(first, repeats=1)
+        warm, t_warm = timed_centre(vs, start=cold.x, repeats=1 if generic else 3)
+    finally:
+        _barrier._CLASS_CUTS = saved
+    kind = "generic" if generic else "per-class"
+    print(
+        f"K={n_classes} L={n_labels} ({kind}): cold {t_cold:.2f} s ({describe(cold)}); "
+        f"warm {t_warm:.2f} s after {NEW_LABELS} new labels ({describe(warm)})"
+    )
+    for start, t, res in (("cold", t_cold, cold), ("warm", t_warm, warm)):
+        rows.append(
+            {
+                "labels": n_labels,
+                "cuts": "soft",
+                "classes": n_classes,
+                "solver": "carve" if not generic else "carve-generic",
+                "start": start,
+                "seconds": t,
+                "objective": res.objective,
+                "status": res.status.value,
+            }
+        )
+    return t_cold, t_warm, cold, warm
+
+
+def dgemm_rate(n: int = 2000) -> float:
+    """This machine's float64 matrix-product rate in flop/s (best of 3, n x n times n x n)."""
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((n, n)), rng.standard_normal((n, n))
+    best = np.inf
+    for _ in range(3):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2.0 * n**3 / best
+
+
+def newton_flops(vs: VersionSpace, result: CenterResult) -> float:
+    """A model of the flops of one label-space solve (depth 2): per factorization the B_j and
+    their inverses, the capacitance (per class for multi-class cuts, else E E^T) and its
+    Cholesky factor; per CG iteration a Hessian product, two block solves, A, A^T and two
+    triangular solves; per Newton step the gradient and the slack updates."""
+    L, r = vs.n_labels, vs.n_features
+    K, Pg = vs.n_outputs, vs.n_gates
+    J, G = 2 * K * Pg, K * Pg
+    Q = L * (vs.cuts_per_label)
+    factor = 2 * J * L * r * r + 2.5 * J * r**3 + Q**3 / 3
+    if vs.task is Task.MULTICLASS:
+        factor += K * (2 * L * r * Pg * r + L * L * Pg * r)
+    else:
+        factor += 2 * Q * r * G * r + Q * Q * G * r
+    cg = 4 * L * r * J + 4 * J * r * r + 4 * Q * r * G / max(1, K - 1) + 2 * Q * Q
+    step = 6 * L * r * J
+    return result.n_factorizations * factor + result.n_cg * cg + result.nit * step
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="L=100 only (smoke run)")
+    parser.add_argument(
+        "--multiclass-only", action="store_true", help="only the multi-class scan and rates"
+    )
     args = parser.parse_args()
     print(f"# {machine()}, BLAS threads={THREADS}; d={D}+bias, P={P}")
     rows: list[dict] = []
+    if args.multiclass_only:
+        for line in multiclass_report(rows, quick=args.quick):
+            print(line)
+        print(f"figures written to {write_csv('center-multiclass.csv', rows)}")
+        return
     speedups: dict[tuple[str, int], float] = {}
     gaps: dict[str, list[float]] = {"hard": [], "soft": []}
     warm: dict[tuple[str, int], float] = {}
@@ -241,6 +355,7 @@ def main() -> None:
     for depth in (3,) if args.quick else (3, 4):
         for n in (100,) if args.quick else (100, 500):
             ratios[(depth, n)] = deeper(n, depth, rows, with_cvxpy=n == 100)
+    multi = multiclass_report(rows, quick=args.quick)
     path = write_csv("center.csv", rows)
     print(f"figures written to {path}")
     for (kind, n), s in speedups.items():
@@ -255,6 +370,44 @@ def main() -> None:
         print(f"{kind} warm recentre L={n}: {t:.2f} s")
     for (depth, n), ratio in ratios.items():
         print(f"depth {depth} / depth 2 cold time L={n}: {ratio:.1f}x")
+    for line in multi:
+        print(line)
+
+
+def multiclass_report(rows: list[dict], quick: bool = False) -> list[str]:
+    """The multi-class scan (module docstring); returns the summary lines."""
+    n = 100 if quick else MULTI_LABELS
+    classes = (2, 3, 4) if quick else CLASSES
+    results = {K: multiclass(n, K, rows) for K in classes}
+    times = {K: (res[0], res[1]) for K, res in results.items()}
+    t_cold4, t_warm4, cold4, warm4 = results[4]
+    g_cold, g_warm, g_cold_res, g_warm_res = multiclass(n, 4, rows, generic=True)
+    gap = max(
+        abs(a.objective - b.objective) / abs(b.objective)
+        for a, b in ((cold4, g_cold_res), (warm4, g_warm_res))
+    )
+    logk = np.log(np.array(classes, dtype=float))
+    lines = []
+    for label, idx in (("warm", 1), ("cold", 0)):
+        logt = np.log([times[K][idx] for K in classes])
+        slope = float(np.polyfit(logk, logt, 1)[0])
+        series = ", ".join(f"K={K} {times[K][idx]:.2f} s" for K in classes)
+        lines.append(f"multi-class {label} L={n}: {series}; time ~ K^{slope:.2f}")
+    lines.append(
+        f"multi-class K=4 L={n}: per-class vs generic products: cold {t_cold4:.2f} s vs "
+        f"{g_cold:.2f} s ({g_cold / t_cold4:.1f}x), warm {t_warm4:.2f} s vs {g_warm:.2f} s "
+        f"({g_warm / t_warm4:.1f}x); relative objective difference {gap:.1e}"
+    )
+    rate = dgemm_rate()
+    vs = multiclass_version_space(n + NEW_LABELS, 4)
+    first = vs.subset(np.arange(n))
+    for label, res, t, space in (("cold", cold4, t_cold4, first), ("warm", warm4, t_warm4, vs)):
+        achieved = newton_flops(space, res) / t
+        lines.append(
+            f"Newton rate K=4 L={n} {label}: {achieved / 1e9:.1f} GFLOP/s (flop model) = "
+            f"{achieved / rate:.0%} of this machine's dgemm rate {rate / 1e9:.1f} GFLOP/s"
+        )
+    return lines
 
 
 if __name__ == "__main__":

@@ -34,6 +34,12 @@ touches the gates under one slot of the top hidden layer: ordered as [label rows
 top slot 1 | ... ], the capacitance is an arrow matrix whose D3 part is block-diagonal. The
 STRUCTURED path factors each diagonal block (L R_m rows) and the Schur complement on the label
 rows (L C rows), instead of one matrix of L (C + K' R) rows (eq. AC, Woodbury by blocks).
+
+Multi-class cuts (depth 2) share their gate coefficients across the two classes they compare,
+so the label-space capacitance of their Q = L (K - 1) rows is assembled from K per-class
+L x L matrices (:class:`ClassCuts`, docs/learner.md, "Analytic centre", eq. MC), and products
+with A and A^T go through per-class values: the same matrices, (K - 1)^2 and K - 1 times fewer
+flops.
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ import scipy.linalg
 from numpy.typing import NDArray
 from scipy.linalg import blas, lapack
 
+from learner.config import Task
 from learner.lift import lifted_rows
 from learner.version_space import VersionSpace
 
@@ -56,6 +63,11 @@ Array = NDArray[np.float64]
 _potrs64 = lapack.dpotrs
 _potrs32 = lapack.spotrs
 _symv = blas.dsymv
+_symm = blas.dsymm
+# Inverse of a float32 Cholesky factor and products with it (preconditioner solves).
+_trtri32 = lapack.strtri
+_trmv32 = blas.strmv
+_trmm32 = blas.strmm
 
 #: Inner systems up to this size keep an explicit inverse; larger ones are solved with the
 #: Cholesky factor (in float32 when only preconditioning).
@@ -65,6 +77,9 @@ _EXPLICIT_INVERSE_MAX = 1200
 _SINGLE_PRECISION_MIN = 1200
 #: Floats of the (m, Q, G) intermediate of one A X product chunk.
 _APPLY_CHUNK = 8_000_000
+#: Multi-class cuts go through per-class quantities (:class:`ClassCuts`); False gives the
+#: generic products over all Q cuts (the same numbers up to roundoff; tests compare them).
+_CLASS_CUTS = True
 #: Above this many floats the Khatri-Rao product F (x) F is not cached (B_j built in a loop).
 _FF_CACHE_LIMIT = 40_000_000
 
@@ -130,6 +145,55 @@ class Slacks:
         return bool(self.sb > 0 and np.all(self.p > 0) and np.all(self.t > 0))
 
 
+@dataclass
+class ClassCuts:
+    """Multi-class label cuts in factored form: cut (l, j) has coefficient
+    ``D[l] (e_{y[l]} - e_{other[l, j]})`` on the (class, gate) grid (eq. SV without D3 rows).
+
+    Attributes
+    ----------
+    y : ndarray of int, shape (L,)
+        Labeled class of each point.
+    other : ndarray of int, shape (L, K - 1)
+        The other classes, in the order of the cuts
+        (:func:`learner.version_space.build_label_cuts`).
+    D : ndarray of shape (L, P)
+        The coefficient of x^T (u_ki - v_ki) in f_k at each point (the same for every class).
+    """
+
+    y: NDArray[np.intp]
+    other: NDArray[np.intp]
+    D: Array
+    #: ``others[c]``: the classes other than c, in cut order, shape (K, K - 1).
+    others: NDArray[np.intp]
+    #: Labels sorted by class (stable), shape (L,); class c's are ``order[bounds[c]:bounds[c+1]]``.
+    order: NDArray[np.intp]
+    bounds: NDArray[np.intp]
+    #: Cut indices ordered by (class of the label, j, label), shape (L (K - 1),).
+    perm: NDArray[np.intp]
+
+    @classmethod
+    def of(cls, vs: VersionSpace) -> ClassCuts:
+        K = vs.n_classes
+        y = vs.y.astype(np.intp)
+        others = np.array([[k for k in range(K) if k != c] for c in range(K)], dtype=np.intp)
+        order = np.argsort(y, kind="stable")
+        bounds = np.searchsorted(y[order], np.arange(K + 1))
+        cut = order[None, :] * (K - 1) + np.arange(K - 1)[:, None]  # (K - 1, L): cut (l, j)
+        perm = np.concatenate([cut[:, bounds[c] : bounds[c + 1]].ravel() for c in range(K)]).astype(
+            np.intp
+        )
+        return cls(
+            y=y,
+            other=others[y],
+            D=vs.output_coef(),
+            others=others,
+            order=order,
+            bounds=bounds,
+            perm=perm,
+        )
+
+
 class Barrier:
     """The log-barrier of one version space in a fixed orthonormal basis.
 
@@ -186,6 +250,12 @@ class Barrier:
                     rows = (base + self.C_label + k * n_struct + r_idx).ravel()
                     gates = k * self.P + m * width + np.arange(width)
                     self.groups.append((rows, gates))
+        # Multi-class label cuts without D3 rows: cut (l, j) is f_{y_l} - f_{a_lj} with the same
+        # gate coefficients D_l on both classes (eq. SV), so products with A and the
+        # capacitance matrix go through per-class quantities (HessianFactor._class_capacitance).
+        self.classes: ClassCuts | None = None
+        if _CLASS_CUTS and vs.task is Task.MULTICLASS and not n_struct and self.L:
+            self.classes = ClassCuts.of(vs)
         self._ff: Array | None = None
         if self.L * self.r * self.r <= _FF_CACHE_LIMIT:
             self._ff = (self.F[:, :, None] * self.F[:, None, :]).reshape(self.L, self.r * self.r)
@@ -332,6 +402,9 @@ class Barrier:
             return path
         gr = self.G * self.r
         cost_label = self.Q**2 * gr + self.Q**3 / 3
+        if self.classes is not None:
+            # Per-class matrices (HessianFactor._class_capacitance): K L^2 P r, not Q^2 G r.
+            cost_label = self.L**2 * gr + self.Q**3 / 3
         cost_gate = gr**2 * self.Q + gr**3 / 3
         best = HessianPath.LABEL_SPACE if cost_label <= cost_gate else HessianPath.GATE_SPACE
         if self.groups:
@@ -414,10 +487,17 @@ class HessianFactor:
         # D_g = B_u^{-1} + B_v^{-1}: the label rows only see w = u - v.
         Dg = (binv[:, 0] + binv[:, 1]).reshape(G, r, r)
         self.cs = (bar.coef / sl.t[:, None, None]).reshape(bar.Q, G)  # C_q / t_q
+        self.inv_t: Array = 1.0 / sl.t
         self._blocks: list[tuple[Array, Array]] = []
+        self._perm: NDArray[np.intp] | None = None
         if path is HessianPath.STRUCTURED:
             Rg = _batched_cholesky(Dg)
             logdet_inner = self._factor_structured(Rg)
+        elif path is HessianPath.LABEL_SPACE and bar.classes is not None:
+            self._perm = bar.classes.perm
+            cap = self._class_capacitance(_batched_cholesky(Dg), low)
+            self.chol_inner = _cholesky(cap)
+            logdet_inner = 2.0 * float(np.sum(np.log(np.diagonal(self.chol_inner))))
         elif path is HessianPath.LABEL_SPACE:
             Rg = _batched_cholesky(Dg)
             # E = [diag(c_g) F R_g]_g in one GEMM: F (Q x r) times [R_1 ... R_G] (r x G r).
@@ -440,17 +520,112 @@ class HessianFactor:
                 sg[g * r : (g + 1) * r, g * r : (g + 1) * r] += self.D_inv[g]
             self.chol_inner = _cholesky(sg)
             logdet_inner = logdet_D + 2.0 * float(np.sum(np.log(np.diagonal(self.chol_inner))))
+        self._tri32: NDArray[np.float32] | None = None
         if self.chol_inner.dtype == np.float32:
+            # Kept in float32: every solve with it preconditions (see _inner_solve_factored).
             self._chol32 = np.asfortranarray(self.chol_inner)
-        self.chol_inner = np.asfortranarray(self.chol_inner, dtype=np.float64)
+            tri, info = _trtri32(self._chol32, lower=1)
+            if info != 0:
+                raise np.linalg.LinAlgError(f"trtri failed (info={info})")
+            self._tri32 = np.asfortranarray(tri)
+        else:
+            self.chol_inner = np.asfortranarray(self.chol_inner)
         self._inner_inv: Array | None = None
         if path is not HessianPath.STRUCTURED and self.chol_inner.shape[0] <= _EXPLICIT_INVERSE_MAX:
-            self._inner_inv = _cho_inverse(self.chol_inner)
+            self._inner_inv = _cho_inverse(self.chol64)
         # Ball: rank-one term beta beta^T by Sherman-Morrison.
         self.beta = (2.0 / sl.sb) * theta
         self.z_beta = self._solve0(self.beta[None])[0]
         self.denom = 1.0 + float(np.sum(self.beta * self.z_beta))
         self._logdet_rest = logdet_inner + float(np.log(self.denom))
+
+    @property
+    def chol64(self) -> Array:
+        """The inner Cholesky factor in float64 (Fortran order), converted once if needed."""
+        if self.chol_inner.dtype != np.float64:
+            self.chol_inner = np.asfortranarray(self.chol_inner, dtype=np.float64)
+        return self.chol_inner
+
+    def _class_capacitance(self, Rg: Array, low: type) -> Array:
+        """The capacitance I + A B^{-1} A^T of multi-class cuts from K per-class matrices.
+
+        Cut (l, j) is f_{y_l} - f_{a_lj} with a_lj = ``other[l, j]`` (:class:`ClassCuts`), and
+        A B^{-1} A^T only sees w = u - v through D_g = B_u^{-1} + B_v^{-1} (module
+        docstring). With N_k = sum_i diag(D_:i) F D_ki F^T diag(D_:i) (L x L, one per class):
+
+            t_lj t_l'j' (A B^{-1} A^T)_{(l,j),(l',j')}
+              = ([y_l = y_l'] - [y_l = a_l'j']) N_{y_l} + ([a_lj = a_l'j'] - [a_lj = y_l']) N_{a_lj}
+
+        (entries (l, l') of each N; docs/learner.md, eq. MC). Forming the N_k costs K L^2 P r
+        flops instead of the Q^2 K P r of E E^T over all Q = L (K - 1) cuts: (K - 1)^2 times
+        fewer. The cuts are ordered by (class of the label, j, label) (``ClassCuts.perm``),
+        so every block of the matrix between two (class, j) groups is alpha N_c + beta N_a on
+        one slice.
+
+        Parameters
+        ----------
+        Rg : ndarray of shape (G, r, r)
+            Lower Cholesky factors of the D_g.
+        low : type
+            np.float64, or np.float32 for a preconditioner-only factor.
+
+        Returns
+        -------
+        ndarray of shape (Q, Q)
+            The permuted capacitance, in ``low`` precision.
+        """
+        bar = self.bar
+        cc = bar.classes
+        assert cc is not None
+        K, P, r = bar.K, bar.P, bar.r
+        C = K - 1
+        order, bounds = cc.order, cc.bounds
+        F = bar.F[order]
+        D = cc.D[order]
+        L = F.shape[0]
+        N: NDArray[Any] = np.empty((K, L, L), dtype=low)
+        for k in range(K):
+            # E_k = [diag(D_:i) F R_ki]_i, one GEMM; N_k = E_k E_k^T (a symmetric rank-k update).
+            E = F @ Rg[k * P : (k + 1) * P].transpose(1, 0, 2).reshape(r, P * r)
+            E.reshape(L, P, r)[...] *= D[:, :, None]
+            E = E.astype(low, copy=False)
+            N[k] = E @ E.T
+        inv_t: NDArray[Any] = self.inv_t[cc.perm].astype(low)
+        cap: NDArray[Any] = np.empty((L * C, L * C), dtype=low)
+        others = cc.others
+        for c in range(K):
+            rc = slice(bounds[c], bounds[c + 1])
+            for j in range(C):
+                a = int(others[c, j])
+                row = slice(
+                    C * bounds[c] + j * (bounds[c + 1] - bounds[c]),
+                    C * bounds[c] + (j + 1) * (bounds[c + 1] - bounds[c]),
+                )
+                for c2 in range(K):
+                    rc2 = slice(bounds[c2], bounds[c2 + 1])
+                    n2 = bounds[c2 + 1] - bounds[c2]
+                    for j2 in range(C):
+                        a2 = int(others[c2, j2])
+                        col = slice(C * bounds[c2] + j2 * n2, C * bounds[c2] + (j2 + 1) * n2)
+                        alpha = float(c == c2) - float(c == a2)
+                        beta = float(a == a2) - float(a == c2)
+                        blk = cap[row, col]
+                        if alpha and beta:
+                            np.multiply(N[c, rc, rc2], alpha, out=blk)
+                            blk += beta * N[a, rc, rc2]
+                        elif alpha:
+                            np.multiply(N[c, rc, rc2], alpha, out=blk)
+                        elif beta:
+                            np.multiply(N[a, rc, rc2], beta, out=blk)
+                        else:
+                            blk[...] = 0.0
+        cap *= inv_t[:, None]
+        cap *= inv_t[None, :]
+        cap[np.diag_indices_from(cap)] += 1.0
+        # Symmetric (each block's mirror sums the same two terms, each N_k is a symmetric
+        # rank-k update) up to the last bit of the 1/t scaling, and LAPACK reads one triangle:
+        # the transpose is the same matrix in Fortran order, factored without a copy.
+        return cap.T
 
     def _factor_structured(self, Rg: Array) -> float:
         """Factor the arrow-shaped capacitance I + A B^{-1} A^T by blocks (module docstring).
@@ -518,13 +693,25 @@ class HessianFactor:
         """blockdiag(B^{-1}) Y for Y of shape (m, K', 2, P, r)."""
         bar = self.bar
         m = Y.shape[0]
-        flat = Y.reshape(m, bar.J, bar.r, 1)
-        return np.matmul(self.B_inv[None], flat).reshape(Y.shape)
+        if m <= 2:
+            flat = Y.reshape(m, bar.J, bar.r, 1)
+            return np.matmul(self.B_inv[None], flat).reshape(Y.shape)
+        # Many right-hand sides (the Dikin recovery's rows, samples): one GEMM per block,
+        # Y_j B_j^{-T} = (B_j^{-1} Y_j^T)^T, written in place through a transposed view.
+        out = np.empty((m, bar.J, bar.r))
+        np.matmul(
+            Y.reshape(m, bar.J, bar.r).transpose(1, 0, 2),
+            self.B_inv.transpose(0, 2, 1),
+            out=out.transpose(1, 0, 2),
+        )
+        return out.reshape(Y.shape)
 
     def _apply_A(self, X: Array) -> Array:
         """A X: one number per cut and right-hand side, shape (m, Q)."""
         bar = self.bar
         m = X.shape[0]
+        if bar.classes is not None:
+            return self._apply_A_classes(X)
         w = (X[:, :, 0] - X[:, :, 1]).reshape(m, bar.G, bar.r)
         out = np.empty((m, bar.Q))
         # (step, Q, G) products at a time: deep version spaces have many rows and gates.
@@ -539,10 +726,63 @@ class HessianFactor:
         bar = self.bar
         m = z.shape[0]
         out = np.empty((m, bar.K, 2, bar.P, bar.r))
+        if bar.classes is not None:
+            w = self._apply_At_classes(z)
+            out[:, :, 0] = w
+            out[:, :, 1] = -w
+            return out
+        # (step, G, Q) weights at a time, one GEMM each.
+        step = max(1, _APPLY_CHUNK // max(1, bar.Q * bar.G))
+        for i in range(0, m, step):
+            n = min(step, m - i)
+            zc = (self.cs.T[None] * z[i : i + n, None, :]).reshape(n * bar.G, bar.Q)
+            w = (zc @ bar.F_lab).reshape(n, bar.K, bar.P, bar.r)
+            out[i : i + n, :, 0] = w
+            out[i : i + n, :, 1] = -w
+        return out
+
+    def _apply_A_classes(self, X: Array) -> Array:
+        """A X for multi-class cuts (:class:`ClassCuts`): the per-class values
+        s_lk = sum_i D_li x_l^T w_ki once, then (s_{l y_l} - s_{l a_lj}) / t_lj per cut.
+        Shape (m, Q); K - 1 times fewer flops than the generic product."""
+        bar = self.bar
+        cc = bar.classes
+        assert cc is not None
+        m, L, K, P = X.shape[0], bar.L, bar.K, bar.P
+        w = (X[:, :, 0] - X[:, :, 1]).reshape(m, K * P, bar.r)
+        s = np.empty((m, L, K))
+        # (step, L, K P) products at a time, one GEMM each.
+        step = max(1, _APPLY_CHUNK // max(1, L * K * P))
+        for i in range(0, m, step):
+            n = min(step, m - i)
+            proj = (bar.F @ w[i : i + n].reshape(n * K * P, bar.r).T).reshape(L, n, K, P)
+            s[i : i + n] = np.einsum("lnkp,lp->nlk", proj, cc.D)
+        rows = np.arange(L)
+        diff = s[:, rows, cc.y][:, :, None] - s[:, rows[:, None], cc.other]  # (m, L, K - 1)
+        return diff.reshape(m, bar.Q) * self.inv_t
+
+    def _apply_At_classes(self, z: Array) -> Array:
+        """The w part of A^T z for multi-class cuts, shape (m, K', P, r) (u gets +w, v gets
+        -w): per point the class weights c_lk = sum_j z_lj sign_ljk / t_lj, then
+        w_ki = sum_l c_lk D_li F_l."""
+        bar = self.bar
+        cc = bar.classes
+        assert cc is not None
+        m, L, K, P = z.shape[0], bar.L, bar.K, bar.P
+        zt = (z * self.inv_t).reshape(m, L, K - 1)
+        c = np.zeros((m, L, K))
+        rows = np.arange(L)
+        c[:, rows, cc.y] = zt.sum(axis=2)
+        for j in range(K - 1):
+            c[:, rows, cc.other[:, j]] -= zt[:, :, j]
+        if m > 2:
+            # One GEMM for every right-hand side: (m K P, L) @ (L, r).
+            coef = c.transpose(0, 2, 1)[:, :, None, :] * cc.D.T[None, None, :, :]
+            return (coef.reshape(m * K * P, L) @ bar.F).reshape(m, K, P, bar.r)
+        out = np.empty((m, K, P, bar.r))
         for i in range(m):
-            w = ((self.cs * z[i][:, None]).T @ bar.F_lab).reshape(bar.K, bar.P, bar.r)
-            out[i, :, 0] = w
-            out[i, :, 1] = -w
+            coef2 = (c[i][:, :, None] * cc.D[:, None, :]).reshape(L, K * P)
+            out[i] = (coef2.T @ bar.F).reshape(K, P, bar.r)
         return out
 
     def _inner_solve(self, rhs: Array, approximate: bool) -> Array:
@@ -555,19 +795,44 @@ class HessianFactor:
         """
         if self.path is HessianPath.STRUCTURED:
             return self._structured_solve(rhs)
+        perm = self._perm
+        if perm is not None:
+            # The capacitance was factored with its cuts permuted (_class_capacitance).
+            out = np.empty_like(rhs)
+            out[:, perm] = self._inner_solve_factored(rhs[:, perm], approximate)
+            return out
+        return self._inner_solve_factored(rhs, approximate)
+
+    def _inner_solve_factored(self, rhs: Array, approximate: bool) -> Array:
         if self._inner_inv is not None:
-            # Symmetric mat-vec on the lower triangle that potri filled (no symmetrising copy).
+            # Symmetric products on the lower triangle that potri filled (no symmetrising copy):
+            # mat-vecs for one or two right-hand sides, one matrix product for more.
+            if rhs.shape[0] > 2:
+                return np.asarray(_symm(1.0, self._inner_inv, rhs.T, lower=1).T)
             out = np.empty_like(rhs)
             for i in range(rhs.shape[0]):
                 out[i] = _symv(1.0, self._inner_inv, rhs[i], lower=1)
             return out
+        if self._tri32 is not None:
+            # A float32 factor only preconditions, whatever the caller asks: H^{-1} b =
+            # L^{-T} (L^{-1} b) by two triangular products, about four times faster than
+            # the two triangular solves (memory-bound) and just as accurate.
+            b32 = np.asfortranarray(rhs.T, dtype=np.float32)
+            if rhs.shape[0] <= 2:
+                cols = [
+                    _trmv32(self._tri32, _trmv32(self._tri32, b32[:, i], lower=1), lower=1, trans=1)
+                    for i in range(rhs.shape[0])
+                ]
+                return np.asarray(np.stack(cols), dtype=np.float64)
+            y = _trmm32(1.0, self._tri32, b32, lower=1)
+            return np.asarray(_trmm32(1.0, self._tri32, y, lower=1, trans_a=1).T, dtype=np.float64)
         if approximate:
             if self._chol32 is None:
-                self._chol32 = np.asfortranarray(self.chol_inner, dtype=np.float32)
+                self._chol32 = np.asfortranarray(self.chol64, dtype=np.float32)
             x32, info = _potrs32(self._chol32, rhs.T.astype(np.float32), lower=1)
             if info == 0:
                 return np.asarray(x32.T, dtype=np.float64)
-        x, info = _potrs64(self.chol_inner, rhs.T, lower=1)
+        x, info = _potrs64(self.chol64, rhs.T, lower=1)
         if info != 0:
             raise np.linalg.LinAlgError(f"potrs failed (info={info})")
         return np.asarray(x.T)

@@ -125,3 +125,80 @@ def test_a_single_precision_factor_preconditions_to_float32_accuracy(seed, path,
     X = fac.solve(Y, approximate=True).reshape(2, -1)
     err = np.abs(X - expected).max() / np.abs(expected).max()
     assert 0 < err < 1e-3  # float32's rounding shows, and nothing worse
+
+
+@pytest.mark.parametrize("n_classes", [3, 4, 6])
+@pytest.mark.parametrize("single", [False, True])
+def test_per_class_capacitance_equals_the_generic_multiclass_algebra(
+    seed, n_classes, single, monkeypatch
+):
+    """The per-class products (ClassCuts) give the same A X, A^T z, solves and log det as the
+    generic products over every cut, to 1e-9 (float64) or float32's rounding (``single``)."""
+    import learner._barrier as barrier
+
+    vs, bar, theta, sl, rng = _random_problem(seed, Task.MULTICLASS, n_classes, 11, 5, P=4)
+    assert bar.classes is not None
+    sl.sb = 0.5  # inside the ball whatever the random theta's norm
+    if single:
+        monkeypatch.setattr(barrier, "_SINGLE_PRECISION_MIN", 0)
+    new = bar.factorize(theta, sl, HessianPath.LABEL_SPACE, single=single)
+    classes, bar.classes = bar.classes, None
+    old = bar.factorize(theta, sl, HessianPath.LABEL_SPACE)
+    bar.classes = classes
+    X = rng.standard_normal((2, *theta.shape))
+    z = rng.standard_normal((2, bar.Q))
+
+    np.testing.assert_allclose(new._apply_A(X), old._apply_A(X), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(new._apply_At(z), old._apply_At(z), rtol=1e-12, atol=1e-12)
+    tol = 1e-4 if single else 1e-9
+    np.testing.assert_allclose(
+        new.solve(X, approximate=single),
+        old.solve(X),
+        rtol=tol,
+        atol=tol * np.abs(old.solve(X)).max(),
+    )
+    if not single:
+        np.testing.assert_allclose(new.logdet(), old.logdet(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("n_classes", [3, 5])
+def test_multiclass_centre_equals_the_generic_path(seed, n_classes, monkeypatch):
+    """The analytic centre through the per-class path equals the generic one to 1e-9."""
+    import learner._barrier as barrier
+    from learner.center import analytic_center
+
+    from .problems import teacher_problem
+
+    vs = teacher_problem(seed, 40, d=5, n_gates=6, task=Task.MULTICLASS, n_classes=n_classes).vs
+    new = analytic_center(vs)
+    monkeypatch.setattr(barrier, "_CLASS_CUTS", False)
+    old = analytic_center(vs)
+
+    assert new.success and old.success
+    np.testing.assert_allclose(new.x, old.x, rtol=0, atol=1e-9 * np.abs(old.x).max())
+    assert abs(new.objective - old.objective) <= 1e-9 * abs(old.objective)
+
+
+@pytest.mark.parametrize(("task", "n_classes"), TASKS)
+@pytest.mark.parametrize("path", [HessianPath.LABEL_SPACE, HessianPath.GATE_SPACE])
+def test_many_right_hand_sides_solve_like_one_at_a_time(seed, task, n_classes, path):
+    """The batched products used for many right-hand sides (Dikin recovery, sampling) give
+    what the one-at-a-time products give."""
+    vs, bar, theta, sl, rng = _random_problem(seed, task, n_classes, 9, 4)
+    sl.sb = 0.5
+    fac = bar.factorize(theta, sl, path)
+    Y = rng.standard_normal((6, *theta.shape))
+    z = rng.standard_normal((6, bar.Q))
+
+    batched = fac.solve(Y)
+    single = np.stack([fac.solve(Y[i]) for i in range(6)])
+
+    np.testing.assert_allclose(batched, single, rtol=1e-10, atol=1e-12 * np.abs(single).max())
+    np.testing.assert_allclose(
+        fac._apply_At(z),
+        np.concatenate([fac._apply_At(z[i : i + 1]) for i in range(6)]),
+        rtol=1e-12,
+    )
+    np.testing.assert_allclose(
+        fac._apply_A(Y), np.concatenate([fac._apply_A(Y[i : i + 1]) for i in range(6)]), rtol=1e-12
+    )
