@@ -76,6 +76,9 @@ def machines(postgres: None, redis_url: str, tmp_path: Path) -> Iterator[dict[st
         # Small chunks that take a moment each, so both workers get some of the job.
         "EMBEDDING_CHUNK_ROWS": "16",
         "FAKE_EMBED_DELAY_MS": "60",
+        # No pools kept in process memory: every learner update reads its machine's cache or
+        # the database, so deleting a worker's data directory is felt by its next update.
+        "POOL_MEMORY_MB": "0",
     }
     dirs = {name: tmp_path / name for name in ("web", "worker-a", "worker-b")}
     for path in dirs.values():
