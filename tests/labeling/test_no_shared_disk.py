@@ -21,7 +21,7 @@ from django.db import connection
 
 from labeling import tokens
 from labeling.models import Campaign, EmbeddingChunk, LearnerSnapshot, ModelVersion
-from tests.labeling.test_readme_api import documents, walkthrough
+from tests.labeling.test_readme_api import documents, run_walkthrough
 from tests.support.processes import REPO_ROOT, Worker, database_url, free_port, wait_for, worker_env
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(400)]
@@ -112,21 +112,7 @@ def test_web_and_two_workers_without_a_shared_disk(
 ) -> None:
     web, a, b = machines["web"], machines["worker-a"], machines["worker-b"]
     _, token = tokens.create_token(manager, "no-shared-disk")
-    shutil.copy(REPO_ROOT / "labeling/data/demo_reviews.csv", tmp_path / "reviews.csv")
-    env = {
-        "PATH": "/usr/local/bin:/usr/bin:/bin",
-        "CARVE_URL": web.url,
-        "CARVE_TOKEN": token,
-        "HOME": str(tmp_path),
-    }
-    done = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", walkthrough()],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    done = run_walkthrough(web.url, token, tmp_path)
     logs = "\n".join(p.log.read_text(errors="replace")[-2000:] for p in (web, a, b))
     assert done.returncode == 0, f"{done.stdout}\n{done.stderr}\n--- logs ---\n{logs}"
     campaign = Campaign.objects.get(name="Reviews")

@@ -32,6 +32,26 @@ def walkthrough() -> str:
     return match.group(1)
 
 
+def run_walkthrough(url: str, token: str, workdir: Path) -> subprocess.CompletedProcess[str]:
+    """Run the README's walkthrough with bash against ``url``, in ``workdir`` (given the demo
+    reviews as reviews.csv), as a user with ``token`` would."""
+    shutil.copy(REPO_ROOT / "labeling/data/demo_reviews.csv", workdir / "reviews.csv")
+    env = {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "CARVE_URL": url,
+        "CARVE_TOKEN": token,
+        "HOME": str(workdir),
+    }
+    return subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", walkthrough()],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+
+
 def documents(text: str) -> list[dict[str, Any]]:
     """The JSON objects that jq printed, in order (other output lines are skipped)."""
     decoder, found, at = json.JSONDecoder(), [], 0
@@ -60,21 +80,7 @@ def test_the_readme_walkthrough_runs(
             pytest.fail(f"{tool} is not installed; `make test-deps` installs it (apt-get)")
     worker = start_worker("readme")
     _, token = tokens.create_token(manager, "readme")
-    shutil.copy(REPO_ROOT / "labeling/data/demo_reviews.csv", tmp_path / "reviews.csv")
-    env = {
-        "PATH": "/usr/local/bin:/usr/bin:/bin",
-        "CARVE_URL": live_server.url,
-        "CARVE_TOKEN": token,
-        "HOME": str(tmp_path),
-    }
-    done = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", walkthrough()],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    done = run_walkthrough(live_server.url, token, tmp_path)
     log = worker.log.read_text(errors="replace")[-3000:]
     assert done.returncode == 0, f"{done.stdout}\n{done.stderr}\n--- worker ---\n{log}"
 
