@@ -31,6 +31,16 @@ def check_labels_in_use(campaign: Campaign, labels: list[str]) -> None:
             )
 
 
+# Added after the first release: a form posted without them keeps the stored value.
+OPTIONAL_SETTINGS = (
+    "show_suggestions",
+    "evaluation_size",
+    "card_metadata",
+    "label_goal",
+    "annotator_goal",
+)
+
+
 class CampaignForm(forms.ModelForm):  # type: ignore[type-arg]  # generic in the stubs only
     labels_text = forms.CharField(
         label="Labels",
@@ -56,6 +66,21 @@ class CampaignForm(forms.ModelForm):  # type: ignore[type-arg]  # generic in the
         self.fields["annotators"].required = False
         if self.instance.pk:
             self.fields["labels_text"].initial = "\n".join(self.instance.labels)
+        # Settings a form may leave out keep their current value (or the default).
+        for name in OPTIONAL_SETTINGS:
+            self.fields[name].required = False
+
+    def _clean_optional(self, name: str) -> Any:
+        value = self.cleaned_data.get(name)
+        if value in (None, "") and name not in self.data:
+            return getattr(self.instance, name)
+        return value
+
+    def clean_show_suggestions(self) -> Any:
+        return self._clean_optional("show_suggestions")
+
+    def clean_evaluation_size(self) -> Any:
+        return self._clean_optional("evaluation_size")
 
     def clean_labels_text(self) -> list[str]:
         raw = self.cleaned_data["labels_text"]

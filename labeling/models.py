@@ -115,6 +115,36 @@ class Campaign(models.Model):
         help_text="Fit a new model version automatically every this many labels; 0 = only on "
         "demand.",
     )
+
+    class Suggestions(models.TextChoices):
+        OFF = "off", "never shown"
+        AUTO = "auto", "shown, except on gold and evaluation items"
+        ALL = "all", "shown on every item"
+
+    # The model's suggested label on the labeling card (docs/platform.md, "Suggestions").
+    show_suggestions = models.CharField(
+        "model suggestions",
+        max_length=4,
+        choices=Suggestions.choices,
+        default=Suggestions.AUTO,
+        help_text="Show annotators the current model's guess with its confidence. Hidden on "
+        "gold and evaluation items by default, so they measure the annotators and the model "
+        "without anchoring.",
+    )
+    # The reserved evaluation set (docs/platform.md, "The evaluation set").
+    evaluation_size = models.PositiveIntegerField(
+        "evaluation items",
+        default=100,
+        validators=[MaxValueValidator(100_000)],
+        help_text="Items drawn at random from the pool, labeled like any other but never "
+        "trained on: they measure the model's accuracy honestly. At most 5% of the pool; "
+        "0 = none.",
+    )
+    # Metadata keys shown on the labeling card; None: every key.
+    card_metadata = models.JSONField(null=True, blank=True, default=None)
+    # Progress goals shown to annotators; None: the pool size (campaign) / no personal goal.
+    label_goal = models.PositiveIntegerField(null=True, blank=True)
+    annotator_goal = models.PositiveIntegerField(null=True, blank=True)
     # Set when a manager stops the campaign: nothing more is served to annotators.
     stopped_at = models.DateTimeField(null=True, blank=True, editable=False)
     # Bumped by every label change; a learner run records the version it saw (coalescing).
@@ -160,6 +190,11 @@ CAMPAIGN_SETTINGS = (
     "overlap",
     "gold_rate",
     "retrain_every",
+    "show_suggestions",
+    "evaluation_size",
+    "card_metadata",
+    "label_goal",
+    "annotator_goal",
 )
 
 
@@ -190,6 +225,13 @@ class Item(models.Model):
     metadata = models.JSONField(default=dict, blank=True)
     # Row order of the pool: the embedding matrix's row for this item.
     position = models.PositiveIntegerField()
+    # In the reserved evaluation set: served like gold, never queried nor trained on.
+    evaluation = models.BooleanField(default=False)
+    # The served model version's prediction (class index) and calibrated confidence.
+    predicted = models.PositiveSmallIntegerField(null=True, blank=True)
+    confidence = models.FloatField(null=True, blank=True)
+    # A manager sent it to review (bulk action on the items page).
+    review_requested_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [
@@ -438,6 +480,12 @@ class LearnerSnapshot(models.Model):
     center_status = models.CharField(max_length=40, blank=True)
     message = models.TextField(blank=True)
     solver = models.CharField(max_length=200, blank=True)
+    # Calibration of the centre's margins (learner.calibration) and what it gave.
+    calibration = models.JSONField(default=dict)
+    # {item id: [class index, calibrated probability, reason]} for the queued items.
+    suggestions = models.JSONField(default=dict)
+    # Cross-validated accuracy estimate from the labels so far ({} until there are enough).
+    estimate = models.JSONField(default=dict)
     n_labels = models.PositiveIntegerField(default=0)
     round = models.PositiveIntegerField(default=0)
     seconds = models.FloatField(default=0.0)
@@ -457,6 +505,13 @@ class LearnerPoint(models.Model):
     # The centre network's accuracy on gold items not used for training (None: no gold left).
     gold_accuracy = models.FloatField(null=True, blank=True)
     n_gold = models.PositiveIntegerField(default=0)
+    # Accuracy on labeled evaluation items, with its Wilson interval (None: too few yet).
+    eval_accuracy = models.FloatField(null=True, blank=True)
+    eval_low = models.FloatField(null=True, blank=True)
+    eval_high = models.FloatField(null=True, blank=True)
+    n_eval = models.PositiveIntegerField(default=0)
+    # Cross-validated accuracy on the training labels (shown until the evaluation set has enough).
+    cv_accuracy = models.FloatField(null=True, blank=True)
     log_volume = models.FloatField(null=True, blank=True)
     disagreement = models.FloatField(null=True, blank=True)
     threshold = models.FloatField(null=True, blank=True)
