@@ -106,13 +106,16 @@ def _counts(campaign_id: int) -> tuple[int, int]:
     """(labels the learner trains on now, labels its stored state holds)."""
     from django.db import close_old_connections
 
+    from labeling import evaluation
     from labeling.consensus import consensus
     from labeling.models import Campaign, LearnerSnapshot
 
     close_old_connections()
     campaign = Campaign.objects.get(pk=campaign_id)
     snapshot = LearnerSnapshot.objects.filter(campaign=campaign).first()
-    return len(consensus(campaign).rows), (snapshot.n_labels if snapshot else 0)
+    # Labels on evaluation items are never trained on (docs/platform.md, "The evaluation set").
+    training, _ = evaluation.split(consensus(campaign), evaluation.item_ids(campaign))
+    return len(training.rows), (snapshot.n_labels if snapshot else 0)
 
 
 def _catch_up(campaign_id: int, limit: float) -> float:

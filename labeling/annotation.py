@@ -25,7 +25,7 @@ from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from labeling import campaign_learner
+from labeling import campaign_learner, consensus, evaluation
 from labeling.models import Assignment, Campaign, Item, Label
 
 State = Assignment.State
@@ -91,7 +91,8 @@ def candidate_stages(
 ) -> Iterator[list[int]]:
     """Item ids to try, stage by stage, each computed only if the earlier ones gave nothing:
     items still missing labels (overlap >= 2), gold items (with probability ``gold_rate``),
-    the learner's ranked queue, then the rest in pool order."""
+    evaluation items (with probability ``evaluation.SERVE_RATE``), the learner's ranked
+    queue, then the rest in pool order."""
     available = available_items(campaign, user)
     if campaign.overlap > 1:  # items that already have a label need their second one first
         labeled = Assignment.objects.filter(item=OuterRef("pk"), state=State.LABELED)
@@ -104,8 +105,15 @@ def candidate_stages(
         gold = list(available.exclude(gold="").values_list("pk", flat=True)[:limit])
         rng.shuffle(gold)
         yield gold
+    # Evaluation items still missing labels, at evaluation.SERVE_RATE, never marked as such
+    # (docs/platform.md, "The evaluation set"): the ranked queue never holds them.
+    if rng.random() < evaluation.SERVE_RATE:
+        held = list(available.filter(evaluation=True).values_list("pk", flat=True)[:limit])
+        rng.shuffle(held)
+        yield held
     if ranked:
-        still = set(available.filter(pk__in=ranked).values_list("pk", flat=True))
+        # evaluation=False: a queue ranked before the set grew may hold new evaluation items.
+        still = set(available.filter(pk__in=ranked, evaluation=False).values_list("pk", flat=True))
         yield [pk for pk in ranked if pk in still]
     yield list(available.order_by("position").values_list("pk", flat=True)[:limit])
 
@@ -173,6 +181,7 @@ def submit_label(item: Item, user: Any, value: str, comment: str = "") -> Submit
                 defaults={"state": State.LABELED, "expires_at": timezone.now()},
             )
             campaign_learner.request_update(item.campaign_id)
+            consensus.note_done(item.campaign_id, item.pk, added=True)
     except IntegrityError:
         existing = Label.objects.get(item=item, annotator=user, undone_at__isnull=True)
         return Submitted(existing, created=False)
@@ -223,4 +232,66 @@ def undo_last(campaign: Campaign, user: Any, item_id: int | None = None) -> Labe
             expires_at=now + lease_duration() if free else now,
         )
         campaign_learner.request_update(campaign.pk)
+        consensus.note_done(campaign.pk, label.item_id, added=False)
     return label
+
+
+def relabel(campaign: Campaign, user: Any, label_id: int, value: str) -> tuple[Label, Label] | None:
+    """Change one of the annotator's own active labels in ``campaign`` to ``value``: the old
+    label is withdrawn (``undone_at``, like an undo) and a new one takes its place, so the
+    learner hears of it like any other label change. Returns (old, new) — the same label
+    twice when the value did not change — or None when ``label_id`` is not an active label of
+    this annotator in this campaign (docs/platform.md, "The labeling page")."""
+    if value not in campaign.labels:
+        raise ValueError(f"{value!r} is not a label of this campaign")
+    with transaction.atomic():
+        old = (
+            Label.objects.select_for_update()
+            .filter(pk=label_id, item__campaign=campaign, annotator=user, undone_at__isnull=True)
+            .select_related("item")
+            .first()
+        )
+        if old is None:
+            return None
+        if old.value == value:
+            return old, old
+        old.undone_at = timezone.now()
+        old.save(update_fields=["undone_at"])
+        new = Label.objects.create(item=old.item, annotator=user, value=value, comment=old.comment)
+        campaign_learner.request_update(campaign.pk)  # one label for another: as many done
+    return old, new
+
+
+def _skipped(campaign: Campaign, user: Any) -> QuerySet[Assignment]:
+    """The annotator's skipped items in ``campaign`` that still have a free slot."""
+    now = timezone.now()
+    mine = Assignment.objects.filter(item__campaign=campaign, annotator=user, state=State.SKIPPED)
+    others = Assignment.objects.filter(_live(now), item=OuterRef("item")).exclude(annotator=user)
+    if campaign.overlap <= 1:
+        return mine.exclude(Exists(others))
+    busy = others.order_by().values("item").annotate(n=Count("pk")).values("n")
+    return mine.alias(busy=Coalesce(Subquery(busy), 0)).filter(busy__lt=campaign.overlap)
+
+
+def skipped_count(campaign: Campaign, user: Any) -> int:
+    """How many items this annotator skipped that they could still label. Skipped items never
+    come back by themselves; :func:`unskip` brings them back."""
+    return _skipped(campaign, user).count()
+
+
+def unskip(campaign: Campaign, user: Any) -> int:
+    """Put the annotator's skipped items (those with a free slot) back in their queue, as
+    expired leases of their own: the next claim renews one. Returns how many came back."""
+    ids = list(_skipped(campaign, user).values_list("pk", flat=True))
+    return Assignment.objects.filter(pk__in=ids, state=State.SKIPPED).update(
+        state=State.LEASED, expires_at=timezone.now()
+    )
+
+
+def recent_labels(campaign: Campaign, user: Any, limit: int = 10) -> list[Label]:
+    """The annotator's latest active labels in ``campaign``, newest first, with their items."""
+    return list(
+        Label.objects.filter(item__campaign=campaign, annotator=user, undone_at__isnull=True)
+        .select_related("item")
+        .order_by("-created_at", "-pk")[:limit]
+    )

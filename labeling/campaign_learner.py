@@ -30,11 +30,20 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 import learner
-from labeling import locks, queue
+from labeling import evaluation, locks, queue
 from labeling.consensus import consensus
 from labeling.embeddings.pool import Pool, embeddings
 from labeling.jobrows import error_text, stale_before
-from labeling.models import Assignment, Campaign, Item, LearnerPoint, LearnerSnapshot
+from labeling.models import (
+    Assignment,
+    Campaign,
+    Item,
+    Label,
+    LearnerPoint,
+    LearnerSnapshot,
+)
+from learner import suggest
+from learner.calibration import Calibration, CalibrationStatus, calibrate
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +97,32 @@ def learner_config(
     )
 
 
+def forces_rebuild(before: Campaign, after: Campaign) -> bool:
+    """Whether settings ``after`` give the learner another configuration than ``before``, so
+    its fingerprint changes and the next update rebuilds the state from every label
+    (docs/platform.md, "Campaign settings"). Compared for wide embeddings and a large pool,
+    where every setting counts; renaming labels (same number, same order) changes nothing."""
+    wide = 1 << 16
+    return learner_config(before, wide).to_dict() != learner_config(after, wide).to_dict()
+
+
+@dataclass(frozen=True)
+class RebuildCost:
+    """What rebuilding a campaign's learner would redo, for the edit page's warning."""
+
+    n_labels: int  # active labels of the campaign
+    seconds: float | None  # the last update's measured time (None: no update yet)
+    last_was_rebuild: bool  # that update rebuilt the state (else it only added labels)
+
+
+def rebuild_cost(campaign: Campaign) -> RebuildCost:
+    n_labels = Label.objects.filter(item__campaign=campaign, undone_at__isnull=True).count()
+    snapshot = LearnerSnapshot.objects.filter(campaign=campaign).first()
+    if snapshot is None or not snapshot.state:
+        return RebuildCost(n_labels, None, False)
+    return RebuildCost(n_labels, snapshot.seconds, snapshot.rebuilt)
+
+
 @dataclass(frozen=True)
 class UpdateOutcome:
     status: str  # "updated", "no-embeddings", "no-items", "stale" (a newer run already wrote)
@@ -121,7 +156,9 @@ def _update(campaign_id: int) -> UpdateOutcome:
     fingerprint = hashlib.sha256(
         json.dumps([config.to_dict(), pool.key], sort_keys=True).encode()
     ).hexdigest()
-    training = consensus(campaign)
+    # Evaluation items are never trained on (docs/platform.md, "The evaluation set").
+    held_out = evaluation.item_ids(campaign)
+    training, _ = evaluation.split(consensus(campaign), held_out)
     snapshot = LearnerSnapshot.objects.filter(campaign=campaign).first()
 
     state, rebuilt = None, True
@@ -152,6 +189,8 @@ def _update(campaign_id: int) -> UpdateOutcome:
     )
     done_rows = pool.locate(done_items)
     exclude[done_rows[done_rows >= 0]] = True
+    held_rows = pool.locate(held_out)  # nor queried: they are served at their own rate
+    exclude[held_rows[held_rows >= 0]] = True
     ranked: list[int] = []
     if not exclude.all():
         k = min(settings.CARVE_QUEUE_LENGTH, int((~exclude).sum()))
@@ -162,6 +201,11 @@ def _update(campaign_id: int) -> UpdateOutcome:
     conflicts = [
         sorted({index_to_item[i] for i in group}) for group in (result.conflicts if result else ())
     ]
+    # The temperature the last measurement fitted (docs/platform.md, "Suggestions"): refitting
+    # costs K fold solves, so it is done off this path, by measure_learner.
+    same = snapshot is not None and snapshot.fingerprint == fingerprint
+    calibration = dict(snapshot.calibration or {}) if same and snapshot is not None else {}
+    suggestions = _suggestions(state, pool, ranked, training.rows, calibration)
     fields = {
         "version": version,
         "fingerprint": fingerprint,
@@ -178,7 +222,10 @@ def _update(campaign_id: int) -> UpdateOutcome:
         "seconds": time.perf_counter() - started,
         "rebuilt": rebuilt,
         "error": "",
+        "suggestions": suggestions,
     }
+    if not same:  # other settings or embeddings: the old temperature does not apply
+        fields.update(calibration={}, estimate={})
     measure = (
         result is not None
         and result.status.value in MEASURABLE
@@ -204,6 +251,56 @@ def _update(campaign_id: int) -> UpdateOutcome:
         "rebuilt" if rebuilt else "incremental",
     )
     return UpdateOutcome("updated", saved)
+
+
+def _calibration(campaign: Campaign, state: learner.LearnerState) -> dict[str, Any]:
+    """The centre network's temperature and cross-validated accuracy (docs/learner.md,
+    "Calibration"), as stored in ``LearnerSnapshot.calibration``; ``labels`` is the label
+    count it was fitted at."""
+    n = state.n_labels
+    fitted = calibrate(state, np.random.default_rng([campaign.seed, 11, n]))
+    return {**fitted.to_dict(), "labels": n}
+
+
+def _estimate(calibration: dict[str, Any]) -> dict[str, Any]:
+    """``LearnerSnapshot.estimate``: the out-of-fold accuracy of the calibration, or {}."""
+    if calibration.get("status") != CalibrationStatus.FITTED.value:
+        return {}
+    return {
+        "accuracy": calibration["accuracy"],
+        "n": calibration["n_labels"],
+        "folds": calibration["n_folds"],
+    }
+
+
+def _suggestions(
+    state: learner.LearnerState,
+    pool: Pool,
+    ranked: list[int],
+    training: list[list[Any]],
+    calibration: dict[str, Any],
+) -> dict[str, list[Any]]:
+    """``LearnerSnapshot.suggestions`` for the queued items: ``{item id: [class index,
+    calibrated probability of it, reason]}`` (docs/platform.md, "Suggestions"). Before the
+    calibration is fitted the probability is None and the reason "learning"."""
+    task = state.config.task
+    if not ranked or state.center is None or task is learner.Task.REGRESSION:
+        return {}
+    E = pool.matrix
+    rows = pool.rows_of(ranked)
+    scores = learner.center_network(state).scores(E[rows])
+    cal = Calibration.from_dict(calibration)
+    probs = cal.probabilities(scores, task)
+    predicted = probs.argmax(axis=1)
+    if not cal.fitted:
+        pairs = zip(ranked, predicted, strict=True)
+        return {str(item): [int(c), None, "learning"] for item, c in pairs}
+    labeled = pool.locate(item_id for item_id, _ in training)
+    why = suggest.reasons(probs, E[rows], E[labeled[labeled >= 0]])
+    return {
+        str(item): [int(c), round(float(p[c]), 4), reason]
+        for item, c, p, reason in zip(ranked, predicted, probs, why, strict=True)
+    }
 
 
 def _due_for_measure(campaign: Campaign, n_labels: int) -> bool:
@@ -243,6 +340,12 @@ def measure_learner(campaign_id: int) -> LearnerPoint | None:
         return None
     state = learner.LearnerState.from_bytes(bytes(snapshot.state))
     point = _measure(campaign, state, pool, snapshot.training)
+    # Refitted here, at the curve's log-spaced label counts, not in every update: it costs K
+    # centre solves (docs/learner.md, "Calibration"). Its out-of-fold accuracy is the
+    # cross-validated estimate of the same learner.
+    calibration = _calibration(campaign, state)
+    estimate = _estimate(calibration)
+    point.cv_accuracy = estimate.get("accuracy")
     with transaction.atomic():
         # Checked again under the campaign lock: another measurement may have recorded a
         # point a label or two away meanwhile.
@@ -250,6 +353,10 @@ def measure_learner(campaign_id: int) -> LearnerPoint | None:
         if not _due_for_measure(campaign, point.n_labels):
             return None
         point.save()
+        # A later update of the same settings keeps it; one with other settings clears it.
+        LearnerSnapshot.objects.filter(
+            campaign_id=campaign_id, fingerprint=snapshot.fingerprint
+        ).update(calibration=calibration, estimate=estimate)
     return point
 
 
@@ -277,6 +384,18 @@ def _measure(
         truth = np.array([g for _, g in gold])[known]
         point.gold_accuracy = float(np.mean(predicted == truth))
         point.n_gold = int(known.sum())
+    # The evaluation set's final labels, with a Wilson interval (docs/platform.md, "The
+    # evaluation set").
+    _, held = evaluation.split(consensus(campaign), evaluation.item_ids(campaign))
+    held_rows, truth_of = evaluation.locate_truth(held, pool.locate)
+    if truth_of:
+        measured = evaluation.score(learner.center_network(state), pool.matrix, held_rows, truth_of)
+        point.eval_accuracy, point.eval_low, point.eval_high = (
+            measured.accuracy,
+            measured.low,
+            measured.high,
+        )
+        point.n_eval = measured.n
     diag = learner.diagnostics(
         state, pool.matrix, rng=np.random.default_rng([campaign.seed, 7, state.round])
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -18,16 +19,35 @@ class Series:
     name: str
     xs: Sequence[float]
     ys: Sequence[float | None]
+    # An interval around each y (a shaded band; None where there is none), e.g. a Wilson 95 %.
+    low: Sequence[float | None] | None = None
+    high: Sequence[float | None] | None = None
 
 
-def _ticks(lo: float, hi: float, n: int = 4) -> list[float]:
+def _step(lo: float, hi: float, n: int = 4, whole: bool = False) -> float:
+    """A "nice" tick step (1, 2 or 5 times a power of ten) giving about ``n`` intervals."""
+    raw = (hi - lo) / n
+    power = 10.0 ** math.floor(math.log10(raw))
+    # The candidate whose interval count is nearest ``n`` (ties: the larger step).
+    candidates = [m * power for m in (1, 2, 5, 10)]
+    step = min(candidates, key=lambda c: (abs((hi - lo) / c - n), -c))
+    return max(step, 1.0) if whole else step
+
+
+def _ticks(lo: float, hi: float, n: int = 4, whole: bool = False) -> list[float]:
+    """Ticks at multiples of a nice step inside [lo, hi] (``whole``: whole numbers only)."""
     if hi <= lo:
         return [lo]
-    return [lo + (hi - lo) * i / n for i in range(n + 1)]
+    step = _step(lo, hi, n, whole)
+    first = math.ceil(lo / step - 1e-9)
+    last = math.floor(hi / step + 1e-9)
+    return [round(k * step, 12) for k in range(first, last + 1)]
 
 
-def _fmt(v: float) -> str:
-    return f"{v:.0f}" if abs(v) >= 100 or float(v).is_integer() else f"{v:.2f}"
+def _fmt(v: float, step: float = 1.0) -> str:
+    """``v`` with as many decimals as the tick step needs (0.01 steps: two)."""
+    decimals = max(0, -math.floor(math.log10(step) + 1e-9)) if step > 0 else 2
+    return f"{v:.{decimals}f}"
 
 
 def line_chart(
@@ -38,18 +58,24 @@ def line_chart(
     y_range: tuple[float, float] | None = None,
     hline: tuple[float, str] | None = None,
 ) -> SafeString:
-    """A line chart of one or more series (points with y None are skipped)."""
+    """A line chart of one or more series (points with y None are skipped), each with its
+    interval as a shaded band when it has one. Ticks are at nice steps (1, 2 or 5 times a
+    power of ten); without ``y_range`` the y axis is widened to whole steps."""
     points = [(x, y) for s in series for x, y in zip(s.xs, s.ys, strict=True) if y is not None]
     if not points:
         return format_html('<p class="empty">{}: no data yet.</p>', title)
     xs = [p[0] for p in points]
     ys = [p[1] for p in points] + ([hline[0]] if hline else [])
+    ys += [v for s in series for v in (*(s.low or ()), *(s.high or ())) if v is not None]
     x0, x1 = min(xs), max(xs)
     if x0 == x1:
         x0, x1 = x0 - 1, x1 + 1
     y0, y1 = y_range if y_range else (min(ys), max(ys))
     if y0 == y1:
         y0, y1 = y0 - 1, y1 + 1
+    y_step = _step(y0, y1)
+    if not y_range:
+        y0, y1 = math.floor(y0 / y_step + 1e-9) * y_step, math.ceil(y1 / y_step - 1e-9) * y_step
 
     def sx(x: float) -> float:
         return LEFT + (x - x0) / (x1 - x0) * (W - LEFT - RIGHT)
@@ -65,14 +91,14 @@ def line_chart(
     for t in _ticks(y0, y1):
         parts.append(
             f'<line x1="{LEFT}" x2="{W - RIGHT}" y1="{sy(t):.1f}" y2="{sy(t):.1f}" class="grid"/>'
-            f'<text x="{LEFT - 6}" y="{sy(t) + 4:.1f}" text-anchor="end">{_fmt(t)}</text>'
+            f'<text x="{LEFT - 6}" y="{sy(t) + 4:.1f}" text-anchor="end">{_fmt(t, y_step)}</text>'
         )
-    x_ticks = _ticks(x0, x1)
-    if all(float(x).is_integer() for x in xs):  # counts (labels): whole-number ticks only
-        x_ticks = sorted({round(t) for t in x_ticks if x0 <= round(t) <= x1})
-    for t in x_ticks:
+    whole = all(float(x).is_integer() for x in xs)  # counts (labels): whole-number ticks only
+    x_step = _step(x0, x1, whole=whole)
+    for t in _ticks(x0, x1, whole=whole):
         parts.append(
-            f'<text x="{sx(t):.1f}" y="{H - BOTTOM + 16}" text-anchor="middle">{_fmt(t)}</text>'
+            f'<text x="{sx(t):.1f}" y="{H - BOTTOM + 16}" text-anchor="middle">'
+            f"{_fmt(t, x_step)}</text>"
         )
     parts.append(
         f'<text x="{(LEFT + W - RIGHT) / 2:.0f}" y="{H - 4}" text-anchor="middle">'
@@ -89,6 +115,24 @@ def line_chart(
         pts = [(sx(x), sy(y)) for x, y in zip(s.xs, s.ys, strict=True) if y is not None]
         if not pts:
             continue
+        if s.low is not None and s.high is not None:
+            band = [
+                (sx(x), sy(lo), sy(hi))
+                for x, lo, hi in zip(s.xs, s.low, s.high, strict=True)
+                if lo is not None and hi is not None
+            ]
+            if band:
+                edge = [f"{x:.1f},{y:.1f}" for x, y, _ in band]
+                edge += [f"{x:.1f},{y:.1f}" for x, _, y in reversed(band)]
+                parts.append(
+                    f'<polygon points="{" ".join(edge)}" fill="{color}" fill-opacity="0.15" '
+                    f'stroke="none" class="band"/>'
+                )
+                parts += [  # error bars, so a single point shows its interval too
+                    f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{lo:.1f}" y2="{hi:.1f}" '
+                    f'stroke="{color}" stroke-opacity="0.5" class="error-bar"/>'
+                    for x, lo, hi in band
+                ]
         path = " ".join(f"{x:.1f},{y:.1f}" for x, y in pts)
         parts.append(f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="2"/>')
         parts += [f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2.5" fill="{color}"/>' for x, y in pts]

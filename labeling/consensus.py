@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from django.db.models import Count, Exists, Min, OuterRef
+from django.db import transaction
+from django.db.models import Count, Exists, F, Min, OuterRef
 
 from labeling.models import Campaign, Decision, Label
 
@@ -71,3 +72,57 @@ def disagreements(campaign: Campaign) -> list[int]:
         .order_by("first")
         .values_list("item_id", flat=True)
     )
+
+
+# --- items fully labeled (docs/scaling.md, "The labeling card's progress") ---------------
+
+
+def items_done(campaign: Campaign, overlap: int | None = None) -> int:
+    """Items with all the labels they need (``overlap`` active labels, or more), counted: a
+    pass over the campaign's labels. The labeling card reads ``Campaign.n_fully_labeled``
+    instead, which :func:`note_done` keeps and :func:`recount_done` sets."""
+    return (
+        Label.objects.filter(item__campaign=campaign, undone_at__isnull=True)
+        .order_by()
+        .values("item")
+        .annotate(n=Count("pk"))
+        .filter(n__gte=campaign.overlap if overlap is None else overlap)
+        .count()
+    )
+
+
+def recount_done(campaign: Campaign) -> int:
+    """Set ``Campaign.n_fully_labeled`` from a full count, under the campaign row's lock: after
+    a change of ``overlap`` or a deletion of items (docs/scaling.md, "The labeling card's
+    progress"). Returns it."""
+    with transaction.atomic():
+        overlap = (
+            Campaign.objects.select_for_update()
+            .filter(pk=campaign.pk)
+            .values_list("overlap", flat=True)
+            .first()
+        )
+        if overlap is None:
+            return 0
+        n = items_done(campaign, overlap)
+        Campaign.objects.filter(pk=campaign.pk).update(n_fully_labeled=n)
+    return n
+
+
+def note_done(campaign_id: int, item_id: int, added: bool) -> None:
+    """Keep ``Campaign.n_fully_labeled`` after one active label of ``item_id`` was added
+    (``added``) or withdrawn: the item counts once it has ``overlap`` active labels.
+
+    Call after ``labeling.campaign_learner.request_update`` in the same transaction: its
+    UPDATE holds the campaign row's lock until the commit, and every label change takes it,
+    so the item's active labels counted here include every committed change (no two
+    concurrent labels of one item both see the count below ``overlap``)."""
+    overlap = Campaign.objects.values_list("overlap", flat=True).get(pk=campaign_id)
+    n = Label.objects.filter(item_id=item_id, undone_at__isnull=True).count()
+    if added and n == overlap:
+        step = F("n_fully_labeled") + 1
+    elif not added and n == overlap - 1:
+        step = F("n_fully_labeled") - 1
+    else:
+        return
+    Campaign.objects.filter(pk=campaign_id).update(n_fully_labeled=step)

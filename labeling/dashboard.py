@@ -11,7 +11,7 @@ from django.contrib.auth import get_user_model
 from django.db.models import Count, Exists, F, Max, Min, OuterRef, Q
 from django.utils import timezone
 
-from labeling import review
+from labeling import evaluation, review
 from labeling.agreement import cohen_kappa, fleiss_kappa
 from labeling.models import Campaign, Decision, Label, LearnerPoint, LearnerSnapshot
 
@@ -46,6 +46,43 @@ class Summary:
     curve: list[LearnerPoint] = field(default_factory=list)
     snapshot: LearnerSnapshot | None = None
     lag: int = 0  # label changes the learner has not reflected yet
+    n_evaluation: int = 0  # items in the reserved evaluation set
+    estimate: Estimate | None = None  # the model's accuracy as honestly as we can tell now
+    stop: evaluation.StopEstimate = evaluation.StopEstimate(False, None, "")
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """The centre's accuracy: on the evaluation set once it has ``evaluation.MIN_LABELS``
+    labels, else cross-validated on the training labels (docs/platform.md, "The evaluation
+    set")."""
+
+    kind: str  # "evaluation" or "cross-validated"
+    accuracy: float
+    low: float
+    high: float
+    n: int
+
+    @property
+    def caption(self) -> str:
+        if self.kind == "evaluation":
+            return f"evaluation set ({self.n} labeled items, Wilson 95 % interval)"
+        return f"cross-validated estimate (from training labels; {self.n} labels)"
+
+
+def estimate(curve: list[LearnerPoint], snapshot: LearnerSnapshot | None) -> Estimate | None:
+    """The latest trusted evaluation point, else the learner's cross-validated estimate
+    (``snapshot.estimate``: {"accuracy", "n", "folds"}) with a Wilson interval on its n."""
+    for point in reversed(curve):
+        if point.eval_accuracy is not None and point.n_eval >= evaluation.MIN_LABELS:
+            low, high = point.eval_low or 0.0, point.eval_high or 1.0
+            return Estimate("evaluation", point.eval_accuracy, low, high, point.n_eval)
+    cv = snapshot.estimate if snapshot is not None else None
+    if isinstance(cv, dict) and cv.get("accuracy") is not None and cv.get("n"):
+        n = int(cv["n"])
+        low, high = evaluation.wilson(round(float(cv["accuracy"]) * n), n)
+        return Estimate("cross-validated", float(cv["accuracy"]), low, high, n)
+    return None
 
 
 def agreement(campaign: Campaign, labels: list[tuple[int, int, str]]) -> Agreement:
@@ -145,6 +182,7 @@ def summarize(campaign: Campaign) -> Summary:
     # Not the stored learner state (its bytes grow with the labels): the page needs none.
     snapshot = LearnerSnapshot.objects.filter(campaign=campaign).defer("state", "training").first()
     last = campaign.items.aggregate(m=Max("position"))["m"]
+    curve = list(LearnerPoint.objects.filter(campaign=campaign).filter(~Q(n_labels=0)))
     return Summary(
         # Positions run 0..n-1 (items are append-only; docs/platform.md, "Uploads"): the
         # largest one is an index look-up, a count reads every item.
@@ -156,9 +194,12 @@ def summarize(campaign: Campaign) -> Summary:
         annotators=annotators,
         agreement=agreement(campaign, shared),
         distribution=[(name, counts.get(name, 0)) for name in campaign.labels],
-        curve=list(LearnerPoint.objects.filter(campaign=campaign).filter(~Q(n_labels=0))),
+        curve=curve,
         snapshot=snapshot,
         lag=campaign.label_version - (snapshot.version if snapshot else 0),
+        n_evaluation=campaign.items.filter(evaluation=True).count(),
+        estimate=estimate(curve, snapshot),
+        stop=evaluation.stop_estimate(curve),
     )
 
 

@@ -20,6 +20,7 @@ import csv
 import io
 import json
 import os
+import random
 import secrets
 import shutil
 import signal
@@ -34,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+DEMO_GOLD_SHARE = 0.1  # of the built-in data's items keep their label as gold
 SAMPLE_CSV = Path(__file__).resolve().parent / "data" / "demo_reviews.csv"
 CAMPAIGN_NAME = "Demo: sentiment"
 ADMIN, ANNOTATOR = "demo-admin", "demo-annotator"
@@ -288,7 +290,27 @@ def _setup_database(data_arg: str | None) -> tuple[Any, dict[str, str]]:
         except UploadRejected as exc:
             raise DemoError("The demo data was rejected:\n  " + "\n  ".join(exc.errors)) from None
         _say(f"Demo data: {source}: {outcome.n_created} texts imported.")
+        if not data_arg:
+            _keep_some_gold(campaign)
     return campaign, creds
+
+
+def _keep_some_gold(campaign: Any, share: float = DEMO_GOLD_SHARE) -> int:
+    """Keep the gold label of a seeded ``share`` of the demo's items and drop the rest.
+
+    The demo data comes fully labeled; a real campaign has a small gold set. With every item
+    gold, annotators would never see the model's suggestions (hidden on gold items by default,
+    docs/platform.md, "Suggestions"). Returns how many gold items are kept.
+    """
+    from labeling.models import Item
+
+    ids = sorted(
+        Item.objects.filter(campaign=campaign).exclude(gold="").values_list("pk", flat=True)
+    )
+    keep = set(random.Random(campaign.seed).sample(ids, round(share * len(ids))))
+    Item.objects.filter(pk__in=[pk for pk in ids if pk not in keep]).update(gold="")
+    _say(f"Kept the gold label of {len(keep)} items (1 in {round(1 / share)}), as a gold set.")
+    return len(keep)
 
 
 def _report_embedding(campaign: Any, started: float, reported: dict[str, bool]) -> None:

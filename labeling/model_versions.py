@@ -1,10 +1,12 @@
 """Model versions: fit the final model on all labels, measure it, store it numbered.
 
 Two candidates (docs/learner.md, "Final model"): the convex group-lasso fit mapped to a ReLU
-network, and the raw analytic centre as a network. The one with the better accuracy on
-held-out gold items (gold items that no annotator label trained) is stored as the version's
-network; without gold to compare on, the centre is kept (as accurate as the convex fit on
-the real-data benchmark and ~20x cheaper; docs/benchmarks.md). Both scores are kept in ``metrics``.
+network, and the raw analytic centre as a network. The one with the better accuracy on the
+labeled evaluation items (once there are ``evaluation.MIN_LABELS``; docs/platform.md, "The
+evaluation set"), else on held-out gold items (gold items that no annotator label trained),
+is stored as the version's network; without either to compare on, the centre is kept (as
+accurate as the convex fit on the real-data benchmark and ~20x cheaper; docs/benchmarks.md).
+Both scores are kept in ``metrics``, the evaluation ones with their Wilson 95 % interval.
 """
 
 from __future__ import annotations
@@ -15,13 +17,14 @@ from typing import Any
 
 import numpy as np
 from django.conf import settings
-from django.db import IntegrityError, InterfaceError, OperationalError, transaction
+from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
 from django.db.models import F, Max
 from django.utils import timezone
 
 import learner
-from labeling import campaign_learner, locks, queue
-from labeling.embeddings.pool import current_embedding_model, embeddings
+from labeling import campaign_learner, evaluation, locks, queue
+from labeling.consensus import consensus
+from labeling.embeddings.pool import Pool, current_embedding_model, embeddings
 from labeling.jobrows import (
     error_text,
     hand_back,
@@ -30,6 +33,14 @@ from labeling.jobrows import (
     stale_before,
 )
 from labeling.models import Campaign, Item, LearnerSnapshot, ModelVersion
+from learner.calibration import MIN_LABELS as MIN_CALIBRATION_LABELS
+from learner.calibration import (
+    Calibration,
+    CalibrationStatus,
+    calibrate,
+    fit_temperature,
+    log_loss,
+)
 
 logger = logging.getLogger(__name__)
 Status = ModelVersion.Status
@@ -69,6 +80,86 @@ def maybe_auto_retrain(campaign_id: int, n_labels: int) -> ModelVersion | None:
         version = request_retrain(campaign, trigger="auto")
         ModelVersion.objects.filter(pk=version.pk).update(n_labels=n_labels)
         return version
+
+
+def _calibration(
+    campaign: Campaign,
+    state: learner.LearnerState,
+    snapshot: LearnerSnapshot,
+    net: learner.ReLUNetwork,
+    chosen: str,
+    E: np.ndarray,
+    held_out: list[tuple[int, int]],
+) -> dict[str, Any]:
+    """The version's calibration (docs/learner.md, "Calibration"), stored in
+    ``metrics["calibration"]`` with ``fitted_on``.
+
+    The centre is calibrated on out-of-fold scores of its training labels (the learner's
+    stored fit when it was made at the same label count). The convex fit has no cheap
+    out-of-fold scores (a conic program per fold), so it is calibrated on the held-out items
+    that chose it (evaluation items, else gold), when there are at least
+    ``learner.calibration.MIN_LABELS`` of them; otherwise it is left uncalibrated (T = 1)."""
+    if chosen == "centre":
+        stored = dict(snapshot.calibration or {})
+        if stored.get("status") == "fitted" and stored.get("labels") == state.n_labels:
+            return {**stored, "fitted_on": "out-of-fold labels"}
+        rng = np.random.default_rng([campaign.seed, 11, state.n_labels])
+        fitted = calibrate(state, rng)
+        return {**fitted.to_dict(), "labels": state.n_labels, "fitted_on": "out-of-fold labels"}
+    if len(held_out) < MIN_CALIBRATION_LABELS:
+        return {**Calibration(CalibrationStatus.TOO_FEW_LABELS).to_dict(), "fitted_on": ""}
+    scores = net.scores(E[[row for row, _ in held_out]])
+    y = np.array([cls for _, cls in held_out])
+    temperature, _ = fit_temperature(scores, y, net.task)
+    predicted = net.predict(E[[row for row, _ in held_out]])
+    fitted = Calibration(
+        CalibrationStatus.FITTED,
+        temperature=temperature,
+        accuracy=float(np.mean(predicted == y)),
+        n_labels=len(held_out),
+        log_loss_raw=log_loss(scores, y, net.task),
+        log_loss=log_loss(scores, y, net.task, temperature),
+    )
+    return {**fitted.to_dict(), "fitted_on": "held-out items"}
+
+
+#: Rows per UPDATE of :func:`write_predictions` (3 parameters each: under SQLite's old limit
+#: of 999 bound parameters).
+PREDICTION_BATCH = 300
+
+
+def write_predictions(
+    campaign: Campaign, net: learner.ReLUNetwork, pool: Pool, calibration: dict[str, Any]
+) -> int:
+    """Store the version's predicted class and calibrated confidence on every embedded item of
+    the campaign (``Item.predicted``, ``Item.confidence``; the items page filters on them).
+
+    The pool is scored in chunks, and each batch is one ``WITH v(id, p, c) AS (VALUES ...)
+    UPDATE ... FROM v`` statement (PostgreSQL, and SQLite from 3.33), so a million items
+    take a few thousand statements, not a million. Returns the number of items written."""
+    if net.task is learner.Task.REGRESSION or not len(pool.items):
+        return 0
+    cal = Calibration.from_dict(calibration)
+    table = Item._meta.db_table
+    written = 0
+    with transaction.atomic(), connection.cursor() as cursor:
+        for start in range(0, len(pool.items), PREDICTION_BATCH):
+            ids = pool.items[start : start + PREDICTION_BATCH]
+            probs = cal.probabilities(net.scores(pool.matrix[start : start + len(ids)]), net.task)
+            predicted = probs.argmax(axis=1)
+            confidence = probs[np.arange(len(ids)), predicted]
+            values = ", ".join(["(%s, %s, %s)"] * len(ids))
+            params: list[Any] = []
+            for pk, cls, conf in zip(ids, predicted, confidence, strict=True):
+                params += [int(pk), int(cls), float(conf)]
+            cursor.execute(
+                f"WITH v(id, p, c) AS (VALUES {values}) "
+                f"UPDATE {table} SET predicted = v.p, confidence = v.c FROM v "
+                f"WHERE {table}.id = v.id AND {table}.campaign_id = %s",
+                [*params, campaign.pk],
+            )
+            written += len(ids)
+    return written
 
 
 def _gold_accuracy(net: learner.ReLUNetwork, E: np.ndarray, gold: list[tuple[int, int]]) -> float:
@@ -200,9 +291,32 @@ def _fit(version: ModelVersion) -> str:
         and gold
         and metrics["convex"]["gold_accuracy"] > metrics["centre"]["gold_accuracy"]
     )
+    # With evaluation.MIN_LABELS labeled evaluation items, they choose instead: an i.i.d.
+    # sample of the pool that no label trained (docs/platform.md, "The evaluation set").
+    _, held = evaluation.split(consensus(campaign), evaluation.item_ids(campaign))
+    held_rows, truth = evaluation.locate_truth(held, pool.locate)
+    metrics["n_eval"] = len(truth)
+    if len(truth) >= evaluation.MIN_LABELS:
+        scores = {"centre": evaluation.score(centre, E, held_rows, truth)}
+        if convex is not None:
+            scores["convex"] = evaluation.score(convex, E, held_rows, truth)
+        for name, measured in scores.items():
+            metrics[name]["evaluation"] = measured.as_dict()
+        use_convex = "convex" in scores and scores["convex"].accuracy > scores["centre"].accuracy
+        metrics["selected_on"] = "evaluation"
+    else:
+        metrics["selected_on"] = "gold" if gold else "none"
     chosen = "convex" if use_convex else "centre"
     net = convex if use_convex and convex is not None else centre
     metrics["gold_accuracy"] = metrics[chosen].get("gold_accuracy")
+    metrics["evaluation"] = metrics[chosen].get("evaluation")
+    # Calibrated probabilities for predict and Item.confidence (docs/platform.md, "Suggestions").
+    held_out_rows = (
+        list(zip(held_rows.tolist(), truth, strict=True))
+        if len(truth) >= evaluation.MIN_LABELS
+        else gold
+    )
+    metrics["calibration"] = _calibration(campaign, state, snapshot, net, chosen, E, held_out_rows)
     done = current_embedding_model(campaign)
     ModelVersion.objects.filter(pk=version.pk).update(
         status=Status.DONE,
@@ -213,6 +327,8 @@ def _fit(version: ModelVersion) -> str:
         embedding_model=done or "",
         finished_at=timezone.now(),
     )
+    if not campaign.models.filter(status=Status.DONE, number__gt=version.number).exists():
+        write_predictions(campaign, net, pool, metrics["calibration"])
     logger.info(
         "campaign %s model v%s: %d labels, %s chosen, gold accuracy %s",
         campaign.pk,

@@ -18,6 +18,10 @@ def default_labels() -> list[str]:
     return list(DEFAULT_LABELS)
 
 
+MAX_LABEL_LENGTH = 200  # Label.value, Decision.value, Item.gold
+LABEL_MARKS = ("\n", "\r", ",", "->", "→")
+
+
 def validate_label_set(value: object) -> None:
     """2..20 distinct, non-blank labels (compared ignoring case and surrounding spaces)."""
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
@@ -32,6 +36,23 @@ def validate_label_set(value: object) -> None:
     lowered = [v.lower() for v in cleaned]
     if len(set(lowered)) != len(lowered):
         raise ValidationError("Labels must be distinct (ignoring case).")
+    for v in cleaned:
+        if len(v) > MAX_LABEL_LENGTH:
+            raise ValidationError(f"A label has at most {MAX_LABEL_LENGTH} characters: {v[:40]!r}…")
+        # The edit form reads one label per line, "," between labels and "old -> new" as a
+        # rename (docs/platform.md, "Campaign settings"): a name with them could not be edited.
+        if any(mark in v for mark in LABEL_MARKS):
+            raise ValidationError(
+                f"A label cannot contain a line break, a comma, '->' or '→': {v!r}."
+            )
+
+
+def validate_card_metadata(value: object) -> None:
+    """None (every metadata key) or a list of key names."""
+    if value is not None and (
+        not isinstance(value, list) or not all(isinstance(v, str) and v for v in value)
+    ):
+        raise ValidationError("Give a list of metadata keys (strings), or null for every key.")
 
 
 def text_key(text: str) -> str:
@@ -149,13 +170,26 @@ class Campaign(models.Model):
     stopped_at = models.DateTimeField(null=True, blank=True, editable=False)
     # Bumped by every label change; a learner run records the version it saw (coalescing).
     label_version = models.PositiveIntegerField(default=0, editable=False)
+    # Items with at least ``overlap`` active labels: the labeling card's campaign progress,
+    # kept by each label change under the campaign row's lock (labeling.annotation), so a
+    # render reads it instead of counting the labels (docs/scaling.md, "The labeling card's
+    # progress").
+    n_fully_labeled = models.PositiveIntegerField(default=0, editable=False)
     # A learner update is queued and has not started yet: no second one is sent.
     learner_pending = models.BooleanField(default=False, editable=False)
     learner_requested_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     # Written only by conditional UPDATEs (labeling.campaign_learner); a save() of a campaign loaded
     # earlier must not put old values back.
-    COUNTERS = frozenset({"label_version", "learner_pending", "learner_requested_at", "stopped_at"})
+    COUNTERS = frozenset(
+        {
+            "label_version",
+            "n_fully_labeled",
+            "learner_pending",
+            "learner_requested_at",
+            "stopped_at",
+        }
+    )
 
     def __str__(self) -> str:
         return self.name
@@ -239,6 +273,26 @@ class Item(models.Model):
             models.UniqueConstraint(fields=["campaign", "position"], name="item_position_once"),
         ]
         ordering = ["campaign", "position"]
+        # The items page's filters, walked in position order (docs/scaling.md, "The items
+        # page"); PostgreSQL also gets a trigram index on the text (migration 0018).
+        indexes = [
+            models.Index(
+                fields=["campaign", "position"],
+                condition=~models.Q(gold=""),
+                name="item_gold",
+            ),
+            models.Index(
+                fields=["campaign", "position"],
+                condition=models.Q(evaluation=True),
+                name="item_evaluation",
+            ),
+            models.Index(
+                fields=["campaign", "position"],
+                condition=models.Q(review_requested_at__isnull=False),
+                name="item_review_requested",
+            ),
+            models.Index(fields=["campaign", "confidence"], name="item_confidence"),
+        ]
 
     def __str__(self) -> str:
         return self.text[:60]

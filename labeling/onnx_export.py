@@ -7,6 +7,11 @@ float32), so it matches Carve's own scores to rounding:
     H = relu(Z @ W1[:, :-1].T + W1[:, -1])   (the bias feature folded into an offset)
     H = relu(H @ H_k.T)                  (each further hidden layer of a deeper network)
     scores = H @ W2                      (N, 1) binary: > 0 means the second class; (N, K)
+    probabilities = [1 - p, p], p = sigmoid(scores / T + b)   binary, (N, 2)
+    probabilities = softmax(scores / T)                       multi-class, (N, K)
+
+The second output applies the version's calibration (docs/learner.md, "Calibration", eq. CAL):
+the same calibrated probabilities as the API's predict.
 """
 
 from __future__ import annotations
@@ -20,9 +25,17 @@ import learner
 OPSET = 17
 
 
-def to_onnx(net: learner.ReLUNetwork, classes: list[str], doc: str = "") -> bytes:
-    """Serialized ONNX model with input ``embedding`` (float32, [N, n_raw]) and output
-    ``scores`` (float64, [N, n_outputs]); class names are in the model's metadata."""
+def to_onnx(
+    net: learner.ReLUNetwork,
+    classes: list[str],
+    doc: str = "",
+    *,
+    temperature: float = 1.0,
+    bias: float = 0.0,
+) -> bytes:
+    """Serialized ONNX model with input ``embedding`` (float32, [N, n_raw]) and outputs
+    ``scores`` (float64, [N, n_outputs]) and ``probabilities`` (float64, [N, n_classes]:
+    eq. CAL with ``temperature`` and ``bias``); class names, T and b are in the metadata."""
     fm = net.feature_map
     W1 = np.asarray(net.W1, dtype=np.float64)
     W2 = np.asarray(net.W2, dtype=np.float64)
@@ -61,17 +74,40 @@ def to_onnx(net: learner.ReLUNetwork, classes: list[str], doc: str = "") -> byte
         ]
         h = f"H{i}"
     nodes.append(helper.make_node("MatMul", [h, "W2"], ["scores"]))
+    # Calibration (docs/learner.md, "Calibration", eq. CAL): divide by T before the link.
+    inits += [
+        numpy_helper.from_array(np.array(temperature, dtype=np.float64), "T"),
+        numpy_helper.from_array(np.array(bias, dtype=np.float64), "b"),
+    ]
+    nodes += [
+        helper.make_node("Div", ["scores", "T"], ["scaled"]),
+        helper.make_node("Add", ["scaled", "b"], ["logits"]),
+    ]
+    if W2.shape[1] == 1:  # binary: [1 - p, p] with p = sigmoid(logits)
+        inits.append(numpy_helper.from_array(np.array(1.0), "one"))
+        nodes += [
+            helper.make_node("Sigmoid", ["logits"], ["p1"]),
+            helper.make_node("Sub", ["one", "p1"], ["p0"]),
+            helper.make_node("Concat", ["p0", "p1"], ["probabilities"], axis=1),
+        ]
+    else:
+        nodes.append(helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1))
+    n_probs = 2 if W2.shape[1] == 1 else W2.shape[1]
     graph = helper.make_graph(
         nodes,
         "carve_relu_network",
         [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["N", fm.n_raw])],
-        [helper.make_tensor_value_info("scores", TensorProto.DOUBLE, ["N", W2.shape[1]])],
+        [
+            helper.make_tensor_value_info("scores", TensorProto.DOUBLE, ["N", W2.shape[1]]),
+            helper.make_tensor_value_info("probabilities", TensorProto.DOUBLE, ["N", n_probs]),
+        ],
         initializer=inits,
     )
     model = helper.make_model(
         graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="carve", doc_string=doc
     )
     model.ir_version = 8  # readable by onnxruntime releases from 1.13 on
-    helper.set_model_props(model, {"classes": ",".join(classes), "task": net.task.value})
+    props = {"classes": ",".join(classes), "task": net.task.value}
+    helper.set_model_props(model, {**props, "temperature": repr(temperature), "bias": repr(bias)})
     onnx.checker.check_model(model)
     return bytes(model.SerializeToString())

@@ -28,8 +28,16 @@ def review_items(campaign: Campaign, disagreed: list[int] | None = None) -> list
         Decision.objects.filter(item__campaign=campaign).values_list("item_id", flat=True)
     )
     suspects = [pk for pk in (snapshot.suspects if snapshot else []) if pk not in decided]
+    # Sent to review from the items page (docs/platform.md, "The items page"): first, until
+    # a decision clears the request.
+    requested = list(
+        Item.objects.filter(campaign=campaign, review_requested_at__isnull=False)
+        .order_by("review_requested_at", "pk")
+        .values_list("pk", flat=True)
+    )
     out = (
-        (disagreements(campaign) if disagreed is None else disagreed)
+        requested
+        + (disagreements(campaign) if disagreed is None else disagreed)
         + sorted(conflicted - decided)
         + suspects[: settings.CARVE_REVIEW_SUSPECTS]
     )
@@ -42,5 +50,6 @@ def decide(item: Item, user: Any, value: str) -> Decision:
         raise ValueError(f"{value!r} is not a label of this campaign")
     with transaction.atomic():
         decision = Decision.objects.create(item=item, value=value, decided_by=user)
+        Item.objects.filter(pk=item.pk).update(review_requested_at=None)
         request_update(item.campaign_id)
     return decision

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from labeling import views
+from labeling import items_views, views
 
 urlpatterns = [
     path("", views.campaign_list, name="campaign-list"),
@@ -13,6 +13,8 @@ urlpatterns = [
     path("campaigns/<int:pk>/embed/", views.embedding_retry, name="campaign-embed"),
     path("campaigns/<int:pk>/label/", views.label, name="campaign-label"),
     path("campaigns/<int:pk>/review/", views.review, name="campaign-review"),
+    path("campaigns/<int:pk>/items/", items_views.items, name="campaign-items"),
+    path("campaigns/<int:pk>/items/<int:item_pk>/", items_views.item_detail, name="campaign-item"),
     path("campaigns/<int:pk>/dashboard/", views.campaign_dashboard, name="campaign-dashboard"),
     path("campaigns/<int:pk>/stop/", views.campaign_stop, name="campaign-stop"),
     path("campaigns/<int:pk>/retrain/", views.campaign_retrain, name="campaign-retrain"),

@@ -3,6 +3,7 @@ save, respond. A view whose page has an htmx-refreshed part serves that part too
 
 from __future__ import annotations
 
+import copy
 import logging
 
 from django.conf import settings
@@ -14,6 +15,7 @@ from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
+from django.utils.text import Truncator
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST, require_safe
 from django_htmx.middleware import HtmxDetails
@@ -22,13 +24,23 @@ from labeling import (
     annotation,
     campaign_learner,
     charts,
+    consensus,
     dashboard,
+    evaluation,
     model_versions,
     permissions,
+    suggestions,
     tokens,
 )
 from labeling.embeddings import jobs as embedding_jobs
-from labeling.forms import CampaignForm, DecisionForm, LabelActionForm, TokenForm, UploadForm
+from labeling.forms import (
+    LEARNER_FIELDS,
+    CampaignForm,
+    DecisionForm,
+    LabelActionForm,
+    TokenForm,
+    UploadForm,
+)
 from labeling.imports import jobs as import_jobs
 from labeling.models import Assignment, Campaign, ImportJob, Item, Label, LearnerSnapshot
 from labeling.review import decide, review_items
@@ -83,7 +95,7 @@ def campaign_list(request: HttpRequest) -> HttpResponse:
 def campaign_create(request: HttpRequest) -> HttpResponse:
     if not permissions.is_manager(request.user):
         raise PermissionDenied("Only campaign managers create campaigns.")
-    form = CampaignForm(request.POST or None)
+    form = CampaignForm(request.POST or None, user=request.user)
     if request.method == "POST" and form.is_valid():
         form.instance.created_by = request.user
         campaign = form.save()
@@ -95,14 +107,38 @@ def campaign_create(request: HttpRequest) -> HttpResponse:
 @login_required
 def campaign_edit(request: HttpRequest, pk: int) -> HttpResponse:
     campaign = permissions.get_campaign(request.user, pk, manage=True)
+    before = copy.copy(campaign)  # validating the form writes the posted values into campaign
     form = CampaignForm(request.POST or None, instance=campaign)
+    rebuild = None
     if request.method == "POST" and form.is_valid():
-        with transaction.atomic():
-            form.save()
-            campaign_learner.request_update(campaign.pk)  # new settings: rebuild the learner
-        messages.success(request, "Campaign saved.")
-        return redirect("campaign-detail", pk=campaign.pk)
-    return render(request, "labeling/campaign_form.html", {"form": form, "campaign": campaign})
+        # A change that rebuilds the learner from its labels is confirmed first
+        # (docs/platform.md, "Campaign settings"); the API saves it at once.
+        rebuild = _rebuild_warning(before, form)
+        if rebuild is None or request.POST.get("confirm_rebuild"):
+            with transaction.atomic():
+                form.save()
+                evaluation.top_up(campaign)  # the evaluation set follows its size setting
+                if campaign.overlap != before.overlap:
+                    consensus.recount_done(campaign)  # "fully labeled" moved
+                campaign_learner.request_update(campaign.pk)  # new settings: rebuild the learner
+            messages.success(request, "Campaign saved.")
+            return redirect("campaign-detail", pk=campaign.pk)
+    context = {"form": form, "campaign": before, "rebuild": rebuild}
+    return render(request, "labeling/campaign_form.html", context)
+
+
+def _rebuild_warning(before: Campaign, form: CampaignForm) -> dict[str, object] | None:
+    """What the edit page says before saving settings that rebuild a learner with labels."""
+    after = form.proposed()
+    if not campaign_learner.forces_rebuild(before, after):
+        return None
+    cost = campaign_learner.rebuild_cost(before)
+    if not cost.n_labels:
+        return None
+    changed = [str(form[name].label) for name in LEARNER_FIELDS if name in form.changed_data]
+    if len(after.labels) != len(before.labels):
+        changed.append("number of labels")
+    return {"cost": cost, "changed": changed}
 
 
 def _detail(
@@ -183,11 +219,40 @@ def embedding_retry(request: HttpRequest, pk: int) -> HttpResponse:
     return redirect("campaign-detail", pk=campaign.pk)
 
 
+#: Keys of the label buttons, in order: 1..9, 0, then letters, leaving out the page's other
+#: keys (s skip, u undo); campaigns have at most 20 labels (docs/platform.md, "The labeling page").
+LABEL_KEYS = "1234567890abcdefghij"
+#: Labels listed in the annotator's history panel.
+HISTORY_LENGTH = 10
+#: At most this many metadata fields on the card, each cut to so many characters.
+CARD_METADATA_FIELDS = 8
+CARD_METADATA_CHARS = 200
+
+
+def _card_metadata(campaign: Campaign, item: Item) -> list[tuple[str, str]]:
+    """The item's metadata fields shown on the card: the campaign's ``card_metadata`` keys
+    (in that order), or every key when it is None."""
+    meta = item.metadata if isinstance(item.metadata, dict) else {}
+    chosen = campaign.card_metadata
+    keys = chosen if isinstance(chosen, list) else list(meta)
+    shown = [k for k in keys if isinstance(k, str) and k in meta][:CARD_METADATA_FIELDS]
+    values = ["" if meta[k] is None else str(meta[k]) for k in shown]
+    return [
+        (Truncator(k).chars(60), Truncator(v).chars(CARD_METADATA_CHARS))
+        for k, v in zip(shown, values, strict=True)
+    ]
+
+
+def _snippet(item: Item) -> str:
+    return Truncator(item.text).words(6, truncate="…")
+
+
 def _label_page(
     request: HtmxHttpRequest,
     campaign: Campaign,
     form: LabelActionForm | None = None,
     status: int = 200,
+    feedback: str = "",
 ) -> HttpResponse:
     served = annotation.next_assignment(campaign, request.user)
     mine = Label.objects.filter(
@@ -197,20 +262,38 @@ def _label_page(
     )
     n_mine = mine.count()
     last = mine.order_by("-created_at", "-pk").values_list("item_id", flat=True).first()
+    # Positions run 0..n-1 (docs/platform.md, "Embeddings"): the largest one is an index
+    # look-up, a count reads every item of the campaign.
+    top = Item.objects.filter(campaign=campaign).order_by("-position")
+    last_position = top.values_list("position", flat=True).first()
+    n_items = 0 if last_position is None else last_position + 1
     snapshot_version = (
         LearnerSnapshot.objects.filter(campaign=campaign).values_list("version", flat=True).first()
     )
-    label_version = Campaign.objects.values_list("label_version", flat=True).get(pk=campaign.pk)
+    # Kept as labels change (docs/scaling.md, "The labeling card's progress"): no count here.
+    label_version, n_done = Campaign.objects.values_list("label_version", "n_fully_labeled").get(
+        pk=campaign.pk
+    )
     context = {
         "campaign": campaign,
         "assignment": served,
         # Label changes the learner's queue does not reflect yet (load benchmark, UI hint).
         "learner_lag": label_version - (snapshot_version or 0),
-        "buttons": [(i + 1, name) for i, name in enumerate(campaign.labels)],
+        "buttons": list(zip(LABEL_KEYS, campaign.labels, strict=False)),
         "n_mine": n_mine,
         "can_undo": n_mine > 0,
         "last_item": last,
         "form": form,
+        # docs/platform.md, "The labeling page": what the annotator sees around the item.
+        "feedback": feedback,
+        "metadata": _card_metadata(campaign, served.item) if served else [],
+        # docs/platform.md, "Suggestions": the model's guess, where the campaign shows it.
+        "suggestion": suggestions.for_served(campaign, served.item) if served else None,
+        "history": annotation.recent_labels(campaign, request.user, HISTORY_LENGTH),
+        "n_skipped": 0 if served else annotation.skipped_count(campaign, request.user),
+        "n_done": n_done,
+        "done_goal": campaign.label_goal or n_items,
+        "my_goal": campaign.annotator_goal,
     }
     template = "labeling/label.html"
     if request.htmx:
@@ -221,7 +304,8 @@ def _label_page(
 @never_cache
 @login_required
 def label(request: HtmxHttpRequest, pk: int) -> HttpResponse:
-    """The annotator's page: one item at a time; POST label / skip / undo, then the next item.
+    """The annotator's page: one item at a time; POST label / skip / undo (or edit an earlier
+    label, or bring skipped items back), then the next item.
 
     Without JavaScript the form posts and the page redirects to itself; with htmx the card is
     swapped in place.
@@ -234,8 +318,29 @@ def label(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     if not form.is_valid():
         return _label_page(request, campaign, form, status=400)
     action = form.cleaned_data["action"]
+    feedback = ""
     if action == "undo":
-        annotation.undo_last(campaign, request.user, form.cleaned_data["item"])
+        undone = annotation.undo_last(campaign, request.user, form.cleaned_data["item"])
+        if undone is not None:
+            feedback = f"Undid “{undone.value}” on «{_snippet(undone.item)}»."
+    elif action == "edit":
+        value = form.cleaned_data["value"]
+        try:
+            changed = annotation.relabel(campaign, request.user, form.cleaned_data["label"], value)
+        except ValueError:  # a manager renamed the labels since this page was loaded
+            changed = None
+        if changed is None:  # not this annotator's label, or withdrawn meanwhile
+            form.add_error(None, "That label is not one of yours, or it was withdrawn.")
+            return _label_page(request, campaign, form, status=400)
+        old, new = changed
+        feedback = (
+            f"Changed «{_snippet(new.item)}» from “{old.value}” to “{new.value}”."
+            if old.pk != new.pk
+            else f"«{_snippet(new.item)}» stays “{new.value}”."
+        )
+    elif action == "unskip":
+        n = annotation.unskip(campaign, request.user)
+        feedback = f"{n} skipped item(s) back in your queue."
     else:
         served = (
             Assignment.objects.filter(
@@ -254,12 +359,23 @@ def label(request: HtmxHttpRequest, pk: int) -> HttpResponse:
             return _label_page(request, campaign, form, status=400)
         if action == "skip":
             annotation.skip(served.item, request.user)
+            feedback = f"Skipped «{_snippet(served.item)}»."
         else:
-            annotation.submit_label(
-                served.item, request.user, form.cleaned_data["value"], form.cleaned_data["comment"]
-            )
+            try:
+                given = annotation.submit_label(
+                    served.item,
+                    request.user,
+                    form.cleaned_data["value"],
+                    form.cleaned_data["comment"],
+                )
+            except ValueError:  # a manager renamed the labels since this page was loaded
+                form.add_error(None, "The campaign's labels have changed: choose again.")
+                return _label_page(request, campaign, form, status=400)
+            feedback = f"Labeled “{given.label.value}” on «{_snippet(served.item)}»."
     if request.htmx:
-        return _label_page(request, campaign)
+        return _label_page(request, campaign, feedback=feedback)
+    if feedback:
+        messages.info(request, feedback)
     return redirect("campaign-label", pk=campaign.pk)
 
 
@@ -301,9 +417,31 @@ def campaign_dashboard(request: HttpRequest, pk: int) -> HttpResponse:
     summary = dashboard.summarize(campaign)
     xs = [p.n_labels for p in summary.curve]
     threshold = next((p.threshold for p in reversed(summary.curve) if p.threshold), None)
+    # The honest accuracy first (docs/platform.md, "The evaluation set"); the learner's own
+    # measurements go under "Learner diagnostics".
+    trusted = [p if p.n_eval >= evaluation.MIN_LABELS else None for p in summary.curve]
     context = {
         "campaign": campaign,
         "s": summary,
+        "estimate_chart": charts.line_chart(
+            [
+                charts.Series(
+                    "evaluation set (Wilson 95 % interval)",
+                    xs,
+                    [p.eval_accuracy if p else None for p in trusted],
+                    low=[p.eval_low if p else None for p in trusted],
+                    high=[p.eval_high if p else None for p in trusted],
+                ),
+                charts.Series(
+                    "cross-validated estimate (from training labels)",
+                    xs,
+                    [p.cv_accuracy for p in summary.curve],
+                ),
+            ],
+            title="Estimated accuracy ± 95 % interval",
+            x_label="labels",
+            y_range=(0.0, 1.0),
+        ),
         "accuracy_chart": charts.line_chart(
             [charts.Series("centre network", xs, [p.gold_accuracy for p in summary.curve])],
             title="Accuracy on held-out gold items",

@@ -26,6 +26,7 @@ from labeling.api.serializers import (
 )
 from labeling.api.throttle import PredictRateThrottle
 from labeling.embeddings import pool
+from learner.calibration import Calibration
 
 
 class ModelVersionActions(CampaignRoutes):
@@ -74,7 +75,8 @@ class ModelVersionActions(CampaignRoutes):
     def export_model(self, request: Request, pk: Any = None, number: str = "") -> HttpResponse:
         """A finished model version as JSON (weights, gates, preprocessing, classes), ``.npz``
         (both load with ``learner.ReLUNetwork.from_dict`` / ``from_npz``) or ONNX (input
-        ``embedding`` float32 [N, d], output ``scores`` [N, 1] binary or [N, K])."""
+        ``embedding`` float32 [N, d], outputs ``scores`` [N, 1] binary or [N, K] and
+        ``probabilities`` [N, K], calibrated like predict's)."""
         campaign = self._campaign(pk)
         version = campaign.models.filter(number=int(number), status="done").first()
         if version is None:
@@ -96,8 +98,13 @@ class ModelVersionActions(CampaignRoutes):
         if kind == "npz":
             data = net.to_npz()
         else:
+            cal = Calibration.from_dict(version.metrics.get("calibration") or {})
             data = onnx_export.to_onnx(
-                net, campaign.labels, doc=f"Carve campaign {campaign.pk}, model v{version.number}"
+                net,
+                campaign.labels,
+                doc=f"Carve campaign {campaign.pk}, model v{version.number}",
+                temperature=cal.temperature,
+                bias=cal.bias,
             )
         response = HttpResponse(data, content_type="application/octet-stream")
         response["Content-Disposition"] = (
@@ -111,8 +118,9 @@ class ModelVersionActions(CampaignRoutes):
     )
     @action(detail=True, methods=["post"], throttle_classes=[PredictRateThrottle])
     def predict(self, request: Request, pk: Any = None) -> Response:
-        """Labels and per-class scores for ``texts`` from the newest finished model version,
-        embedded server-side with the campaign's embedding model."""
+        """Labels, calibrated per-class probabilities (and the confidence of the label) and raw
+        scores for ``texts`` from the newest finished model version, embedded server-side
+        with the campaign's embedding model."""
         campaign = self._campaign(pk)
         body = PredictInSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -152,12 +160,23 @@ class ModelVersionActions(CampaignRoutes):
         net = learner.ReLUNetwork.from_dict(version.network)
         E = pool.embedder_from_settings().encode(texts)
         scores, predicted = net.scores(E), net.predict(E)
+        # Calibrated on the version's labels (docs/learner.md, "Calibration"); a version
+        # fitted before calibration existed has T = 1: a plain softmax of its scores.
+        cal = Calibration.from_dict(version.metrics.get("calibration") or {})
+        probs = cal.probabilities(scores, net.task)
         names = campaign.labels
         rows = []
-        for row, cls in zip(scores, predicted, strict=True):
+        for row, cls, p in zip(scores, predicted, probs, strict=True):
             if len(names) == 2:  # binary: one score, > 0 means the second label
                 per_class = {names[0]: float(-row[0]), names[1]: float(row[0])}
             else:
                 per_class = {name: float(v) for name, v in zip(names, row, strict=True)}
-            rows.append({"label": names[int(cls)], "scores": per_class})
+            rows.append(
+                {
+                    "label": names[int(cls)],
+                    "confidence": float(p[int(cls)]),
+                    "probabilities": {name: float(v) for name, v in zip(names, p, strict=True)},
+                    "scores": per_class,
+                }
+            )
         return Response({"model_version": version.number, "predictions": rows})

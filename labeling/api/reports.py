@@ -46,7 +46,6 @@ class ReportActions(CampaignRoutes):
         s = dashboard.summarize(campaign)
         job = embedding_jobs.latest_job(campaign)
         snap = s.snapshot
-        last = s.curve[-1] if s.curve else None
         latest = campaign.models.filter(status="done").order_by("-number").first()
         body = {
             "n_items": s.n_items,
@@ -55,12 +54,12 @@ class ReportActions(CampaignRoutes):
             "n_review": s.n_review,
             "n_gold": s.n_gold,
             "stopped": campaign.stopped_at is not None,
-            "stop_suggested": bool(
-                last
-                and last.disagreement is not None
-                and last.threshold is not None
-                and last.disagreement < last.threshold
-            ),
+            "stop_suggested": s.stop.stop,
+            "stop": vars(s.stop),
+            "n_evaluation": s.n_evaluation,
+            "estimate": None
+            if s.estimate is None
+            else {**vars(s.estimate), "caption": s.estimate.caption},
             "distribution": dict(s.distribution),
             "annotators": [vars(a) for a in s.annotators],
             "agreement": vars(s.agreement),
@@ -105,6 +104,11 @@ class ReportActions(CampaignRoutes):
                         "n_labels",
                         "gold_accuracy",
                         "n_gold",
+                        "eval_accuracy",
+                        "eval_low",
+                        "eval_high",
+                        "n_eval",
+                        "cv_accuracy",
                         "log_volume",
                         "disagreement",
                         "threshold",

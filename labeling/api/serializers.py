@@ -4,13 +4,20 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import transaction
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from labeling.forms import check_labels_in_use
-from labeling.models import CAMPAIGN_SETTINGS, Campaign, ImportJob, validate_label_set
+from labeling.forms import check_labels_in_use, rename_labels
+from labeling.models import (
+    CAMPAIGN_SETTINGS,
+    Campaign,
+    ImportJob,
+    validate_card_metadata,
+    validate_label_set,
+)
 
 #: The largest id a database row can have (a 64-bit key): larger ones are a 400, not an
 #: integer overflow in the database.
@@ -30,6 +37,16 @@ class CampaignSerializer(serializers.ModelSerializer[Any]):
         queryset=get_user_model().objects.filter(is_active=True),
         required=False,
     )
+    # Renames apply to the labels, decisions and gold items too (docs/platform.md, "Campaign
+    # settings"); unlike the edit page, the API needs no confirmation for a learner rebuild.
+    rename = serializers.DictField(
+        child=serializers.CharField(min_length=1, max_length=200),
+        required=False,
+        write_only=True,
+        help_text="Old label name -> new name (updates only). The renamed label keeps its "
+        "place; its labels, decisions and gold items follow. Without `labels`, the label set "
+        "is the current one with these renames.",
+    )
     created_by = serializers.CharField(source="created_by.username", read_only=True)
     n_items = serializers.IntegerField(read_only=True)
 
@@ -38,6 +55,7 @@ class CampaignSerializer(serializers.ModelSerializer[Any]):
         fields = [
             "id",
             "labels",
+            "rename",
             *CAMPAIGN_SETTINGS,
             "created_by",
             "created_at",
@@ -52,11 +70,58 @@ class CampaignSerializer(serializers.ModelSerializer[Any]):
         labels = [v.strip() for v in value]
         try:
             validate_label_set(labels)
-            if self.instance is not None:
-                check_labels_in_use(self.instance, labels)
         except DjangoValidationError as exc:
             raise serializers.ValidationError(exc.messages) from None
         return labels
+
+    def validate_card_metadata(self, value: object) -> object:
+        try:
+            validate_card_metadata(value)
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(exc.messages) from None
+        return value
+
+    def validate_rename(self, value: dict[str, str]) -> dict[str, str]:
+        if self.instance is None and value:
+            raise serializers.ValidationError("A new campaign has no labels to rename yet.")
+        renames = {str(old).strip(): new.strip() for old, new in value.items()}
+        return {old: new for old, new in renames.items() if old != new}
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        attrs = super().validate(attrs)
+        campaign = self.instance
+        if not isinstance(campaign, Campaign):
+            return attrs
+        renames = attrs.get("rename") or {}
+        if "labels" not in attrs and not renames:
+            return attrs
+        labels = attrs.get("labels") or [renames.get(v, v) for v in campaign.labels]
+        try:
+            validate_label_set(labels)
+            check_labels_in_use(campaign, labels, renames)
+        except DjangoValidationError as exc:
+            field = "labels" if "labels" in attrs else "rename"
+            messages = [
+                'To rename a label, send "rename": {"old": "new"}.'
+                if m.startswith("To rename")
+                else m
+                for m in exc.messages
+            ]
+            raise serializers.ValidationError({field: messages}) from None
+        attrs["labels"] = labels
+        return attrs
+
+    def create(self, validated_data: dict[str, Any]) -> Campaign:
+        validated_data.pop("rename", None)
+        return super().create(validated_data)
+
+    def update(self, instance: Campaign, validated_data: dict[str, Any]) -> Campaign:
+        renames = validated_data.pop("rename", None) or {}
+        with transaction.atomic():
+            if renames:
+                Campaign.objects.select_for_update().filter(pk=instance.pk).exists()
+                rename_labels(instance, renames)
+            return super().update(instance, validated_data)
 
     def to_representation(self, instance: Campaign) -> dict[str, Any]:
         data = super().to_representation(instance)
@@ -120,7 +185,15 @@ class PredictInSerializer(serializers.Serializer[Any]):
 class PredictionSerializer(serializers.Serializer[Any]):
     # A field named like Field.label: DRF's metaclass collects it, the stubs see the attribute.
     label = serializers.CharField()  # type: ignore[assignment]
-    scores = serializers.DictField(child=serializers.FloatField())
+    confidence = serializers.FloatField(help_text="Calibrated probability of ``label``.")
+    probabilities = serializers.DictField(
+        child=serializers.FloatField(),
+        help_text="Calibrated probability of every label (temperature scaling fitted on the "
+        "version's labels; docs/learner.md, Calibration); they sum to 1.",
+    )
+    scores = serializers.DictField(
+        child=serializers.FloatField(), help_text="Raw network scores (margins), uncalibrated."
+    )
 
 
 class PredictOutSerializer(serializers.Serializer[Any]):
@@ -251,6 +324,16 @@ class CurvePointSerializer(serializers.Serializer[Any]):
         allow_null=True, help_text="Centre network on gold items not used for training."
     )
     n_gold = serializers.IntegerField()
+    eval_accuracy = serializers.FloatField(
+        allow_null=True,
+        help_text="Centre network on the labeled evaluation items (never trained on).",
+    )
+    eval_low = serializers.FloatField(allow_null=True, help_text="Wilson 95 % interval, low.")
+    eval_high = serializers.FloatField(allow_null=True, help_text="Wilson 95 % interval, high.")
+    n_eval = serializers.IntegerField(help_text="Labeled evaluation items measured.")
+    cv_accuracy = serializers.FloatField(
+        allow_null=True, help_text="Cross-validated estimate from the training labels."
+    )
     log_volume = serializers.FloatField(allow_null=True)
     disagreement = serializers.FloatField(allow_null=True)
     threshold = serializers.FloatField(allow_null=True)
@@ -282,6 +365,27 @@ class LearnerDiagnosticsSerializer(serializers.Serializer[Any]):
     updated_at = serializers.DateTimeField()
 
 
+class EstimateSerializer(serializers.Serializer[Any]):
+    kind = serializers.ChoiceField(
+        choices=["evaluation", "cross-validated"],
+        help_text="The evaluation set once it has enough labels, else cross-validation on "
+        "the training labels.",
+    )
+    accuracy = serializers.FloatField()
+    low = serializers.FloatField(help_text="Wilson 95 % interval, low.")
+    high = serializers.FloatField(help_text="Wilson 95 % interval, high.")
+    n = serializers.IntegerField()
+    caption = serializers.CharField()
+
+
+class StopEstimateSerializer(serializers.Serializer[Any]):
+    stop = serializers.BooleanField(help_text="The stop rule says stop now.")
+    labels_left = serializers.IntegerField(
+        allow_null=True, help_text="Labels until it says stop (estimate; null: cannot tell)."
+    )
+    method = serializers.CharField(help_text="How it was decided and estimated.")
+
+
 class MetricsSerializer(serializers.Serializer[Any]):
     n_items = serializers.IntegerField()
     n_done = serializers.IntegerField(help_text="Items with a label or a manager's decision.")
@@ -290,7 +394,14 @@ class MetricsSerializer(serializers.Serializer[Any]):
     n_gold = serializers.IntegerField()
     stopped = serializers.BooleanField()
     stop_suggested = serializers.BooleanField(
-        help_text="The version space's disagreement fell below its threshold."
+        help_text="The stop rule says stop: the evaluation curve has flattened (once the "
+        "evaluation set has enough labels), else the version space's disagreement fell below "
+        "its threshold."
+    )
+    stop = StopEstimateSerializer()
+    n_evaluation = serializers.IntegerField(help_text="Items in the reserved evaluation set.")
+    estimate = EstimateSerializer(
+        allow_null=True, help_text="The model's accuracy as honestly as it can be told now."
     )
     distribution = serializers.DictField(child=serializers.IntegerField())
     annotators = AnnotatorMetricsSerializer(many=True)

@@ -21,7 +21,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
 
-from labeling import campaign_learner, permissions
+from labeling import campaign_learner, consensus, evaluation, permissions
 from labeling.api.annotation import AnnotationActions
 from labeling.api.imports import ImportActions
 from labeling.api.model_versions import ModelVersionActions
@@ -70,8 +70,12 @@ class CampaignViewSet(
     def perform_update(self, serializer: BaseSerializer[Any]) -> None:
         campaign = serializer.instance
         assert isinstance(campaign, Campaign)
+        overlap = campaign.overlap
         with transaction.atomic():
             serializer.save()
+            evaluation.top_up(campaign)  # the evaluation set follows its size setting
+            if campaign.overlap != overlap:
+                consensus.recount_done(campaign)  # "fully labeled" moved
             campaign_learner.request_update(campaign.pk)  # new settings: rebuild the learner
 
     @extend_schema(request=None, responses=CampaignSerializer)

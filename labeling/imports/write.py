@@ -11,6 +11,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Max
 
+from labeling import evaluation
 from labeling.embeddings import jobs as embedding_jobs
 from labeling.imports.parse import (
     ImportLimits,
@@ -126,6 +127,9 @@ def write_items(
         )
         if new:
             embedding_jobs.request_embedding(campaign)
+            # The pool grew: draw the evaluation set's share of it (docs/platform.md,
+            # "The evaluation set").
+            evaluation.top_up(campaign)
     return ImportOutcome(upload, parsed, len(new), len(parsed.items) - len(new))
 
 
@@ -167,13 +171,22 @@ def _insert_items(rows: Iterator[tuple[Any, ...]]) -> None:
         Item.objects.bulk_create(batch)
         return
     column_of = {f.name: f.column for f in Item._meta.concrete_fields}
-    columns = ", ".join(connection.ops.quote_name(column_of[name]) for name in ITEM_COLUMNS)
+    # Django's defaults live in Python, not in the table: COPY writes them itself for the
+    # NOT NULL columns an import does not set (the evaluation flag).
+    defaults = [
+        f
+        for f in Item._meta.concrete_fields
+        if not f.primary_key and not f.null and f.has_default() and f.name not in ITEM_COLUMNS
+    ]
+    names = [column_of[name] for name in ITEM_COLUMNS] + [f.column for f in defaults]
+    columns = ", ".join(connection.ops.quote_name(name) for name in names)
+    extra = tuple(f.get_default() for f in defaults)
     table = connection.ops.quote_name(Item._meta.db_table)
     with connection.cursor() as cursor:
         raw = cursor.cursor  # psycopg's own cursor, under Django's wrapper
         with raw.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
             for row in rows:
-                copy.write_row((*row[:5], json.dumps(row[5]) if row[5] else "{}", row[6]))
+                copy.write_row((*row[:5], json.dumps(row[5]) if row[5] else "{}", row[6], *extra))
 
 
 def describe(outcome: ImportOutcome) -> str:

@@ -25,7 +25,9 @@ def embedded_campaign(
     ``texts``: the item texts, one CSV line each (written as they are, unquoted), or a count
     ``n`` for ``item 0`` ... ``item n-1``. ``labels``: a gold column, one label per text
     (``""`` for none); the CSV then has a ``text,label`` header. ``campaign_fields`` are set
-    on the campaign (one UPDATE, then ``refresh_from_db``) before the import.
+    on the campaign (one UPDATE, then ``refresh_from_db``) before the import. The campaign
+    gets no evaluation set (``evaluation_size=0``) unless ``campaign_fields`` asks for one:
+    tests that count training labels need every label trained on.
 
     The file is imported as the campaign's creator, then its embedding job runs in this
     process (the test settings' CARVE_EMBEDDER is "fake"). Returns the items in position
@@ -33,6 +35,7 @@ def embedded_campaign(
     """
     if isinstance(texts, int):
         texts = [f"item {i}" for i in range(texts)]
+    campaign_fields.setdefault("evaluation_size", 0)
     if campaign_fields:
         Campaign.objects.filter(pk=campaign.pk).update(**campaign_fields)
         campaign.refresh_from_db()

@@ -53,6 +53,7 @@ def test_create_import_label_retrain_export_and_predict_through_the_api(
             "labels": ["negative", "positive"],
             "annotators": ["annotator"],
             "gold_rate": 0,
+            "evaluation_size": 0,  # every label trains: the served item is the queue's head
             "retrain_every": 0,
         },
         format="json",

@@ -99,3 +99,89 @@ def test_nan_in_a_json_body_is_a_400(campaign: Campaign, annotator: Any) -> None
     response = api_as(annotator).post(url, body, content_type="application/json")
     assert response.status_code == 400 and not Label.objects.exists()
     assert not ImportJob.objects.exists()
+
+
+@pytest.mark.parametrize("value", [5, True, 1.5, "genre", [1, 2], [None], [""]])
+def test_card_metadata_that_is_no_list_of_keys_is_a_400(
+    campaign: Campaign, manager: Any, value: Any
+) -> None:
+    url = f"/api/v1/campaigns/{campaign.pk}/"
+    response = api_as(manager).patch(url, {"card_metadata": value}, format="json")
+    assert response.status_code == 400, response.content
+    assert "card_metadata" in response.json()
+    campaign.refresh_from_db()
+    assert campaign.card_metadata is None
+
+
+@pytest.mark.parametrize(
+    "labels", [["neg->x", "pos"], ["a,b", "c"], ["a→b", "c"], ["x" * 201, "y"]]
+)
+def test_a_label_name_the_edit_form_could_not_keep_is_refused(
+    campaign: Campaign, manager: Any, labels: list[str]
+) -> None:
+    url = f"/api/v1/campaigns/{campaign.pk}/"
+    response = api_as(manager).patch(url, {"labels": labels}, format="json")
+    assert response.status_code == 400, response.content
+    rename = {"rename": {campaign.labels[0]: labels[0]}}
+    assert api_as(manager).patch(url, rename, format="json").status_code == 400
+
+
+def test_a_rename_to_an_overlong_label_on_the_edit_form_is_a_form_error(
+    client: Any, campaign: Campaign, manager: Any
+) -> None:
+    from tests.labeling.builders import embedded_campaign
+
+    items, _ = embedded_campaign(campaign, 3)
+    Label.objects.create(item=items[0], annotator=manager, value="positive")
+    client.force_login(manager)
+    response = client.post(
+        f"/campaigns/{campaign.pk}/edit/",
+        {"name": campaign.name, "labels_text": "negative\npositive -> " + "x" * 300},
+    )
+    assert response.status_code == 200 and b"at most 200 characters" in response.content
+    assert Label.objects.get().value == "positive"
+    campaign.refresh_from_db()
+    assert campaign.labels == ["negative", "positive"]
+
+
+def test_a_label_posted_after_a_rename_is_a_400_not_an_error(
+    client: Any, campaign: Campaign, annotator: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from labeling import annotation, views
+    from labeling.forms import rename_labels
+    from tests.labeling.builders import embedded_campaign
+
+    embedded_campaign(campaign, 3, gold_rate=0)
+    served = annotation.next_assignment(campaign, annotator)
+    assert served is not None
+    client.force_login(annotator)
+    # The page validated "positive" against the labels it loaded; the rename commits before
+    # the label is stored (the race a manager's edit can open).
+    real = views.annotation.submit_label
+
+    def renamed_first(*args: Any, **kwargs: Any) -> Any:
+        rename_labels(Campaign.objects.get(pk=campaign.pk), {"positive": "good"})
+        Campaign.objects.filter(pk=campaign.pk).update(labels=["negative", "good"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(views.annotation, "submit_label", renamed_first)
+    response = client.post(
+        f"/campaigns/{campaign.pk}/label/",
+        {"action": "label", "item": served.item_id, "value": "positive"},
+    )
+    assert response.status_code == 400
+    assert b"labels have changed" in response.content
+    assert not Label.objects.exists()
+
+
+@pytest.mark.parametrize("field", ["item", "label"])
+def test_a_label_action_with_an_id_no_row_can_have_is_a_400(
+    client: Any, campaign: Campaign, annotator: Any, field: str
+) -> None:
+    client.force_login(annotator)
+    action = "label" if field == "item" else "edit"
+    response = client.post(
+        f"/campaigns/{campaign.pk}/label/",
+        {"action": action, field: 2**70, "item": 2**70, "value": "positive"},
+    )
+    assert response.status_code == 400

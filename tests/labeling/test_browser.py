@@ -6,7 +6,6 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -120,9 +119,6 @@ def test_the_progress_bar_follows_the_job_without_reloading_the_page(
     assert page.locator("#embedding-status").get_attribute("hx-trigger") is None
 
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
 def test_an_annotator_labels_with_the_keyboard_without_page_reloads(
     campaign: Campaign, live_server: Any, page: Any
 ) -> None:
@@ -141,7 +137,6 @@ def test_an_annotator_labels_with_the_keyboard_without_page_reloads(
     page.locator("#item-text").wait_for()
     page.evaluate("window.__sameDocument = true")
     first = page.locator("#item-text").get_attribute("data-item")
-    page.screenshot(path=str(REPO_ROOT / "docs" / "img" / "labeling.png"))
 
     page.keyboard.press("2")  # positive
     until(page, f"document.querySelector('#item-text').dataset.item !== '{first}'")

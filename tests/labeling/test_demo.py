@@ -14,6 +14,7 @@ import sys
 import urllib.parse
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -213,3 +214,15 @@ def test_a_worker_that_exits_is_started_again_and_anything_else_stops_the_demo(
             procs.check()
     finally:
         procs.stop()
+
+
+@pytest.mark.django_db
+def test_the_built_in_data_keeps_one_gold_label_in_ten(campaign: Any) -> None:
+    # A fully labeled pool would hide the model's suggestions on every item (gold).
+    from labeling.imports.write import import_file
+
+    import_file(campaign, campaign.created_by, SAMPLE_CSV.read_bytes(), SAMPLE_CSV.name)
+    assert demo._keep_some_gold(campaign) == 24
+    gold = campaign.items.exclude(gold="")
+    assert gold.count() == 24 and campaign.items.filter(gold="").count() == 216
+    assert set(gold.values_list("gold", flat=True)) <= {"negative", "positive"}

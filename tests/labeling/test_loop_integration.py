@@ -50,7 +50,8 @@ def _served(client: Client, url: str) -> int:
 def test_labels_through_the_page_drive_the_learner_and_its_queue(
     campaign: Campaign, annotator: Any, worker: Worker
 ) -> None:
-    Campaign.objects.filter(pk=campaign.pk).update(gold_rate=0)
+    # Every label trains and is the queue's head: no gold, no evaluation set.
+    Campaign.objects.filter(pk=campaign.pk).update(gold_rate=0, evaluation_size=0)
     texts = [f"review {i}" for i in range(120)]
     import_file(campaign, campaign.created_by, ("text\n" + "\n".join(texts)).encode(), "r.csv")
     assert EmbeddingJob.objects.filter(campaign=campaign).exists()
@@ -87,7 +88,7 @@ def test_labels_through_the_page_drive_the_learner_and_its_queue(
 def test_a_worker_killed_during_the_loop_loses_no_label_and_a_new_one_catches_up(
     campaign: Campaign, annotator: Any, worker: Worker, start_worker: Callable[..., Worker]
 ) -> None:
-    Campaign.objects.filter(pk=campaign.pk).update(gold_rate=0, retrain_every=0)
+    Campaign.objects.filter(pk=campaign.pk).update(gold_rate=0, retrain_every=0, evaluation_size=0)
     texts = [f"sentence {i}" for i in range(60)]
     import_file(campaign, campaign.created_by, ("text\n" + "\n".join(texts)).encode(), "r.csv")
     wait_for(lambda: _caught_up(campaign), 60, "the first learner update", worker.log)
