@@ -12,7 +12,7 @@ DEPTH ?=
 export HF_HUB_OFFLINE ?= 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install system-deps test-deps demo schema test test-postgres lint check fmt bench-center bench-curve bench-loop bench-faults bench-scale bench-al bench-al-tune clean
+.PHONY: help install system-deps test-deps demo schema test test-postgres lint check fmt bench-center bench-curve bench-loop bench-faults bench-scale bench-al bench-al-tune screenshots clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -90,6 +90,9 @@ bench-faults: $(STAMP) system-deps ## 8 annotators over HTTP while the worker is
 
 bench-scale: $(STAMP) system-deps ## N = 100k and 1M items on PostgreSQL: import, embedding, learner update, next item, pages, DB size (QUICK=1: N = 5,000)
 	scripts/with-postgres.sh $(BIN)/python -m bench.scale $(if $(filter 1 yes true,$(QUICK)),--quick)
+
+screenshots: $(STAMP) test-deps ## refresh the README's screenshots in docs/img (real Chromium, a labeled demo campaign)
+	CARVE_SCREENSHOTS=$(CURDIR)/docs/img $(BIN)/python -m pytest -q -p no:cacheprovider tests/labeling/test_screenshots.py
 
 bench-al: $(STAMP) ## real data (SST-2, MR, IMDB, AG News): Carve vs AL baselines; QUICK=1 for a short run
 	DATA_DIR=$(DATA_DIR) CACHE_DIR=$(CACHE_DIR) $(BIN)/python -m bench.al $(if $(filter 1 yes true,$(QUICK)),--quick)
