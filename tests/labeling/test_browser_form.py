@@ -5,16 +5,13 @@ field's input than its own, on a wide and a narrow screen, with and without erro
 from __future__ import annotations
 
 import math
-import shutil
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from django.conf import settings as django_settings
-from django.test import Client
 
 from labeling.models import Campaign
-from tests.labeling.test_browser import CHROMIUM, CHROMIUM_ARGS, db
+from tests.labeling.test_browser import db, signed_in_page
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]
 
@@ -71,29 +68,8 @@ def _check_layout(page: Any) -> int:
 
 @pytest.fixture
 def manager_page(live_server: Any, manager: Any, annotator: Any) -> Iterator[Any]:
-    if shutil.which(CHROMIUM) is None:
-        pytest.fail("chromium is not installed; `make test` installs it (apt-get)")
-    from playwright.sync_api import sync_playwright
-
-    client = Client()
-    client.force_login(manager)
-    session = client.cookies[django_settings.SESSION_COOKIE_NAME].value
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        context = browser.new_context()
-        context.add_cookies(
-            [
-                {
-                    "name": django_settings.SESSION_COOKIE_NAME,
-                    "value": session,
-                    "url": live_server.url,
-                }
-            ]
-        )
-        page = context.new_page()
-        page.set_default_timeout(15_000)
+    with signed_in_page(live_server, manager, check_csp=False) as page:
         yield page
-        browser.close()
 
 
 @pytest.mark.parametrize("width", [1280, 390])

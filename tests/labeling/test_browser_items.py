@@ -3,52 +3,22 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from django.conf import settings as django_settings
-from django.test import Client
 
 from labeling.imports.write import import_file
 from labeling.models import Campaign, EmbeddingJob, Item
-from tests.labeling.test_browser import CHROMIUM, CHROMIUM_ARGS, db, until
+from tests.labeling.test_browser import db, signed_in_page, until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]
 
 
 @pytest.fixture
 def manager_page(live_server: Any, manager: Any) -> Iterator[Any]:
-    if shutil.which(CHROMIUM) is None:
-        pytest.fail("chromium is not installed; `make test` installs it (apt-get)")
-    from playwright.sync_api import sync_playwright
-
-    client = Client()
-    client.force_login(manager)
-    session = client.cookies[django_settings.SESSION_COOKIE_NAME].value
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        context = browser.new_context()
-        context.add_cookies(
-            [
-                {
-                    "name": django_settings.SESSION_COOKIE_NAME,
-                    "value": session,
-                    "url": live_server.url,
-                }
-            ]
-        )
-        page = context.new_page()
-        page.set_default_timeout(15_000)
-        blocked: list[str] = []
-        page.on(
-            "console",
-            lambda m: blocked.append(m.text) if "Content Security Policy" in m.text else None,
-        )
+    with signed_in_page(live_server, manager) as page:
         yield page
-        browser.close()
-        assert not blocked, blocked
 
 
 @pytest.fixture
