@@ -425,7 +425,8 @@ class CampaignForm(forms.ModelForm):  # type: ignore[type-arg]  # generic in the
 
 class UploadForm(forms.Form):
     file = forms.FileField(
-        help_text="CSV with a header row, or JSON Lines (one object per line). UTF-8."
+        help_text="CSV or TSV with a header row, JSON Lines, a JSON array, Label Studio JSON "
+        "tasks, Parquet, an Arrow file or a zipped datasets folder (save_to_disk). Text as UTF-8."
     )
     text_column = forms.CharField(
         required=False,

@@ -57,7 +57,7 @@ class ImportActions(CampaignRoutes):
         detail=True, methods=["get", "post"], parser_classes=[MultiPartParser, ImportJSONParser]
     )
     def imports(self, request: Request, pk: Any = None) -> Response:
-        """Import items (managers): a CSV or JSON Lines ``file`` (multipart), or a JSON list
+        """Import items (managers): a ``file`` (multipart) in any upload page format, or a JSON list
         of ``items``, checked like an upload on the campaign page and imported all or nothing.
         Files up to IMPORT_INLINE_BYTES are imported during the request (201, or 400 with
         ``errors``); larger ones, or any with ``background=true``, answer 202 with a job whose

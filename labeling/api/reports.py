@@ -1,15 +1,16 @@
-"""What the API reports: the dashboard's metrics, the items, and the label export."""
+"""What the API reports: the dashboard's metrics, the items, and the label export
+(written by ``labeling/exports``)."""
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-from collections.abc import Iterator
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.db.models import Count, Exists, Max, OuterRef, Prefetch, QuerySet
-from django.http import StreamingHttpResponse
+from django.http import FileResponse, StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.decorators import action
@@ -22,16 +23,28 @@ from labeling.api.base import CampaignRoutes
 from labeling.api.pagination import StrictLimitOffsetPagination
 from labeling.api.serializers import ItemSerializer, MetricsSerializer
 from labeling.embeddings import jobs as embedding_jobs
+from labeling.exports import formats
+from labeling.exports import rows as export_rows
 from labeling.models import Item, Label
 
-# A spreadsheet runs a cell starting with one of these as a formula (CSV injection).
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-# The export streams rows fetched CHUNK_ROWS at a time, in pieces of about PIECE characters.
-CHUNK_ROWS, PIECE = 2000, 64 * 1024
+#: ``?as=`` of the label export: content type and file suffix.
+EXPORT_FORMATS = {
+    "csv": ("text/csv", "csv"),
+    "jsonl": ("application/x-ndjson", "jsonl"),
+    "labelstudio": ("application/json", "json"),
+    "parquet": ("application/vnd.apache.parquet", "parquet"),
+    "hf": ("application/zip", "zip"),
+}
+#: The formats written to a file before they are sent.
+FILE_FORMATS = ("parquet", "hf")
 
 
-def spreadsheet_safe(value: str) -> str:
-    return "'" + value if value.startswith(FORMULA_START) else value
+def _export_schema(kind: str) -> Any:
+    """The OpenAPI schema of one export format's answer: Label Studio's is a JSON array of
+    task objects; the files are binary; CSV and JSON Lines are text."""
+    if kind == "labelstudio":
+        return {"type": "array", "items": {"type": "object", "additionalProperties": True}}
+    return OpenApiTypes.BINARY if kind in FILE_FORMATS else OpenApiTypes.STR
 
 
 class ReportActions(CampaignRoutes):
@@ -194,62 +207,96 @@ class ReportActions(CampaignRoutes):
         return self.get_paginated_response(rows) if page is not None else Response(rows)
 
     @extend_schema(
-        parameters=[OpenApiParameter("as", str, enum=["csv", "jsonl"], required=False)],
+        parameters=[
+            OpenApiParameter(
+                "as",
+                str,
+                enum=list(EXPORT_FORMATS),
+                required=False,
+                description="csv (default), jsonl, parquet, hf (a zipped Hugging Face datasets "
+                "folder) or labelstudio (Label Studio JSON tasks).",
+            ),
+            OpenApiParameter(
+                "rows",
+                str,
+                enum=[formats.ROWS_LABELS, formats.ROWS_ITEMS],
+                required=False,
+                description="One row per active label (default) or per item, its labels "
+                "nested (csv: one JSON cell). hf and labelstudio are one record per item.",
+            ),
+            OpenApiParameter(
+                "items",
+                str,
+                enum=["labeled", "all"],
+                required=False,
+                description="Only the items with an active label or a decision (default), "
+                "or all items.",
+            ),
+        ],
         responses={
-            (200, "text/csv"): OpenApiTypes.STR,
-            (200, "application/x-ndjson"): OpenApiTypes.STR,
+            (200, content_type): _export_schema(kind)
+            for kind, (content_type, _) in EXPORT_FORMATS.items()
         },
     )
     @action(detail=True, methods=["get"])
     def export(self, request: Request, pk: Any = None) -> StreamingHttpResponse:
-        """All active labels, streamed as CSV (default; cells that a spreadsheet would run as
-        formulas are prefixed with ') or JSON Lines (``?as=jsonl``). Managers only."""
+        """The labels with their items (managers only; docs/platform.md, "Label export"):
+        text, metadata, the final label and its source (the manager's latest decision or the
+        agreeing labels), every active label with its annotator, time and comment, the gold
+        label, the evaluation flag, and the served model's prediction, confidence and version.
+        CSV (default; cells a spreadsheet would run as formulas are prefixed with '), JSON
+        Lines and Label Studio JSON are streamed; Parquet and the zipped Hugging Face folder
+        are written to a temporary file a chunk at a time and then streamed."""
         campaign = self._campaign(pk, manage=True)
-        kind = request.query_params.get("as", "csv")
-        if kind not in ("csv", "jsonl"):
-            raise ValidationError({"as": "Use csv or jsonl."})
-        rows = (
-            Label.objects.filter(item__campaign=campaign, undone_at__isnull=True)
-            .order_by("pk")
-            .values_list(
-                "item_id", "item__text", "value", "annotator__username", "comment", "created_at"
+        params = request.query_params
+        kind = params.get("as", "csv")
+        if kind not in EXPORT_FORMATS:
+            raise ValidationError({"as": "Use " + ", ".join(EXPORT_FORMATS) + "."})
+        rows = params.get("rows", formats.ROWS_LABELS)
+        if rows not in (formats.ROWS_LABELS, formats.ROWS_ITEMS):
+            raise ValidationError({"rows": "Use labels or items."})
+        which = params.get("items", "labeled")
+        if which not in ("labeled", "all"):
+            raise ValidationError({"items": "Use labeled or all."})
+        plan = export_rows.plan(campaign, labeled_only=which == "labeled")
+        content_type, suffix = EXPORT_FORMATS[kind]
+        filename = f"campaign-{campaign.pk}-labels.{suffix}"
+        response: StreamingHttpResponse
+        if kind in FILE_FORMATS:
+            response = _file_response(plan, kind, rows, filename, content_type)
+        else:
+            text = (
+                formats.as_csv(plan, rows)
+                if kind == "csv"
+                else formats.as_jsonl(plan, rows)
+                if kind == "jsonl"
+                else formats.as_labelstudio(plan)
             )
-        )
-        fields = ["item", "text", "label", "annotator", "comment", "created_at"]
-
-        # Rows go out in pieces of about PIECE characters: one write to the socket per
-        # piece, not per row (docs/scaling.md, "CSV export").
-        def as_csv() -> Iterator[str]:
-            buffer = io.StringIO()
-            writer = csv.writer(buffer)
-            writer.writerow(fields)
-            for row in rows.iterator(chunk_size=CHUNK_ROWS):
-                writer.writerow(
-                    [row[0], *(spreadsheet_safe(str(v)) for v in row[1:5]), row[5].isoformat()]
-                )
-                if buffer.tell() >= PIECE:
-                    yield buffer.getvalue()
-                    buffer.seek(0)
-                    buffer.truncate()
-            yield buffer.getvalue()
-
-        def as_jsonl() -> Iterator[str]:
-            lines: list[str] = []
-            size = 0
-            for row in rows.iterator(chunk_size=CHUNK_ROWS):
-                record = dict(zip(fields, (*row[:5], row[5].isoformat()), strict=True))
-                lines.append(json.dumps(record, ensure_ascii=False) + "\n")
-                size += len(lines[-1])
-                if size >= PIECE:
-                    yield "".join(lines)
-                    lines, size = [], 0
-            yield "".join(lines)
-
-        content_type = "text/csv" if kind == "csv" else "application/x-ndjson"
-        response = StreamingHttpResponse(
-            as_csv() if kind == "csv" else as_jsonl(), content_type=f"{content_type}; charset=utf-8"
-        )
-        response["Content-Disposition"] = (
-            f'attachment; filename="campaign-{campaign.pk}-labels.{kind}"'
-        )
+            response = StreamingHttpResponse(text, content_type=f"{content_type}; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="{filename}"'
         return response
+
+
+def _file_response(
+    plan: export_rows.Plan, kind: str, rows: str, filename: str, content_type: str
+) -> FileResponse:
+    """Parquet and the zipped ``datasets`` folder need a file: written under CARVE_DATA_DIR/exports
+    a chunk at a time, opened, unlinked (the open handle keeps it readable), and streamed
+    in blocks by FileResponse (docs/platform.md, "Label export")."""
+    from labeling.exports import arrow  # pyarrow, loaded only for these formats
+
+    root = Path(settings.CARVE_DATA_DIR) / "exports"
+    root.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="export-", dir=root))
+    try:
+        path = work / filename
+        if kind == "parquet":
+            arrow.write_parquet(plan, path, rows)
+        else:
+            name = filename.removesuffix(".zip")
+            arrow.write_hf_folder(plan, work / name)
+            arrow.zip_folder(work / name, path, name)
+        handle = path.open("rb")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return FileResponse(handle, content_type=content_type)

@@ -224,7 +224,7 @@ class ImportOptionsSerializer(serializers.Serializer[Any]):
 class ImportFileSerializer(ImportOptionsSerializer):
     # An empty file reaches the upload checks, which say so in their words.
     file = serializers.FileField(
-        allow_empty_file=True, help_text="CSV or JSON Lines, as on the upload page."
+        allow_empty_file=True, help_text="Any upload page format (CSV, TSV, JSON, Parquet, …)."
     )
 
 
@@ -244,6 +244,12 @@ class ImportResultSerializer(serializers.Serializer[Any]):
     n_blank = serializers.IntegerField(help_text="Rows with an empty text (skipped).")
     n_duplicates = serializers.IntegerField()
     n_gold = serializers.IntegerField()
+    n_labels = serializers.IntegerField(
+        default=0, help_text="Labels of the 'imported' annotator (Label Studio annotations)."
+    )
+    format = serializers.CharField(
+        default="", help_text="csv, tsv, jsonl, json, labelstudio, parquet, arrow or datasets."
+    )
     text_column = serializers.CharField()
     gold_column = serializers.CharField()
     message = serializers.CharField()

@@ -179,6 +179,8 @@ def execute(job: ImportJob) -> Outcome:
                     "n_blank": parsed.n_blank,
                     "n_duplicates": outcome.upload.n_duplicates,
                     "n_gold": sum(1 for item in parsed.items if item.gold),
+                    "n_labels": outcome.n_labels,
+                    "format": parsed.format,
                     "text_column": parsed.text_column,
                     "gold_column": parsed.gold_column or "",
                     "message": write.describe(outcome),

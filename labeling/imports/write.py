@@ -8,10 +8,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
-from django.db.models import Max
+from django.contrib.auth import get_user_model
+from django.db import IntegrityError, connection, transaction
+from django.db.models import F, Max
+from django.utils import timezone
 
-from labeling import evaluation
+from labeling import consensus, evaluation, queue
 from labeling.embeddings import jobs as embedding_jobs
 from labeling.imports.parse import (
     ImportLimits,
@@ -20,7 +22,7 @@ from labeling.imports.parse import (
     list_some,
     parse_upload,
 )
-from labeling.models import Campaign, Item, Upload, text_key
+from labeling.models import Assignment, Campaign, Item, Label, Upload, text_key
 
 
 def import_limits() -> ImportLimits:
@@ -39,6 +41,7 @@ class ImportOutcome:
     parsed: ParsedUpload
     n_created: int
     n_existing: int  # distinct texts of the file already in the campaign (merged)
+    n_labels: int = 0  # labels of the "imported" annotator written (Label Studio annotations)
 
 
 def parse_file(
@@ -121,22 +124,150 @@ def write_items(
         )
         _insert_items(
             (
-                (campaign.pk, upload.pk, item.text, key, item.gold or "", item.metadata, start + i)
+                (
+                    campaign.pk,
+                    upload.pk,
+                    item.text,
+                    key,
+                    item.gold or "",
+                    item.metadata,
+                    start + i,
+                    item.predicted,
+                    item.confidence,
+                )
                 for i, (item, key) in enumerate(new)
             )
         )
+        n_labels = _write_labels(campaign, parsed, keys)
         if new:
             embedding_jobs.request_embedding(campaign)
             # The pool grew: draw the evaluation set's share of it (docs/platform.md,
             # "The evaluation set").
             evaluation.top_up(campaign)
-    return ImportOutcome(upload, parsed, len(new), len(parsed.items) - len(new))
+    return ImportOutcome(upload, parsed, len(new), len(parsed.items) - len(new), n_labels)
+
+
+#: Username of the annotator that imported annotations are attributed to.
+IMPORTED_USERNAME = "imported"
+
+
+def imported_annotator() -> Any:
+    """The "imported" user, created on demand with an unusable password: it cannot sign in,
+    it only holds labels that came with a file (docs/platform.md, "Uploads")."""
+    users = get_user_model().objects
+    user = users.filter(username=IMPORTED_USERNAME).first()
+    if user is None:
+        user = users.model(username=IMPORTED_USERNAME)
+        user.set_unusable_password()
+        try:
+            with transaction.atomic():
+                user.save()
+        except IntegrityError:  # created by a concurrent import meanwhile
+            user = users.get(username=IMPORTED_USERNAME)
+    return user
+
+
+def _write_labels(campaign: Campaign, parsed: ParsedUpload, keys: list[str]) -> int:
+    """Store the labels of a Label Studio file's annotations as the "imported" annotator's,
+    with the LABELED assignments a submitted label has; raise :class:`UploadRejected` when
+    that annotator already labeled one of the texts differently. Returns the labels added."""
+    wanted = {
+        key: item for item, key in zip(parsed.items, keys, strict=True) if item.label is not None
+    }
+    if not wanted:
+        return 0
+    user = imported_annotator()
+    item_ids: dict[str, int] = {}
+    have: dict[int, str] = {}
+    wanted_keys = list(wanted)
+    for i in range(0, len(wanted_keys), KEY_BATCH):
+        item_ids.update(
+            Item.objects.filter(campaign=campaign, text_sha256__in=wanted_keys[i : i + KEY_BATCH])
+            .order_by()
+            .values_list("text_sha256", "pk")
+        )
+    ids = list(item_ids.values())
+    for i in range(0, len(ids), KEY_BATCH):
+        have.update(
+            Label.objects.filter(
+                item_id__in=ids[i : i + KEY_BATCH], annotator=user, undone_at__isnull=True
+            ).values_list("item_id", "value")
+        )
+    clashes = [
+        f"{parsed.unit} {item.lines[0]} ({have[item_ids[key]]!r} before, {item.label!r} now)"
+        for key, item in wanted.items()
+        if item_ids[key] in have and have[item_ids[key]] != item.label
+    ]
+    if clashes:
+        raise UploadRejected(
+            [
+                "Texts already in the campaign have a different imported label: "
+                + list_some(clashes, "; ", "; and")
+                + "."
+            ]
+        )
+    fresh = [
+        (item_ids[key], item.label) for key, item in wanted.items() if item_ids[key] not in have
+    ]
+    if not fresh:
+        return 0
+    Label.objects.bulk_create(
+        [Label(item_id=pk, annotator=user, value=value or "") for pk, value in fresh],
+        batch_size=1000,
+    )
+    now = timezone.now()
+    fresh_ids = [pk for pk, _ in fresh]
+    held: set[int] = set()
+    for i in range(0, len(fresh_ids), KEY_BATCH):
+        batch = fresh_ids[i : i + KEY_BATCH]
+        held.update(
+            Assignment.objects.filter(item_id__in=batch, annotator=user).values_list(
+                "item_id", flat=True
+            )
+        )
+        Assignment.objects.filter(item_id__in=batch, annotator=user).update(
+            state=Assignment.State.LABELED, expires_at=now
+        )
+    Assignment.objects.bulk_create(
+        [
+            Assignment(item_id=pk, annotator=user, state=Assignment.State.LABELED, expires_at=now)
+            for pk in fresh_ids
+            if pk not in held
+        ],
+        batch_size=1000,
+    )
+    _labels_changed(campaign)
+    return len(fresh)
+
+
+def _labels_changed(campaign: Campaign) -> None:
+    """What a submitted label does to the campaign row, for many labels at once: bump
+    ``label_version``, queue one learner update (as ``campaign_learner.request_update``,
+    a layer above imports: docs/architecture.md, "Import rule") and recount the items fully
+    labeled (docs/scaling.md, "The labeling card's progress")."""
+    Campaign.objects.filter(pk=campaign.pk).update(label_version=F("label_version") + 1)
+    sent = Campaign.objects.filter(pk=campaign.pk, learner_pending=False).update(
+        learner_pending=True, learner_requested_at=timezone.now()
+    )
+    if sent:
+        queue.send_on_commit(queue.UPDATE_LEARNER, campaign.pk)
+    consensus.recount_done(campaign)
 
 
 #: Keys looked up per query when a file is checked against the campaign's items.
 KEY_BATCH = 5000
 #: The columns of :func:`_insert_items`' rows, in order.
-ITEM_COLUMNS = ("campaign", "upload", "text", "text_sha256", "gold", "metadata", "position")
+ITEM_COLUMNS = (
+    "campaign",
+    "upload",
+    "text",
+    "text_sha256",
+    "gold",
+    "metadata",
+    "position",
+    "predicted",
+    "confidence",
+)
 
 
 def _existing(campaign: Campaign, keys: list[str]) -> dict[str, str]:
@@ -186,7 +317,7 @@ def _insert_items(rows: Iterator[tuple[Any, ...]]) -> None:
         raw = cursor.cursor  # psycopg's own cursor, under Django's wrapper
         with raw.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
             for row in rows:
-                copy.write_row((*row[:5], json.dumps(row[5]) if row[5] else "{}", row[6], *extra))
+                copy.write_row((*row[:5], json.dumps(row[5]) if row[5] else "{}", *row[6:], *extra))
 
 
 def describe(outcome: ImportOutcome) -> str:
@@ -199,6 +330,11 @@ def describe(outcome: ImportOutcome) -> str:
     n_gold = sum(1 for item in outcome.parsed.items if item.gold)
     if n_gold:
         parts.append(f"{n_gold:,} with a gold label")
+    if outcome.n_labels:
+        parts.append(f"{outcome.n_labels:,} label(s) by 'imported'")
+    n_predicted = sum(1 for item in outcome.parsed.items if item.predicted is not None)
+    if n_predicted:
+        parts.append(f"{n_predicted:,} with a prediction")
     sentence = "; ".join(parts) + ". Embedding starts in the background."
     multiline = outcome.parsed.multiline
     if multiline:

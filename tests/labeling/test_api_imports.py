@@ -55,6 +55,8 @@ def test_a_small_file_is_imported_during_the_request(campaign: Campaign, manager
         "n_blank": 1,
         "n_duplicates": 1,
         "n_gold": 2,
+        "n_labels": 0,
+        "format": "csv",
         "text_column": "text",
         "gold_column": "gold",
         "message": "",

@@ -1,0 +1,1 @@
+"""The label export: per-item records (rows) and the formats written from them."""
