@@ -245,6 +245,14 @@ class Upload(models.Model):
     n_created = models.PositiveIntegerField()
     n_blank = models.PositiveIntegerField()
     n_duplicates = models.PositiveIntegerField()
+    # Near-duplicate detection (docs/platform.md, "Near-duplicates"): the cosine similarity
+    # from which two items count as near-duplicates (None: off), and when the check ran.
+    near_duplicate_threshold = models.FloatField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0.5), MaxValueValidator(1.0)],
+    )
+    near_duplicates_checked_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
         return f"{self.filename} ({self.n_created} items)"
@@ -633,3 +641,166 @@ class ApiToken(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"
+
+
+class ExportJob(models.Model):
+    """A label export written by a worker (docs/platform.md, "Export jobs").
+
+    Claimed like an import job (a conditional UPDATE bumping ``attempt``). The file is
+    written a chunk of items at a time and stored in :class:`ExportPart` rows of at most
+    ``CARVE_EXPORT_PART_BYTES``, so no process holds the whole file and any web process can
+    stream it back (there is no shared disk).
+    """
+
+    Status = JobStatus
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="export_jobs")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    # The export's options, as the export endpoint takes them: as, rows, items.
+    format = models.CharField(max_length=20, default="csv")
+    rows = models.CharField(max_length=10, default="labels")
+    items = models.CharField(max_length=10, default="labeled")
+    filename = models.CharField(max_length=255, blank=True)
+    content_type = models.CharField(max_length=100, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    attempt = models.PositiveIntegerField(default=0)
+    n_total = models.PositiveIntegerField(default=0)  # items to write
+    n_done = models.PositiveIntegerField(default=0)
+    n_rows = models.PositiveIntegerField(default=0)  # rows written
+    size_bytes = models.PositiveBigIntegerField(default=0)
+    sha256 = models.CharField(max_length=64, blank=True)
+    error = models.TextField(blank=True)
+    worker = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        indexes = [models.Index(fields=["campaign", "status"])]
+
+    def __str__(self) -> str:
+        return f"export job {self.pk} ({self.status})"
+
+    @property
+    def percent(self) -> int:
+        if self.status == self.Status.DONE:
+            return 100
+        return int(100 * self.n_done / self.n_total) if self.n_total else 0
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in (self.Status.QUEUED, self.Status.RUNNING)
+
+
+class ExportPart(models.Model):
+    """Part ``number`` of the file an export job's ``attempt`` wrote, in order."""
+
+    job = models.ForeignKey(ExportJob, on_delete=models.CASCADE, related_name="parts")
+    attempt = models.PositiveIntegerField()  # the job attempt that wrote it
+    number = models.PositiveIntegerField()
+    data = models.BinaryField()
+
+    class Meta:
+        ordering = ["job", "attempt", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["job", "attempt", "number"], name="export_part_once")
+        ]
+
+
+class Webhook(models.Model):
+    """An HTTP endpoint told about a campaign's events (docs/platform.md, "Webhooks").
+
+    Every payload is signed with HMAC-SHA256 under ``secret`` (header
+    ``X-Carve-Signature``); ``events`` is the list of event names it wants.
+    """
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="webhooks")
+    url = models.URLField(max_length=500)
+    secret = models.CharField(max_length=128)
+    events = models.JSONField(default=list)
+    active = models.BooleanField(default=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["campaign", "pk"]
+
+    def __str__(self) -> str:
+        return f"webhook {self.pk} → {self.url}"
+
+
+class WebhookDelivery(models.Model):
+    """One event for one webhook: sent by a worker, retried with backoff, kept as the log.
+
+    ``coalesce_key`` (e.g. ``item.labeled``) lets events of one kind that arrive while a
+    delivery is still pending join that delivery instead of adding a request each.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        SENDING = "sending"
+        DELIVERED = "delivered"
+        FAILED = "failed"
+
+    webhook = models.ForeignKey(Webhook, on_delete=models.CASCADE, related_name="deliveries")
+    event = models.CharField(max_length=40)
+    payload = models.JSONField(default=dict)
+    coalesce_key = models.CharField(max_length=100, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    response_status = models.PositiveIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        indexes = [models.Index(fields=["status", "next_attempt_at"])]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["webhook", "coalesce_key"],
+                condition=models.Q(status="pending") & ~models.Q(coalesce_key=""),
+                name="webhook_delivery_coalesced",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event} → webhook {self.webhook_id} ({self.status})"
+
+
+class NearDuplicate(models.Model):
+    """Two items whose embeddings are at least the upload's threshold apart in cosine
+    similarity (docs/platform.md, "Near-duplicates"). ``item`` is the later one."""
+
+    class Status(models.TextChoices):
+        OPEN = "open"
+        MERGED = "merged"  # item deleted, its labels moved to duplicate_of
+        KEPT = "kept"  # the manager kept both
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="near_duplicates")
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="near_duplicates")
+    duplicate_of = models.ForeignKey(
+        Item, on_delete=models.CASCADE, related_name="near_duplicate_of"
+    )
+    similarity = models.FloatField()
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.OPEN)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["campaign", "-similarity", "pk"]
+        constraints = [
+            models.UniqueConstraint(fields=["item", "duplicate_of"], name="near_duplicate_once")
+        ]
+        indexes = [models.Index(fields=["campaign", "status"])]
+
+    def __str__(self) -> str:
+        return f"item {self.item_id} ~ item {self.duplicate_of_id} ({self.similarity:.3f})"
