@@ -711,6 +711,9 @@ class ExportPart(models.Model):
             models.UniqueConstraint(fields=["job", "attempt", "number"], name="export_part_once")
         ]
 
+    def __str__(self) -> str:
+        return f"part {self.number} of export job {self.job_id}"
+
 
 class Webhook(models.Model):
     """An HTTP endpoint told about a campaign's events (docs/platform.md, "Webhooks").
