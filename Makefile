@@ -53,7 +53,7 @@ $(VENV)/.demo-installed: $(STAMP)
 demo: $(VENV)/.demo-installed system-deps ## run Carve with a demo campaign until Ctrl-C (PORT=8000, DATA=file.csv)
 	$(BIN)/python -m labeling.demo --port $(PORT) $(if $(DATA),--data "$(abspath $(DATA))")
 
-lint: $(STAMP) ## ruff (lint + format check), mypy --strict on learner/, labeling/ and config/, import-linter
+lint: $(STAMP) ## ruff (lint + format check), mypy --strict on learner/, labeling/, config/ and carve_client/, import-linter
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

@@ -1,13 +1,18 @@
-"""Time the label export (docs/platform.md, "Label export") in every format on N items.
+"""Time the label export (docs/platform.md, "Label export") in every format on N items,
+and the worker side of an export job (docs/platform.md, "Export jobs").
 
     .venv/bin/python -m bench.export --n 100000
+    .venv/bin/python -m bench.export --quick     # 5,000 items, a few cases: under a minute
 
 Builds a SQLite database in a temporary folder (migrations, then one campaign of N items
 with three metadata values, a prediction on every item, labels by 20 annotators on a fifth
 of the items, two on a quarter of those, and decisions on 500), then exports it once per
 format, each in a fresh process (``--measure``): rows/s and the process's peak RSS (VmHWM)
-against its RSS before the export, with Django and pyarrow loaded. Writes
-bench/out/export.csv. Results in docs/platform.md, "Label export".
+against its RSS before the export, with Django and pyarrow loaded. The job cases run
+``labeling.exports.jobs.run_export_job`` as a worker does: the file written to a temporary
+file, then stored in the database in CARVE_EXPORT_PART_BYTES parts, the job marked done.
+Writes bench/out/export.csv (bench/out/export-quick.csv with --quick). Results in
+docs/platform.md, "Label export" and "Export jobs".
 """
 
 from __future__ import annotations
@@ -31,6 +36,16 @@ CASES = [
     ("parquet", "items", "all"),
     ("hf", "items", "all"),
 ]
+#: (format, rows, items) run as an export job (the worker's side), each in its own process.
+JOB_CASES = [
+    ("csv", "items", "all"),
+    ("jsonl", "items", "all"),
+    ("parquet", "items", "all"),
+]
+#: --quick: a few cases on a small campaign.
+QUICK_N = 5000
+QUICK_CASES = [("csv", "labels", "labeled")]
+QUICK_JOB_CASES = [("csv", "items", "all"), ("parquet", "items", "all")]
 
 
 def _setup(folder: Path) -> None:
@@ -149,6 +164,42 @@ def measure(kind: str, rows: str, items: str, folder: Path) -> dict[str, object]
     }
 
 
+def measure_job(kind: str, rows: str, items: str) -> dict[str, object]:
+    """One export job run as a worker runs it, from the claim to the DONE row."""
+    import pyarrow  # noqa: F401  (as in measure: the job's growth is its own)
+
+    from labeling.exports import formats
+    from labeling.exports import jobs as export_jobs
+    from labeling.models import Campaign, ExportJob
+
+    campaign = Campaign.objects.get()
+    # The row as start_export makes it, without sending a message (no broker here).
+    job = ExportJob.objects.create(
+        campaign=campaign, format=kind, rows=rows, items=items,
+        filename=formats.export_filename(campaign.pk, kind),
+        content_type=formats.EXPORT_FORMATS[kind][0],
+    )  # fmt: skip
+    base = _status("VmRSS")
+    t0 = time.perf_counter()
+    outcome = export_jobs.run_export_job(job.pk, "bench")
+    seconds = time.perf_counter() - t0
+    job.refresh_from_db()
+    assert outcome.value == "done", (outcome, job.error)
+    return {
+        "format": f"job:{kind}",
+        "rows": rows,
+        "items": items,
+        "n_rows": job.n_rows,
+        "seconds": round(seconds, 2),
+        "rows_per_s": round(job.n_rows / seconds),
+        "bytes": job.size_bytes,
+        "parts": job.parts.count(),
+        "rss_before_mib": round(base / 1024, 1),
+        "peak_rss_mib": round(_status("VmHWM") / 1024, 1),
+        "peak_growth_mib": round((_status("VmHWM") - base) / 1024, 1),
+    }
+
+
 def _count(kind: str, rows: str, out: Path, folder: Path) -> int:
     if kind == "parquet":
         import pyarrow.parquet as pq
@@ -173,33 +224,42 @@ def _count(kind: str, rows: str, out: Path, folder: Path) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=100_000)
+    parser.add_argument("--quick", action="store_true", help=f"{QUICK_N:,} items, few cases")
     parser.add_argument("--measure", nargs=4, metavar=("FORMAT", "ROWS", "ITEMS", "FOLDER"))
+    parser.add_argument("--job", action="store_true", help="with --measure: as an export job")
     args = parser.parse_args()
     if args.measure:
         kind, rows, items, folder = args.measure
         _setup(Path(folder))
-        print(json.dumps(measure(kind, rows, items, Path(folder))), flush=True)
+        result = (
+            measure_job(kind, rows, items) if args.job else measure(kind, rows, items, Path(folder))
+        )
+        print(json.dumps(result), flush=True)
         return
+    n = QUICK_N if args.quick else args.n
+    cases = [(case, False) for case in (QUICK_CASES if args.quick else CASES)]
+    cases += [(case, True) for case in (QUICK_JOB_CASES if args.quick else JOB_CASES)]
     from bench._common import machine, write_csv
 
     with tempfile.TemporaryDirectory(prefix="carve-bench-export-") as tmp:
         folder = Path(tmp)
         _setup(folder)
-        build(args.n)
+        build(n)
         results = []
-        for kind, rows, items in CASES:
+        for (kind, rows, items), job in cases:
             done = subprocess.run(
-                [sys.executable, "-m", "bench.export", "--measure", kind, rows, items, tmp],
+                [sys.executable, "-m", "bench.export", "--measure", kind, rows, items, tmp]
+                + (["--job"] if job else []),
                 check=True,
                 capture_output=True,
                 text=True,
             )
             result = json.loads(done.stdout.strip().splitlines()[-1])
-            result["n_items"] = args.n
+            result["n_items"] = n
             result["machine"] = machine()
             print(result, flush=True)
             results.append(result)
-        print("wrote", write_csv("export.csv", results))
+        print("wrote", write_csv("export-quick.csv" if args.quick else "export.csv", results))
 
 
 if __name__ == "__main__":

@@ -197,6 +197,12 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Webhook deliveries' "status" is a choice set of its own (jobs have another).
+    "ENUM_NAME_OVERRIDES": {
+        "DeliveryStatusEnum": "labeling.models.WebhookDelivery.Status",
+        # Every job row's status (import and export jobs, model versions).
+        "JobStatusEnum": "labeling.models.JobStatus",
+    },
     # The error answers (400, 401, 403, 404, 429, 503) of every operation (labeling.api.schema).
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
@@ -259,6 +265,18 @@ CARVE_RESEND_SECONDS = envint("RESEND_SECONDS", 30)
 # Milliseconds the fake embedder sleeps per batch (tests use it to stop a worker midway).
 CARVE_FAKE_EMBED_DELAY = envint("FAKE_EMBED_DELAY_MS", 0) / 1000
 
+# --- Webhooks (docs/platform.md, "Webhooks") ------------------------------------------------------
+
+# Seconds an item.labeled delivery waits for more labels to join it before it is sent.
+CARVE_WEBHOOK_COALESCE_SECONDS = envint("WEBHOOK_COALESCE_SECONDS", 5)
+# Seconds a worker waits for a webhook endpoint to answer.
+CARVE_WEBHOOK_TIMEOUT_SECONDS = envint("WEBHOOK_TIMEOUT_SECONDS", 10)
+# Attempts before a delivery is failed; the wait after attempt n is BACKOFF * 2^(n-1) seconds,
+# at most BACKOFF_MAX.
+CARVE_WEBHOOK_MAX_ATTEMPTS = envint("WEBHOOK_MAX_ATTEMPTS", 8)
+CARVE_WEBHOOK_BACKOFF_SECONDS = envint("WEBHOOK_BACKOFF_SECONDS", 10)
+CARVE_WEBHOOK_BACKOFF_MAX_SECONDS = envint("WEBHOOK_BACKOFF_MAX_SECONDS", 3600)
+
 # --- Uploads ------------------------------------------------------------------------------------
 
 # Limits of one dataset upload (labeling.imports.parse.ImportLimits); a file over any of them is
@@ -270,6 +288,11 @@ CARVE_UPLOAD_MAX_COLUMNS = envint("CARVE_UPLOAD_MAX_COLUMNS", 100)
 # An API import of a file up to this many bytes runs during the request (201); a larger one
 # runs on a worker and answers 202 with a job to poll.
 CARVE_IMPORT_INLINE_BYTES = envint("IMPORT_INLINE_BYTES", 1024 * 1024)
+# Export jobs (docs/platform.md, "Export jobs"): the file is stored in database parts of at
+# most this many bytes; the export page runs a campaign of at most EXPORT_INLINE_ITEMS items
+# as a direct download, a larger one as a job.
+CARVE_EXPORT_PART_BYTES = envint("EXPORT_PART_BYTES", 8 * 1024 * 1024)
+CARVE_EXPORT_INLINE_ITEMS = envint("EXPORT_INLINE_ITEMS", 5000)
 
 # --- Celery -------------------------------------------------------------------------------------
 
@@ -334,10 +357,13 @@ CELERY_TASK_ROUTES = {
     task: {"queue": "slow"}
     for task in (
         "labeling.tasks.import_items",
+        "labeling.tasks.export_campaign",
         "labeling.tasks.embed_campaign",
         "labeling.tasks.embed_chunk",
         "labeling.tasks.retrain",
         "labeling.tasks.measure_learner",
+        "labeling.tasks.deliver_webhook",
+        "labeling.tasks.check_near_duplicates",  # up to a minute at 100,000 items
     )
 }
 

@@ -25,10 +25,22 @@ from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from labeling import campaign_learner, consensus, evaluation
+from labeling import campaign_learner, consensus, evaluation, signals
 from labeling.models import Assignment, Campaign, Item, Label
 
 State = Assignment.State
+
+
+def _labeled(campaign_id: int, item_id: int) -> None:
+    """Send ``signals.items_labeled`` for one new label once the transaction commits (webhooks,
+    docs/platform.md, "Webhooks")."""
+
+    def send() -> None:
+        signals.items_labeled.send(
+            sender=Label, campaign_id=campaign_id, item_ids=[item_id], n_labels=1
+        )
+
+    transaction.on_commit(send, robust=True)
 
 
 def lease_duration() -> timedelta:
@@ -182,6 +194,7 @@ def submit_label(item: Item, user: Any, value: str, comment: str = "") -> Submit
             )
             campaign_learner.request_update(item.campaign_id)
             consensus.note_done(item.campaign_id, item.pk, added=True)
+            _labeled(item.campaign_id, item.pk)
     except IntegrityError:
         existing = Label.objects.get(item=item, annotator=user, undone_at__isnull=True)
         return Submitted(existing, created=False)
@@ -259,6 +272,7 @@ def relabel(campaign: Campaign, user: Any, label_id: int, value: str) -> tuple[L
         old.save(update_fields=["undone_at"])
         new = Label.objects.create(item=old.item, annotator=user, value=value, comment=old.comment)
         campaign_learner.request_update(campaign.pk)  # one label for another: as many done
+        _labeled(campaign.pk, old.item_id)
     return old, new
 
 

@@ -30,7 +30,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 import learner
-from labeling import evaluation, locks, queue
+from labeling import evaluation, locks, queue, signals
 from labeling.consensus import consensus
 from labeling.embeddings.pool import Pool, embeddings
 from labeling.jobrows import error_text, stale_before
@@ -357,7 +357,27 @@ def measure_learner(campaign_id: int) -> LearnerPoint | None:
         LearnerSnapshot.objects.filter(
             campaign_id=campaign_id, fingerprint=snapshot.fingerprint
         ).update(calibration=calibration, estimate=estimate)
+        if stop_flipped(campaign_id, point):
+            n_labels = point.n_labels
+            transaction.on_commit(
+                lambda: signals.stop_suggested.send(
+                    sender=LearnerPoint,
+                    campaign_id=campaign_id,
+                    n_labels=n_labels,
+                    estimate=estimate,
+                ),
+                robust=True,
+            )
     return point
+
+
+def stop_flipped(campaign_id: int, point: LearnerPoint) -> bool:
+    """Whether the stop rule says stop with the new curve point ``point`` and did not without
+    it: the moment ``signals.stop_suggested`` is sent (docs/platform.md, "Webhooks"). Nothing
+    is stored for it; the curve before the point is the previous state."""
+    curve = list(LearnerPoint.objects.filter(campaign_id=campaign_id).exclude(n_labels=0))
+    before = [p for p in curve if p.pk != point.pk]
+    return evaluation.stop_estimate(curve).stop and not evaluation.stop_estimate(before).stop
 
 
 def _measure(

@@ -439,6 +439,15 @@ class UploadForm(forms.Form):
         help_text="Optional gold labels; detected from label, gold, sentiment… when empty, "
         "none with -. Every other column is kept as item metadata.",
     )
+    # docs/platform.md, "Near-duplicates".
+    near_duplicates = forms.FloatField(
+        required=False,
+        min_value=0.5,
+        max_value=1.0,
+        label="Near-duplicate threshold",
+        help_text="Optional: once embedded, list new items whose cosine similarity to an "
+        "earlier item is at least this (0.5 to 1.0, e.g. 0.95). Empty: no check.",
+    )
 
     def __init__(self, *args: Any, max_bytes: int, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

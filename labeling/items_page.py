@@ -39,6 +39,7 @@ from labeling.models import (
     EmbeddingJob,
     Item,
     Label,
+    NearDuplicate,
     Upload,
 )
 from labeling.review import review_items
@@ -453,6 +454,7 @@ def delete_items(
             Label.objects.filter(item_id__in=ids).delete()
             Assignment.objects.filter(item_id__in=ids).delete()
             Decision.objects.filter(item_id__in=ids).delete()
+            NearDuplicate.objects.filter(Q(item_id__in=ids) | Q(duplicate_of_id__in=ids)).delete()
             # Their dependent rows are gone: a plain DELETE (no collector loading the rows).
             batch = Item.objects.filter(pk__in=ids)
             batch._raw_delete(batch.db)

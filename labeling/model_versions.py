@@ -22,7 +22,7 @@ from django.db.models import F, Max
 from django.utils import timezone
 
 import learner
-from labeling import campaign_learner, evaluation, locks, queue
+from labeling import campaign_learner, evaluation, locks, queue, signals
 from labeling.consensus import consensus
 from labeling.embeddings.pool import Pool, current_embedding_model, embeddings
 from labeling.jobrows import (
@@ -329,6 +329,13 @@ def _fit(version: ModelVersion) -> str:
     )
     if not campaign.models.filter(status=Status.DONE, number__gt=version.number).exists():
         write_predictions(campaign, net, pool, metrics["calibration"])
+    # Webhooks hear of it once committed (docs/platform.md, "Webhooks").
+    transaction.on_commit(
+        lambda: signals.model_trained.send(
+            sender=ModelVersion, campaign_id=campaign.pk, model_version_id=version.pk
+        ),
+        robust=True,
+    )
     logger.info(
         "campaign %s model v%s: %d labels, %s chosen, gold accuracy %s",
         campaign.pk,

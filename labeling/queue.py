@@ -18,9 +18,12 @@ logger = logging.getLogger(__name__)
 EMBED = "labeling.tasks.embed_campaign"
 EMBED_CHUNK = "labeling.tasks.embed_chunk"
 IMPORT = "labeling.tasks.import_items"
+EXPORT = "labeling.tasks.export_campaign"
 UPDATE_LEARNER = "labeling.tasks.update_learner"
 RETRAIN = "labeling.tasks.retrain"
 MEASURE_LEARNER = "labeling.tasks.measure_learner"
+DELIVER_WEBHOOK = "labeling.tasks.deliver_webhook"
+NEAR_DUPLICATES = "labeling.tasks.check_near_duplicates"
 
 
 def send(task: str, *args: object, countdown: float | None = None) -> None:

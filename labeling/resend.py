@@ -4,10 +4,10 @@
 A message can be lost: the broker was down when it was sent, or Redis restarted with it
 queued, or the worker that held it was killed. The database still says the work is pending,
 so every worker runs :func:`sweep` every CARVE_RESEND_SECONDS from a timer thread: each
-embedding job, import job, model version and learner update that waited too long is sent
-again, at most once per period whatever the number of workers (the job modules' ``nudge``
-functions move ``sent_at`` with a conditional UPDATE). Extra messages are harmless: every
-task claims its work first.
+embedding job, import job, export job, model version and learner update that waited too long
+is sent again, at most once per period whatever the number of workers (the job modules'
+``nudge`` functions move ``sent_at`` with a conditional UPDATE). Extra messages are harmless:
+every task claims its work first.
 """
 
 from __future__ import annotations
@@ -20,8 +20,10 @@ from django.db import DatabaseError, close_old_connections, connection
 
 from labeling import campaign_learner, model_versions
 from labeling.embeddings import jobs as embedding_jobs
+from labeling.exports import jobs as export_jobs
 from labeling.imports import jobs as import_jobs
-from labeling.models import Campaign, EmbeddingJob, ImportJob, JobStatus
+from labeling.models import Campaign, EmbeddingJob, ExportJob, ImportJob, JobStatus
+from labeling.webhooks import delivery as webhook_delivery
 
 logger = logging.getLogger(__name__)
 ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
@@ -34,12 +36,15 @@ def sweep() -> int:
         sent += embedding_jobs.nudge(job)
     for imported in ImportJob.objects.filter(status__in=ACTIVE).defer("data"):
         sent += import_jobs.nudge(imported)
+    for exported in ExportJob.objects.filter(status__in=ACTIVE):
+        sent += export_jobs.nudge(exported)
     pending = model_versions.pending_versions()
     for campaign in Campaign.objects.filter(models__pk__in=pending).distinct():
         sent += model_versions.nudge(campaign)
     behind = campaign_learner.pending_campaigns()
     for campaign in Campaign.objects.filter(pk__in=behind):
         sent += campaign_learner.nudge(campaign, after=settings.CARVE_RESEND_SECONDS)
+    sent += webhook_delivery.sweep()  # docs/platform.md, "Webhooks"
     return sent
 
 

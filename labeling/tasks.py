@@ -17,11 +17,13 @@ from celery.signals import worker_ready
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, transaction
 
-from labeling import campaign_learner, model_versions, queue, resend
+from labeling import campaign_learner, model_versions, near_duplicates, queue, resend
 from labeling.embeddings import jobs as embedding_jobs
+from labeling.exports import jobs as export_jobs
 from labeling.imports import jobs as import_jobs
 from labeling.jobrows import Outcome
 from labeling.models import EmbeddingJob
+from labeling.webhooks import delivery as webhook_delivery
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +76,9 @@ def _embedded(job_id: int) -> None:
     if campaign_id is not None:  # (None: the campaign was deleted meanwhile)
         with transaction.atomic():
             campaign_learner.request_update(campaign_id)
+        # An upload imported with a near-duplicate threshold is checked once embedded
+        # (docs/platform.md, "Near-duplicates").
+        near_duplicates.request_check(campaign_id)
 
 
 @shared_task(bind=True, **IDEMPOTENT)
@@ -84,6 +89,17 @@ def import_items(self: Any, job_id: int) -> str:
     outcome = import_jobs.run_import_job(job_id, worker=self.request.hostname or "")
     if outcome is Outcome.BUSY:
         queue.send(queue.IMPORT, job_id, countdown=settings.CELERY_TASK_TIME_LIMIT + 61)
+    return outcome.value
+
+
+@shared_task(bind=True, **IDEMPOTENT)
+def export_campaign(self: Any, job_id: int) -> str:
+    """Run export job ``job_id`` (:func:`labeling.exports.jobs.run_export_job`); a job another
+    live worker holds is looked at again once its heartbeat would be stale, so a run that died
+    is taken over even if nobody polls."""
+    outcome = export_jobs.run_export_job(job_id, worker=self.request.hostname or "")
+    if outcome is Outcome.BUSY:
+        queue.send(queue.EXPORT, job_id, countdown=settings.CARVE_JOB_STALE_SECONDS + 1)
     return outcome.value
 
 
@@ -119,9 +135,23 @@ def measure_learner(campaign_id: int) -> str:
 
 
 @shared_task(bind=False, **IDEMPOTENT)
+def check_near_duplicates(campaign_id: int) -> str:
+    """Look for near-duplicates in the campaign's unchecked uploads once they are embedded
+    (:func:`labeling.near_duplicates.check_campaign`); each upload is checked once."""
+    return f"{near_duplicates.check_campaign(campaign_id)} pair(s)"
+
+
+@shared_task(bind=False, **IDEMPOTENT)
 def retrain(version_id: int) -> str:
     """Fit model version ``version_id`` (:func:`labeling.model_versions.retrain`)."""
     return model_versions.retrain(version_id)
+
+
+@shared_task(bind=False, **IDEMPOTENT)
+def deliver_webhook(delivery_id: int) -> str:
+    """Send webhook delivery ``delivery_id`` if it is pending and due
+    (:func:`labeling.webhooks.delivery.deliver`; docs/platform.md, "Webhooks")."""
+    return webhook_delivery.deliver(delivery_id)
 
 
 @worker_ready.connect
@@ -137,8 +167,10 @@ def resume_pending_jobs(sender: Any = None, **kwargs: Any) -> None:
     lookups: dict[str, Callable[[], list[int]]] = {
         queue.EMBED: lambda: [pk for pk, _ in embedding_jobs.pending_jobs()],
         queue.IMPORT: import_jobs.pending_imports,
+        queue.EXPORT: export_jobs.pending_exports,
         queue.RETRAIN: model_versions.pending_versions,
         queue.UPDATE_LEARNER: campaign_learner.pending_campaigns,
+        queue.NEAR_DUPLICATES: near_duplicates.pending_campaigns,
     }
     sent: dict[str, int] = {}
     for task, pending in lookups.items():

@@ -28,6 +28,7 @@ from labeling import (
     dashboard,
     evaluation,
     model_versions,
+    near_duplicates,
     permissions,
     suggestions,
     tokens,
@@ -156,7 +157,9 @@ def _detail(
         "can_manage": permissions.can_manage(request.user, campaign),
         "n_items": campaign.items.count(),
         "n_gold": campaign.items.exclude(gold="").count(),
-        "uploads": campaign.uploads.order_by("-created_at")[:20],
+        "uploads": near_duplicates.annotate_uploads(
+            campaign, list(campaign.uploads.order_by("-created_at")[:20])
+        ),
         "upload_form": upload_form,
     }
     return render(request, template, context, status=status)
@@ -191,6 +194,7 @@ def campaign_upload(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         text_column=form.cleaned_data["text_column"],
         gold_column=form.cleaned_data["gold_column"],
         background=False,
+        near_duplicates=form.cleaned_data.get("near_duplicates"),
     )
     if job.status == ImportJob.Status.DONE:
         messages.success(request, job.result["message"])

@@ -36,6 +36,9 @@ def test_learner_updates_take_the_default_queue_and_long_work_the_slow_one() -> 
 
     assert queue_of(queue.UPDATE_LEARNER) == "celery"
     slow = (queue.IMPORT, queue.EMBED, queue.EMBED_CHUNK, queue.RETRAIN, queue.MEASURE_LEARNER)
+    slow += (queue.DELIVER_WEBHOOK,)  # it waits on another server ("Webhooks")
+    slow += (queue.EXPORT,)  # an export job writes a whole campaign ("Export jobs")
+    slow += (queue.NEAR_DUPLICATES,)  # up to a minute at 100,000 items ("Near-duplicates")
     for task in slow:
         assert queue_of(task) == "slow", task
     # Only those are routed (a misspelt name would route nothing); any other task, and any

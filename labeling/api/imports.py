@@ -108,6 +108,7 @@ class ImportActions(CampaignRoutes):
             text_column=options["text_column"].strip(),
             gold_column=options["gold_column"].strip(),
             background=options["background"],
+            near_duplicates=options.get("near_duplicates"),
         )
         answer = self._job_body(job)
         if job.status == ImportJob.Status.FAILED and job.errors:

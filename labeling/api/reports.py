@@ -28,15 +28,9 @@ from labeling.exports import rows as export_rows
 from labeling.models import Item, Label
 
 #: ``?as=`` of the label export: content type and file suffix.
-EXPORT_FORMATS = {
-    "csv": ("text/csv", "csv"),
-    "jsonl": ("application/x-ndjson", "jsonl"),
-    "labelstudio": ("application/json", "json"),
-    "parquet": ("application/vnd.apache.parquet", "parquet"),
-    "hf": ("application/zip", "zip"),
-}
+EXPORT_FORMATS = formats.EXPORT_FORMATS
 #: The formats written to a file before they are sent.
-FILE_FORMATS = ("parquet", "hf")
+FILE_FORMATS = formats.FILE_FORMATS
 
 
 def _export_schema(kind: str) -> Any:

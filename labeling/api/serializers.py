@@ -219,6 +219,16 @@ class ImportOptionsSerializer(serializers.Serializer[Any]):
         help_text="Run on a worker and answer 202 with a job to poll. Default: files over "
         "IMPORT_INLINE_BYTES run on a worker, smaller ones during the request.",
     )
+    near_duplicates = serializers.FloatField(
+        required=False,
+        allow_null=True,
+        default=None,
+        min_value=0.5,
+        max_value=1.0,
+        help_text="Look for near-duplicates once the new items are embedded: pairs with an "
+        "earlier item whose embeddings' cosine similarity is at least this (0.5 to 1.0, e.g. "
+        "0.95). Omitted or null: no check.",
+    )
 
 
 class ImportFileSerializer(ImportOptionsSerializer):
@@ -253,6 +263,9 @@ class ImportResultSerializer(serializers.Serializer[Any]):
     text_column = serializers.CharField()
     gold_column = serializers.CharField()
     message = serializers.CharField()
+    near_duplicates = serializers.FloatField(
+        default=None, allow_null=True, help_text="The near-duplicate threshold asked for."
+    )
 
 
 class ImportJobSerializer(serializers.ModelSerializer[Any]):
@@ -296,7 +309,8 @@ class ImportJobSerializer(serializers.ModelSerializer[Any]):
 
     @extend_schema_field(ImportResultSerializer(allow_null=True))
     def get_result(self, job: ImportJob) -> dict[str, Any] | None:
-        return job.result or None
+        # (A job not done yet carries only its options there.)
+        return (job.result or None) if job.status == ImportJob.Status.DONE else None
 
 
 class AnnotatorMetricsSerializer(serializers.Serializer[Any]):

@@ -23,8 +23,10 @@ from rest_framework.serializers import BaseSerializer
 
 from labeling import campaign_learner, consensus, evaluation, permissions
 from labeling.api.annotation import AnnotationActions
+from labeling.api.exports import ExportJobActions
 from labeling.api.imports import ImportActions
 from labeling.api.model_versions import ModelVersionActions
+from labeling.api.near_duplicates import NearDuplicateActions
 from labeling.api.reports import ReportActions
 from labeling.api.serializers import CampaignSerializer
 from labeling.models import Campaign
@@ -39,6 +41,8 @@ class CampaignViewSet(
     ReportActions,
     AnnotationActions,
     ModelVersionActions,
+    ExportJobActions,
+    NearDuplicateActions,
 ):
     """Campaigns the caller may see. Managers create campaigns and update their own;
     annotators read the campaigns they are assigned to. Others get 404."""

@@ -22,6 +22,25 @@ PIECE = 64 * 1024
 
 ROWS_LABELS, ROWS_ITEMS = "labels", "items"
 
+#: The export's formats (``as=``): content type and file suffix.
+EXPORT_FORMATS = {
+    "csv": ("text/csv", "csv"),
+    "jsonl": ("application/x-ndjson", "jsonl"),
+    "labelstudio": ("application/json", "json"),
+    "parquet": ("application/vnd.apache.parquet", "parquet"),
+    "hf": ("application/zip", "zip"),
+}
+#: The formats written to a file before they are sent (pyarrow writes them).
+FILE_FORMATS = ("parquet", "hf")
+#: The formats that are always one record per item, whatever ``rows`` says.
+ITEM_FORMATS = ("hf", "labelstudio")
+
+
+def export_filename(campaign_id: int, kind: str) -> str:
+    """The name an export of campaign ``campaign_id`` as ``kind`` is downloaded under."""
+    return f"campaign-{campaign_id}-labels.{EXPORT_FORMATS[kind][1]}"
+
+
 #: The first columns of a one-row-per-label export, as the export always had them.
 LABEL_COLUMNS = ["item", "text", "label", "annotator", "comment", "created_at"]
 #: The item's columns that follow (after its metadata in CSV and Parquet).

@@ -8,7 +8,7 @@ of any size is exported in constant memory (docs/platform.md, "Label export").
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -63,6 +63,10 @@ class Plan:
     meta_keys: list[str]  # every metadata key of the exported items, in first-seen order
     label_names: list[str]
     model_version: int | None
+    n_items: int = 0  # the items the export covers, counted in the metadata pass
+    # Called with each chunk before it is written: an export job's progress and heartbeat
+    # (docs/platform.md, "Export jobs"); it may raise to stop the export.
+    progress: Callable[[list[Record]], None] | None = None
 
 
 def _items(campaign: Campaign, labeled_only: bool) -> Any:
@@ -79,11 +83,13 @@ def plan(campaign: Campaign, *, labeled_only: bool = True) -> Plan:
     """The export's columns: the metadata keys come from one pass over the items' metadata,
     read in chunks (a CSV header and a Parquet schema need them before the first row)."""
     keys: dict[str, None] = {}
+    n_items = 0
     for metadata in (
         _items(campaign, labeled_only)
         .values_list("metadata", flat=True)
         .iterator(chunk_size=CHUNK_ITEMS)
     ):
+        n_items += 1
         for key in metadata or {}:
             keys.setdefault(str(key), None)
     latest = (
@@ -92,7 +98,7 @@ def plan(campaign: Campaign, *, labeled_only: bool = True) -> Plan:
         .values_list("number", flat=True)
         .first()
     )
-    return Plan(campaign, labeled_only, list(keys), list(campaign.labels), latest)
+    return Plan(campaign, labeled_only, list(keys), list(campaign.labels), latest, n_items)
 
 
 def chunks(export: Plan, size: int | None = None) -> Iterator[list[Record]]:
@@ -168,6 +174,8 @@ def chunks(export: Plan, size: int | None = None) -> Iterator[list[Record]]:
                     model_version=export.model_version if predicted is not None else None,
                 )
             )
+        if export.progress is not None:
+            export.progress(chunk)
         yield chunk
 
 

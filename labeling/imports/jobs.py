@@ -45,6 +45,8 @@ from labeling.models import Campaign, ImportJob
 logger = logging.getLogger(__name__)
 Status = ImportJob.Status
 ITEMS_FILENAME = "items.jsonl"  # the name given to a JSON ``items`` list
+#: The key of ``ImportJob.result`` that carries the near-duplicate threshold to the run.
+NEAR_DUPLICATES = "near_duplicates"
 
 
 def items_as_jsonl(items: Sequence[Any]) -> bytes:
@@ -61,9 +63,14 @@ def start_import(
     text_column: str = "",
     gold_column: str = "",
     background: bool | None = None,
+    near_duplicates: float | None = None,
 ) -> ImportJob:
     """Record an import of ``data`` and run it: now when the file is at most
     CARVE_IMPORT_INLINE_BYTES (or ``background`` is False), else on a worker.
+
+    ``near_duplicates``: the cosine threshold of the upload's near-duplicate check (None:
+    none; docs/platform.md, "Near-duplicates"). The job row carries it in ``result`` until
+    the import replaces that with its counts.
 
     Returns the job row, DONE or FAILED when it ran here, QUEUED when it was sent.
     """
@@ -78,6 +85,7 @@ def start_import(
         data=data,
         size_bytes=len(data),
         background=background,
+        result={} if near_duplicates is None else {NEAR_DUPLICATES: near_duplicates},
     )
     if background:
         send_on_commit(ImportJob, job.pk, queue.IMPORT)
@@ -167,6 +175,10 @@ def execute(job: ImportJob) -> Outcome:
             if not owned.exists():
                 raise LostClaim(f"import job {job.pk} attempt {job.attempt} was taken over")
             outcome = write.write_items(job.campaign, job.created_by, parsed, job.filename)
+            threshold = (job.result or {}).get(NEAR_DUPLICATES)
+            if threshold is not None:
+                outcome.upload.near_duplicate_threshold = float(threshold)
+                outcome.upload.save(update_fields=["near_duplicate_threshold"])
             owned.update(
                 status=Status.DONE,
                 data=None,
@@ -184,6 +196,8 @@ def execute(job: ImportJob) -> Outcome:
                     "text_column": parsed.text_column,
                     "gold_column": parsed.gold_column or "",
                     "message": write.describe(outcome),
+                    # (Only when asked for: the counts stay as they were otherwise.)
+                    **({} if threshold is None else {NEAR_DUPLICATES: threshold}),
                 },
             )
     except UploadRejected as exc:

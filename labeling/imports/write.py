@@ -13,7 +13,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Max
 from django.utils import timezone
 
-from labeling import consensus, evaluation, queue
+from labeling import consensus, evaluation, queue, signals
 from labeling.embeddings import jobs as embedding_jobs
 from labeling.imports.parse import (
     ImportLimits,
@@ -237,6 +237,15 @@ def _write_labels(campaign: Campaign, parsed: ParsedUpload, keys: list[str]) -> 
         batch_size=1000,
     )
     _labels_changed(campaign)
+    # Webhooks hear of the imported labels once the import commits (docs/platform.md,
+    # "Webhooks").
+    campaign_id, labeled = campaign.pk, fresh_ids
+    transaction.on_commit(
+        lambda: signals.items_labeled.send(
+            sender=Label, campaign_id=campaign_id, item_ids=labeled, n_labels=len(fresh)
+        ),
+        robust=True,
+    )
     return len(fresh)
 
 

@@ -61,6 +61,8 @@ def test_no_5xx_and_documented_answers_match_their_schema(
 ) -> None:
     if "id" in (case.path_parameters or {}):
         case.path_parameters["id"] = campaign.pk  # the real campaign: past the 404
+    if "campaign_pk" in (case.path_parameters or {}):  # a campaign's webhooks
+        case.path_parameters["campaign_pk"] = campaign.pk
     for raw in callers.values():
         response = case.call(headers={"Authorization": f"Bearer {raw}"})
         case.validate_response(

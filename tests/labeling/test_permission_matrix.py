@@ -22,6 +22,10 @@ ACCESS = {
     ("patch", "/api/v1/campaigns/{id}/"): "manager",
     ("post", "/api/v1/campaigns/{id}/decisions/"): "manager",
     ("get", "/api/v1/campaigns/{id}/export/"): "manager",
+    ("get", "/api/v1/campaigns/{id}/exports/"): "manager",
+    ("post", "/api/v1/campaigns/{id}/exports/"): "manager",
+    ("get", "/api/v1/campaigns/{id}/exports/{job_id}/"): "manager",
+    ("get", "/api/v1/campaigns/{id}/exports/{job_id}/download/"): "manager",
     ("get", "/api/v1/campaigns/{id}/imports/"): "manager",
     ("post", "/api/v1/campaigns/{id}/imports/"): "manager",
     ("get", "/api/v1/campaigns/{id}/imports/{job_id}/"): "manager",
@@ -31,6 +35,9 @@ ACCESS = {
     ("get", "/api/v1/campaigns/{id}/models/"): "member",
     ("get", "/api/v1/campaigns/{id}/models/{number}/"): "member",
     ("get", "/api/v1/campaigns/{id}/models/{number}/export/"): "member",
+    ("get", "/api/v1/campaigns/{id}/near-duplicates/"): "manager",
+    ("post", "/api/v1/campaigns/{id}/near-duplicates/keep/"): "manager",
+    ("post", "/api/v1/campaigns/{id}/near-duplicates/merge/"): "manager",
     ("post", "/api/v1/campaigns/{id}/next/"): "member",
     ("post", "/api/v1/campaigns/{id}/predict/"): "member",
     ("post", "/api/v1/campaigns/{id}/resume/"): "manager",
@@ -38,6 +45,19 @@ ACCESS = {
     ("post", "/api/v1/campaigns/{id}/skip/"): "member",
     ("post", "/api/v1/campaigns/{id}/stop/"): "manager",
     ("post", "/api/v1/campaigns/{id}/undo/"): "member",
+    # Webhooks: {id} is the webhook's (none exists here: 404 for the campaign's managers).
+    ("get", "/api/v1/campaigns/{campaign_pk}/webhooks/"): "manager",
+    ("post", "/api/v1/campaigns/{campaign_pk}/webhooks/"): "manager",
+    ("get", "/api/v1/campaigns/{campaign_pk}/webhooks/{id}/"): "manager",
+    ("put", "/api/v1/campaigns/{campaign_pk}/webhooks/{id}/"): "manager",
+    ("patch", "/api/v1/campaigns/{campaign_pk}/webhooks/{id}/"): "manager",
+    ("delete", "/api/v1/campaigns/{campaign_pk}/webhooks/{id}/"): "manager",
+    ("get", "/api/v1/campaigns/{campaign_pk}/webhooks/{id}/deliveries/"): "manager",
+    (
+        "post",
+        "/api/v1/campaigns/{campaign_pk}/webhooks/{id}/deliveries/{delivery_pk}/redeliver/",
+    ): "manager",
+    ("post", "/api/v1/campaigns/{campaign_pk}/webhooks/{id}/ping/"): "manager",
 }
 CALLERS = ("anonymous", "revoked", "outsider", "annotator", "other-manager", "manager")
 
@@ -96,11 +116,14 @@ def test_each_caller_gets_what_the_matrix_says_on_every_operation(
     client = _client(who, users)
     wrong = []
     for (method, path), access in sorted(ACCESS.items()):
-        url = path.format(id=campaign.pk, job_id=999_999, number=999_999)
+        url = path.format(
+            id=campaign.pk, campaign_pk=campaign.pk, job_id=999_999, number=999_999, delivery_pk=1
+        )
         response = getattr(client, method)(url, {}, format="json")
         code = response.status_code
         expected = _expected(who, access, method)
-        inner_id = "{job_id}" in path or "{number}" in path  # may not exist: 404 is fine
+        # may not exist: 404 is fine
+        inner_id = any(key in path for key in ("{job_id}", "{number}", "{campaign_pk}"))
         ok = {
             "unauthenticated": code == 401,
             "forbidden": code == 403,
