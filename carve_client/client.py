@@ -291,10 +291,12 @@ class Client:
                         done += len(chunk)
                         if progress is not None:
                             progress(Progress("download", done, total, "receiving"))
-                except httpx.HTTPError as exc:
+                except BaseException as exc:  # broken off, a full disk, Ctrl-C: no partial file
                     out.close()
                     Path(out.name).unlink(missing_ok=True)
-                    raise CarveError(f"GET {url}: the download broke off ({exc}).") from exc
+                    if isinstance(exc, httpx.HTTPError):
+                        raise CarveError(f"GET {url}: the download broke off ({exc}).") from exc
+                    raise
             if sha256 and digest.hexdigest() != sha256:
                 Path(out.name).unlink(missing_ok=True)
                 raise CarveError(f"GET {url}: the file's SHA-256 is not the server's {sha256}.")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 
 import numpy as np
 from django.db import transaction
@@ -38,6 +39,11 @@ logger = logging.getLogger(__name__)
 BLOCK_ROWS = 2048
 #: Float32 dot products of unit vectors can miss 1.0 by a few ulps.
 TOLERANCE = 1e-6
+# Ids per IN (...) query: under SQLite's bound-parameter limit at any number of pairs.
+ID_BATCH = 10_000
+# Pairs merged per request ("all open" on the page): each costs a few queries, so a bigger
+# batch would outlast an HTTP timeout; the page says how many remain.
+MERGE_BATCH = 500
 MIN_THRESHOLD, MAX_THRESHOLD = 0.5, 1.0
 Status = NearDuplicate.Status
 
@@ -111,16 +117,16 @@ def request_check(campaign_id: int) -> bool:
     return queue.try_send(queue.NEAR_DUPLICATES, campaign_id)
 
 
-def pending_campaigns() -> list[int]:
-    """Campaigns with an upload to check: what a starting worker sends again (a campaign
-    whose items are not all embedded yet does nothing until its job finishes)."""
-    return sorted(
-        set(
-            Upload.objects.filter(
-                near_duplicate_threshold__isnull=False, near_duplicates_checked_at__isnull=True
-            ).values_list("campaign_id", flat=True)
-        )
+def pending_campaigns(older_than: float = 0.0) -> list[int]:
+    """Campaigns with an upload to check (made at least ``older_than`` seconds ago): what a
+    starting worker and the resend sweep send again (a campaign whose items are not all
+    embedded yet does nothing until its job finishes)."""
+    uploads = Upload.objects.filter(
+        near_duplicate_threshold__isnull=False,
+        near_duplicates_checked_at__isnull=True,
+        created_at__lte=timezone.now() - timedelta(seconds=older_than),
     )
+    return sorted(set(uploads.values_list("campaign_id", flat=True)))
 
 
 def check_campaign(campaign_id: int) -> int:
@@ -161,11 +167,14 @@ def check_upload(campaign: Campaign, upload: Upload, pool: Pool) -> int:
         mine = Upload.objects.filter(pk=upload.pk, near_duplicates_checked_at__isnull=True)
         if not mine.update(near_duplicates_checked_at=timezone.now()):
             return 0  # checked by another run meanwhile
-        alive = set(
-            Item.objects.filter(
-                pk__in={i for pair in found for i in pair[:2]}, campaign=campaign
-            ).values_list("pk", flat=True)
-        )
+        named = sorted({i for pair in found for i in pair[:2]})
+        alive: set[int] = set()
+        for at in range(0, len(named), ID_BATCH):  # within SQLite's parameter limit
+            alive.update(
+                Item.objects.filter(
+                    pk__in=named[at : at + ID_BATCH], campaign=campaign
+                ).values_list("pk", flat=True)
+            )
         new_pairs = [
             NearDuplicate(campaign=campaign, item_id=item, duplicate_of_id=earlier, similarity=sim)
             for item, earlier, sim in found

@@ -47,7 +47,9 @@ class PairActionForm(forms.Form):
         raw = self.data.getlist("ids") if hasattr(self.data, "getlist") else []
         out: list[int] = []
         for part in (p for value in raw for p in str(value).replace(",", " ").split()):
-            if not (part.isascii() and part.isdigit()) or not 0 < int(part) < 2**63:
+            # (The length before int(), which refuses strings of over 4,300 digits.)
+            digits = part.isascii() and part.isdigit() and len(part) <= 19
+            if not digits or not 0 < int(part) < 2**63:
                 raise ValidationError(f"{part[:20]!r} is not a pair id.")
             out.append(int(part))
         if len(out) > MAX_SELECTED:
@@ -58,6 +60,8 @@ class PairActionForm(forms.Form):
         data = super().clean() or {}
         if data.get("one"):
             action, _, pk = str(data["one"]).partition(":")
+            if int(pk) >= 2**63:  # 19 digits may still be past the id column's range
+                raise ValidationError(f"{pk!r} is not a pair id.")
             data.update(action=action, ids=[int(pk)], all_open=False)
         if not data.get("action"):
             if "action" not in self.errors:
@@ -114,7 +118,11 @@ def _act(request: HtmxHttpRequest, campaign: Campaign) -> HttpResponse:
     else:
         ids = form.cleaned_data["ids"]
         if form.cleaned_data["all_open"]:
-            ids = list(near_duplicates.open_pairs(campaign).values_list("pk", flat=True))
+            ids = list(
+                near_duplicates.open_pairs(campaign).values_list("pk", flat=True)[
+                    : near_duplicates.MERGE_BATCH
+                ]
+            )
         if form.cleaned_data["action"] == "merge":
             try:
                 merged = near_duplicates.merge(campaign, ids)
@@ -129,6 +137,9 @@ def _act(request: HtmxHttpRequest, campaign: Campaign) -> HttpResponse:
             if not_open:
                 text += f" {len(not_open)} pair(s) were not open (merged or kept already)."
             messages.success(request, text)
+        if form.cleaned_data["all_open"] and (left := near_duplicates.open_pairs(campaign).count()):
+            # "All open" acts on MERGE_BATCH pairs per request.
+            messages.info(request, f"{left} open pair(s) left: press the button again.")
     if request.htmx and not request.htmx.boosted:
         return _render(request, campaign, 1, status=status)
     if status != 200:

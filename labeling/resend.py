@@ -4,10 +4,11 @@
 A message can be lost: the broker was down when it was sent, or Redis restarted with it
 queued, or the worker that held it was killed. The database still says the work is pending,
 so every worker runs :func:`sweep` every CARVE_RESEND_SECONDS from a timer thread: each
-embedding job, import job, export job, model version and learner update that waited too long
-is sent again, at most once per period whatever the number of workers (the job modules'
-``nudge`` functions move ``sent_at`` with a conditional UPDATE). Extra messages are harmless:
-every task claims its work first.
+embedding job, import job, export job, model version, learner update and webhook delivery
+that waited too long is sent again, at most once per period whatever the number of workers
+(the job modules' ``nudge`` functions move ``sent_at`` with a conditional UPDATE), and so is
+a near-duplicate check (once per period per worker: an upload has no ``sent_at``). Extra
+messages are harmless: every task claims its work first.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import threading
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection
 
-from labeling import campaign_learner, model_versions
+from labeling import campaign_learner, model_versions, near_duplicates
 from labeling.embeddings import jobs as embedding_jobs
 from labeling.exports import jobs as export_jobs
 from labeling.imports import jobs as import_jobs
@@ -45,6 +46,15 @@ def sweep() -> int:
     for campaign in Campaign.objects.filter(pk__in=behind):
         sent += campaign_learner.nudge(campaign, after=settings.CARVE_RESEND_SECONDS)
     sent += webhook_delivery.sweep()  # docs/platform.md, "Webhooks"
+    # A lost near-duplicate check: sent again unless an embedding job of the campaign is
+    # still active (its end sends the check; docs/platform.md, "Near-duplicates").
+    waiting = near_duplicates.pending_campaigns(older_than=settings.CARVE_RESEND_SECONDS)
+    busy = set(
+        EmbeddingJob.objects.filter(campaign_id__in=waiting, status__in=ACTIVE).values_list(
+            "campaign_id", flat=True
+        )
+    )
+    sent += sum(near_duplicates.request_check(c) for c in waiting if c not in busy)
     return sent
 
 

@@ -13,7 +13,8 @@ from labeling.models import Campaign
 class CampaignRoutes(viewsets.GenericViewSet[Any]):
     """The base of the campaign viewset and of its per-concern action classes."""
 
-    lookup_value_regex = r"\d+"  # /campaigns/abc/... is a 404, not an error in int()
+    # /campaigns/abc/... (or 5,000 digits: int() refuses them) is a 404, not an error in int()
+    lookup_value_regex = r"\d{1,19}"
 
     def _campaign(self, pk: Any, *, manage: bool = False) -> Campaign:
         return permissions.get_campaign(self.request.user, int(pk), manage=manage)

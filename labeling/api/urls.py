@@ -7,5 +7,7 @@ from labeling.api.webhooks import WebhookViewSet
 
 router = DefaultRouter()
 router.register("campaigns", CampaignViewSet, basename="api-campaign")
-router.register(r"campaigns/(?P<campaign_pk>\d+)/webhooks", WebhookViewSet, basename="api-webhook")
+router.register(
+    r"campaigns/(?P<campaign_pk>\d{1,19})/webhooks", WebhookViewSet, basename="api-webhook"
+)
 urlpatterns = router.urls

@@ -93,7 +93,7 @@ class WebhookViewSet(viewsets.ModelViewSet[Webhook]):
     cannot see)."""
 
     serializer_class = WebhookSerializer
-    lookup_value_regex = r"\d+"
+    lookup_value_regex = r"\d{1,19}"  # (int() refuses over 4,300 digits: a 404, not a 500)
 
     def campaign(self) -> Campaign:
         return permissions.get_campaign(
@@ -133,7 +133,7 @@ class WebhookViewSet(viewsets.ModelViewSet[Webhook]):
     @action(
         detail=True,
         methods=["post"],
-        url_path=r"deliveries/(?P<delivery_pk>\d+)/redeliver",
+        url_path=r"deliveries/(?P<delivery_pk>\d{1,19})/redeliver",
         url_name="redeliver",
     )
     def redeliver(

@@ -130,6 +130,14 @@ def _cell(value: Any) -> Any:
     return value
 
 
+def _meta_cell(value: Any) -> Any:
+    """One metadata cell: a JSON number as it is (-3 is no formula: quoted, it would come back
+    from a re-import as the text "'-3"), anything else as :func:`_cell` of its text."""
+    if value.__class__ in (int, float):
+        return value
+    return _cell(meta_text(value))
+
+
 def as_csv(plan: Plan, rows: str = ROWS_LABELS) -> Iterator[str]:
     """CSV with a header; every text cell that a spreadsheet would run as a formula gets a
     leading ``'``. One row per active label (``rows="labels"``) or per item, whose labels
@@ -149,7 +157,7 @@ def as_csv(plan: Plan, rows: str = ROWS_LABELS) -> Iterator[str]:
         yield flush()
         for chunk in chunks(plan):
             for r in chunk:
-                meta = [_cell(meta_text(r.metadata.get(key))) for key in plan.meta_keys]
+                meta = [_meta_cell(r.metadata.get(key)) for key in plan.meta_keys]
                 item = [_cell(v) for v in item_fields(r).values()]
                 if rows == ROWS_LABELS:
                     for label in per_label(r):

@@ -83,7 +83,7 @@ def claim(job_id: int, worker: str = "") -> ExportJob | Outcome:
     stale, now = stale_before(), timezone.now()
     max_attempts = settings.CARVE_JOB_MAX_ATTEMPTS
     with transaction.atomic():
-        ExportJob.objects.filter(
+        gave_up = ExportJob.objects.filter(
             pk=job_id, status=Status.RUNNING, heartbeat_at__lt=stale, attempt__gte=max_attempts
         ).update(
             status=Status.FAILED,
@@ -91,6 +91,8 @@ def claim(job_id: int, worker: str = "") -> ExportJob | Outcome:
             error=f"The worker writing this export stopped responding {max_attempts} times "
             "(killed, out of memory?). See the worker log, then start the export again.",
         )
+        if gave_up:  # the parts its dead runs stored would never be deleted otherwise
+            ExportPart.objects.filter(job_id=job_id).delete()
         claimable = Q(status=Status.QUEUED) | Q(status=Status.RUNNING, heartbeat_at__lt=stale)
         n = ExportJob.objects.filter(claimable, pk=job_id).update(
             status=Status.RUNNING,

@@ -17,9 +17,12 @@ import datetime as dt
 import decimal
 import io
 import json
+import lzma
 import math
 import posixpath
+import re
 import zipfile
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,8 +58,23 @@ CLAIMS = (
     ((".zip",), "zip"),
 )
 BINARY = ("parquet", "arrow", "zip", "gzip")
+#: What the readers raise on a damaged file, besides pyarrow's ArrowException (zipfile: a
+#: negative seek, an unknown version, EOF, bad compressed data; a field name that is not
+#: UTF-8; a password).
+_DAMAGED: tuple[type[Exception], ...] = (
+    OSError,
+    ValueError,
+    EOFError,
+    NotImplementedError,
+    RuntimeError,
+    zipfile.BadZipFile,
+    zlib.error,
+    lzma.LZMAError,
+)
 
 Record = tuple[int, dict[str, Any]]
+#: A lone UTF-16 surrogate (a JSON escape such as ``\\ud800``): no UTF-8 text holds one.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class UploadRejected(ValueError):
@@ -170,9 +188,27 @@ def _magic(data: bytes) -> str | None:
     return None
 
 
+def _json_array_start(text: str) -> bool:
+    """Whether ``text`` starts like a JSON array: ``[`` then a JSON value (or ``]``), not a
+    CSV header such as ``[id],text``."""
+    stripped = text.lstrip()
+    if not stripped.startswith("["):
+        return False
+    rest = stripped[1:].lstrip()
+    if rest[:1] in ("", "]", "{", "[", '"'):  # (a broken array: the JSON reader says where)
+        return True
+    try:
+        json.JSONDecoder().raw_decode(rest)
+    except RecursionError:
+        return True
+    except ValueError:
+        return False
+    return True
+
+
 def _text_format(text: str) -> str:
     start = text.lstrip()[:1]
-    if start == "[":
+    if start == "[" and _json_array_start(text):
         return "json"
     if start == "{":
         return "jsonl"
@@ -188,7 +224,7 @@ def _first_line_json(text: str) -> object | None:
 
 
 def _first_line_is_json(text: str) -> bool:
-    return isinstance(_first_line_json(text), dict | list) or text.lstrip().startswith("[")
+    return isinstance(_first_line_json(text), dict | list) or _json_array_start(text)
 
 
 def _looks_like(data: bytes) -> str:
@@ -333,6 +369,7 @@ def _jsonl_records(text: str) -> tuple[list[str], list[Record]]:
     bad: list[int] = []
     not_object: list[int] = []
     nonfinite: list[int] = []
+    surrogate: list[int] = []
     too_deep: list[int] = []
     for number, raw in enumerate(text.splitlines(), start=1):
         if not raw.strip():
@@ -351,6 +388,14 @@ def _jsonl_records(text: str) -> tuple[list[str], list[Record]]:
         if not isinstance(value, dict):
             not_object.append(number)
             continue
+        found: set[str] = set()
+        value = _clean(value, found)  # (1e400 is Infinity; "\ud800" no UTF-8 text)
+        if "nonfinite" in found:
+            nonfinite.append(number)
+        if "surrogate" in found:
+            surrogate.append(number)
+        if found.intersection(("nonfinite", "surrogate")):
+            continue
         columns.update(dict.fromkeys(value))
         records.append((number, value))
     errors = []
@@ -360,6 +405,8 @@ def _jsonl_records(text: str) -> tuple[list[str], list[Record]]:
         errors.append(f"Line(s) {list_some(not_object)} are not JSON objects.")
     if nonfinite:
         errors.append(_nonfinite_message(nonfinite, "line"))
+    if surrogate:
+        errors.append(_surrogate_message(surrogate, "line"))
     if too_deep:
         errors.append(f"Line(s) {list_some(too_deep)} are nested too deeply.")
     if errors:
@@ -371,6 +418,14 @@ def _nonfinite_message(numbers: Sequence[int], unit: str) -> str:
     return (
         f"{unit.capitalize()}(s) {list_some(numbers)} hold NaN or Infinity, which JSON does not "
         "allow and the database cannot store; write null or a number."
+    )
+
+
+def _surrogate_message(numbers: Sequence[int], unit: str) -> str:
+    return (
+        f"{unit.capitalize()}(s) {list_some(numbers)} hold a lone surrogate escape (such as "
+        "\\ud800), which is not valid Unicode text and the database cannot store; fix the "
+        "text and upload the file again."
     )
 
 
@@ -508,6 +563,78 @@ def _class_names(schema: Any) -> dict[str, list[str]]:
     }
 
 
+def _decoded_bytes(batch: Any) -> int:
+    """The bytes ``batch`` holds once its rows are Python values. A dictionary-encoded column
+    counts each row's value (its ``nbytes`` counts the dictionary once: a one-value
+    dictionary of a megabyte over 10,000 rows is a file of a few hundred bytes that becomes
+    10 GB of strings)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    total = 0
+    for column in batch.columns:
+        kind = column.type
+        if not pa.types.is_dictionary(kind):
+            total += column.nbytes
+            continue
+        values, indices = column.dictionary, column.indices
+        total += indices.nbytes
+        if len(values) == 0 or len(indices) == 0:
+            continue
+        value_type = kind.value_type
+        t = pa.types
+        if any(f(value_type) for f in (t.is_string, t.is_large_string, t.is_binary)) or (
+            t.is_large_binary(value_type)
+        ):
+            lengths = pc.binary_length(values).take(indices)
+            total += int(pc.sum(lengths).as_py() or 0)
+        elif t.is_primitive(value_type):
+            total += len(indices) * max(1, value_type.bit_width // 8)
+        else:  # nested values: each row as large as the whole dictionary, at worst
+            total += len(indices) * values.nbytes
+    return total
+
+
+def _invalid(batch: Any, exc: Exception) -> str:
+    """Why a record batch is not valid, naming its columns: text that is not UTF-8, or a
+    damaged file."""
+    import pyarrow as pa
+
+    bad = []
+    for name, column in zip(batch.schema.names, batch.columns, strict=True):
+        try:
+            column.validate(full=True)
+        except pa.ArrowException:
+            bad.append(name)
+    where = f"The column(s) {', '.join(bad)}" if bad else "The table"
+    if "utf8" in str(exc).lower().replace("-", ""):
+        return f"{where} hold text that is not valid UTF-8. Write the file again as UTF-8."
+    return f"The file is damaged: {where.lower()[4:]} cannot be read ({exc})."
+
+
+def _unreadable(batch: Any, exc: Exception) -> str:
+    """Why a valid record batch cannot become Python values, naming its columns: a date or
+    a duration out of Python's range, a time zone that does not exist."""
+    bad = []
+    for name, column in zip(batch.schema.names, batch.columns, strict=True):
+        try:
+            column.to_pylist()
+        except Exception:  # noqa: BLE001
+            bad.append(name)
+    where = f"The column(s) {', '.join(bad)}" if bad else "The table"
+    return (
+        f"{where} hold values that cannot be read ({type(exc).__name__}: {exc}): a date "
+        "or a duration out of range, or an unknown time zone? Fix or drop those columns."
+    )
+
+
+def _too_large(limit: int) -> str:
+    return (
+        f"The table holds more than {limit:,} bytes once decompressed; the limit is four "
+        "times the upload limit. Split it into smaller files."
+    )
+
+
 class _Rows:
     """Collects record batches into rows, within the row and decoded-size limits."""
 
@@ -520,19 +647,21 @@ class _Rows:
         self.problems: dict[str, list[int]] = {}
 
     def add(self, batches: Iterable[Any], extra: dict[str, Any] | None = None) -> None:
+        import pyarrow as pa
+
         classes: dict[str, list[str]] | None = None
         for batch in batches:
             if classes is None:
                 classes = _class_names(batch.schema)
-            self.decoded += batch.nbytes
+            # Neither reader checks offsets, indices or UTF-8: a damaged batch would crash the
+            # process (a segmentation fault) below.
+            try:
+                batch.validate(full=True)
+            except pa.ArrowException as exc:
+                raise UploadRejected([_invalid(batch, exc)]) from None
+            self.decoded += _decoded_bytes(batch)
             if self.decoded > self.decoded_limit:
-                raise UploadRejected(
-                    [
-                        f"The table holds more than {self.decoded_limit:,} bytes once "
-                        "decompressed; the limit is four times the upload limit. Split it "
-                        "into smaller files."
-                    ]
-                )
+                raise UploadRejected([_too_large(self.decoded_limit)])
             n = len(self.table.records)
             if n + batch.num_rows > self.max_rows:
                 raise UploadRejected(
@@ -541,10 +670,18 @@ class _Rows:
                         f"the limit is {self.max_rows:,} rows."
                     ]
                 )
-            self.columns.update(dict.fromkeys(batch.schema.names))
+            names = batch.schema.names
+            if len(set(names)) != len(names):  # (a row dict would keep only one of them)
+                dupes = sorted({c for c in names if names.count(c) > 1})
+                raise UploadRejected([f"The table repeats the column(s) {', '.join(dupes)}."])
+            self.columns.update(dict.fromkeys(names))
             if extra:
                 self.columns.update(dict.fromkeys(k for k in extra if k not in self.columns))
-            for number, row in enumerate(batch.to_pylist(), n + 1):
+            try:
+                decoded = batch.to_pylist()
+            except Exception as exc:  # noqa: BLE001  (a value Python cannot hold)
+                raise UploadRejected([_unreadable(batch, exc)]) from None
+            for number, row in enumerate(decoded, n + 1):
                 for name, names in classes.items():
                     value = row.get(name)
                     if isinstance(value, int):
@@ -571,7 +708,7 @@ def _parquet(data: bytes, decoded_limit: int, max_rows: int) -> Table:
 
     try:
         parquet = pq.ParquetFile(pa.BufferReader(data))
-    except (pa.ArrowException, OSError) as exc:
+    except (pa.ArrowException, *_DAMAGED) as exc:
         raise UploadRejected([f"The file is not a readable Parquet file: {exc}"]) from None
     n_rows = parquet.metadata.num_rows
     if n_rows > max_rows:
@@ -579,7 +716,9 @@ def _parquet(data: bytes, decoded_limit: int, max_rows: int) -> Table:
     rows = _Rows("parquet", decoded_limit, max_rows)
     try:
         rows.add(parquet.iter_batches(batch_size=BATCH_ROWS))
-    except (pa.ArrowException, OSError) as exc:
+    except UploadRejected:
+        raise
+    except (pa.ArrowException, *_DAMAGED) as exc:
         raise UploadRejected([f"The Parquet file cannot be read: {exc}"]) from None
     return rows.done()
 
@@ -602,7 +741,9 @@ def _arrow(data: bytes, decoded_limit: int, max_rows: int) -> Table:
     rows = _Rows("arrow", decoded_limit, max_rows)
     try:
         rows.add(_ipc_batches(pa.BufferReader(data), data[:6]))
-    except (pa.ArrowException, OSError) as exc:
+    except UploadRejected:
+        raise
+    except (pa.ArrowException, *_DAMAGED) as exc:
         raise UploadRejected([f"The file is not a readable Arrow file: {exc}"]) from None
     return rows.done()
 
@@ -614,7 +755,7 @@ def _zip(data: bytes, decoded_limit: int, max_rows: int) -> Table:
 
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
-    except zipfile.BadZipFile as exc:
+    except _DAMAGED as exc:
         raise UploadRejected([f"The file is not a readable zip archive: {exc}."]) from None
     with archive:
         members = [
@@ -632,6 +773,10 @@ def _zip(data: bytes, decoded_limit: int, max_rows: int) -> Table:
                     f"save_to_disk); it holds: {list_some(held) or 'nothing'}."
                 ]
             )
+        # zipfile never decompresses a member past its declared size, so their sum bounds
+        # what is read (a zip bomb is refused before any of it is decompressed).
+        if sum(archive.getinfo(name).file_size for name in members) > decoded_limit:
+            raise UploadRejected([_too_large(decoded_limit)])
         folders = {posixpath.dirname(name) for name in members}
         rows = _Rows("datasets", decoded_limit, max_rows)
         for name in sorted(members):
@@ -642,7 +787,16 @@ def _zip(data: bytes, decoded_limit: int, max_rows: int) -> Table:
                     head = head_file.read(6)
                 with archive.open(name) as member:
                     rows.add(_ipc_batches(pa.PythonFile(member, mode="r"), head), extra)
-            except (pa.ArrowException, OSError, zipfile.BadZipFile) as exc:
+            except UploadRejected:
+                raise
+            except (RuntimeError, NotImplementedError) as exc:  # encrypted, or AES (method 99)
+                raise UploadRejected(
+                    [
+                        f"{name} in the zip archive cannot be read: {exc}. Zip the folder again "
+                        "without a password and with the usual (deflate) compression."
+                    ]
+                ) from None
+            except (pa.ArrowException, *_DAMAGED) as exc:
                 raise UploadRejected([f"{name} in the zip archive cannot be read: {exc}"]) from None
     return rows.done()
 
@@ -658,6 +812,8 @@ def _clean(value: Any, found: set[str]) -> Any:
     if isinstance(value, str):
         if "\x00" in value:
             found.add("nul")
+        if _SURROGATE.search(value):
+            found.add("surrogate")
         return value
     if value is None or isinstance(value, bool | int):
         return value
@@ -668,7 +824,7 @@ def _clean(value: Any, found: set[str]) -> Any:
             found.add("nonfinite")
         return value
     if isinstance(value, dict):
-        return {str(k): _clean(v, found) for k, v in value.items()}
+        return {_clean(str(k), found): _clean(v, found) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_clean(v, found) for v in value]
     if value is _CONSTANT:
@@ -694,6 +850,8 @@ def _problem_messages(problems: dict[str, list[int]], unit: str) -> list[str]:
         )
     if "nonfinite" in problems:
         messages.append(_nonfinite_message(problems["nonfinite"], unit))
+    if "surrogate" in problems:
+        messages.append(_surrogate_message(problems["surrogate"], unit))
     if "binary" in problems:
         messages.append(
             f"{Unit}(s) {list_some(problems['binary'])} hold binary values, which cannot be "

@@ -153,8 +153,13 @@ def _coalesce(hook: Webhook, campaign_id: int, item_ids: list[int], n_labels: in
                 if pending is not None:
                     payload = dict(pending.payload)
                     payload["data"] = _merged(payload.get("data") or {}, item_ids, n_labels)
-                    WebhookDelivery.objects.filter(pk=pending.pk).update(payload=payload)
-                    return pending.pk
+                    # Still pending? Without row locks (SQLite) a worker may have claimed it
+                    # since the read: its body is sent already, so these ids start the next.
+                    if WebhookDelivery.objects.filter(
+                        pk=pending.pk, status=Status.PENDING, coalesce_key=ITEM_LABELED
+                    ).update(payload=payload):
+                        return pending.pk
+                    continue
                 delay = settings.CARVE_WEBHOOK_COALESCE_SECONDS
                 now = timezone.now()
                 data = _merged({}, item_ids, n_labels)
@@ -219,7 +224,9 @@ def deliver(delivery_id: int) -> str:
     )
     if not claimed:
         return "nothing"
-    delivery = WebhookDelivery.objects.select_related("webhook").get(pk=delivery_id)
+    delivery = WebhookDelivery.objects.select_related("webhook").filter(pk=delivery_id).first()
+    if delivery is None:
+        return "nothing"  # its webhook was removed meanwhile, with its deliveries
     hook = delivery.webhook
     if not hook.active:
         return _finish(
@@ -266,7 +273,7 @@ def post(
             if 300 <= code < 400 and where:
                 return code, f"HTTP {code}: redirect to {where[:200]} not followed"
             return code, f"HTTP {code}" + (f": {text}" if text else "")
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:  # (a URL httpx refuses)
         return None, f"{type(exc).__name__}: {exc}"[:ERROR_MAX]
 
 

@@ -8,6 +8,8 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
+
 from labeling.models import Campaign, Webhook
 
 ITEM_LABELED = "item.labeled"
@@ -44,6 +46,12 @@ def url_problem(url: str) -> str | None:
         return "The URL needs a host name."
     if parts.username is not None or parts.password is not None:
         return "Put no user name or password in the URL: verify the signature instead."
+    try:
+        # What the worker's client will make of it: some URLs Django accepts it refuses
+        # (a bad IDNA host such as "xn--zz.com" or full-width letters, control characters).
+        httpx.Request("POST", url)
+    except (httpx.InvalidURL, ValueError):
+        return "This is not a valid URL."
     return None
 
 

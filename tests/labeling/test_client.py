@@ -248,3 +248,28 @@ def test_errors_carry_the_status_and_the_servers_message(
 
     with pytest.raises(CarveError, match="CARVE_TOKEN"):
         Client(live_server.url, "")
+
+
+def test_an_interrupted_download_leaves_no_partial_file(tmp_path: Path) -> None:
+    """Ctrl-C (or a full disk, or a progress callback that raises) in the middle of a
+    download: the hidden temporary file next to the target is removed, as it is when the
+    connection breaks off."""
+    import httpx
+
+    body = b"x" * (3 * 64 * 1024)
+    transport = httpx.MockTransport(
+        lambda request: httpx.Response(
+            200, content=body, headers={"Content-Disposition": 'attachment; filename="f.csv"'}
+        )
+    )
+
+    def interrupt(progress: Progress) -> None:
+        if progress.done:
+            raise KeyboardInterrupt
+
+    with Client("http://carve.test", "carve_x", transport=transport) as carve:
+        carve._export_jobs = False  # the streamed export
+        with pytest.raises(KeyboardInterrupt):
+            carve.export(1, "csv", path=tmp_path, progress=interrupt)
+        assert list(tmp_path.iterdir()) == []
+        assert carve.export(1, "csv", path=tmp_path).read_bytes() == body

@@ -344,3 +344,33 @@ def test_a_csv_export_imports_into_a_new_campaign(labeled: Campaign, manager: An
     for a, b in zip(after, before, strict=True):
         for key, value in b.metadata.items():
             assert a.metadata[f"meta.{key}"] == export_rows.meta_text(value)
+
+
+def test_csv_metadata_numbers_stay_numbers_and_metadata_text_is_spreadsheet_safe(
+    campaign: Campaign, manager: Any
+) -> None:
+    """A negative number in the metadata is no formula: it used to get the leading ``'``
+    (and came back from a re-import as the text "'-3"); text values, nested values and
+    comments still get it."""
+    metadata = {"delta": -3, "ratio": -0.5, "note": "-rm", "nested": {"a": 1}, "flag": True}
+    upload = Upload.objects.create(
+        campaign=campaign,
+        filename="m.jsonl",
+        uploaded_by=manager,
+        n_rows=1,
+        n_created=1,
+        n_blank=0,
+        n_duplicates=0,
+    )
+    Item.objects.create(
+        campaign=campaign,
+        upload=upload,
+        text="t",
+        text_sha256=text_key("t"),
+        metadata=metadata,
+        position=0,
+    )
+    text = _body(_get(manager, campaign, items="all")).decode()
+    (row,) = list(csv.DictReader(io.StringIO(text)))
+    assert (row["meta.delta"], row["meta.ratio"], row["meta.note"]) == ("-3", "-0.5", "'-rm")
+    assert (row["meta.nested"], row["meta.flag"]) == ('{"a": 1}', "true")

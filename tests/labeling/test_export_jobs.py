@@ -198,9 +198,13 @@ def test_a_job_whose_workers_died_too_often_fails_with_a_reason(
         attempt=settings.CARVE_JOB_MAX_ATTEMPTS,
         heartbeat_at=timezone.now() - timedelta(hours=1),
     )
+    # What its dead runs had stored (they died between parts) goes with it.
+    for attempt in (1, settings.CARVE_JOB_MAX_ATTEMPTS):
+        ExportPart.objects.create(job_id=job.pk, attempt=attempt, number=0, data=b"x")
     assert export_jobs.run_export_job(job.pk) is Outcome.NOTHING
     job.refresh_from_db()
     assert job.status == "failed" and "stopped responding 3 times" in job.error
+    assert not ExportPart.objects.filter(job=job).exists()
 
 
 @db

@@ -396,3 +396,181 @@ def test_a_parquet_and_a_label_studio_file_through_the_api(manager: Any) -> None
         "The file is named 'fake.parquet' but is not Parquet: it looks like CSV text. Rename "
         "it to match its content, or export it again as Parquet."
     ]
+
+
+@pytest.mark.django_db
+def test_json_values_the_database_cannot_store_are_refused_in_every_json_shape(
+    campaign: Campaign,
+) -> None:
+    """A lone surrogate escape (``\\ud800``: no UTF-8 encoding, so the database write failed
+    with a 500) and a number too large for a float (``1e400``: Infinity) are refused with
+    their rows, in JSON Lines as in a JSON array, in text, metadata values and keys."""
+    for data, filename in [
+        (b'{"text": "a\\ud800"}\n', "s.jsonl"),
+        (b'[{"text": "a\\udfff b"}]', "s.json"),
+        (b'{"text": "a", "note": ["x\\ud800"]}\n', "m.jsonl"),
+        (b'{"text": "a", "k\\ud800": 1}\n', "k.jsonl"),
+    ]:
+        errors = rejected(data, filename)
+        assert len(errors) == 1 and "(s) 1 hold a lone surrogate" in errors[0], errors
+        with pytest.raises(UploadRejected):
+            import_file(campaign, campaign.created_by, data, filename)
+    errors = rejected(b'{"text": "a", "x": 1e400}\n', "big.jsonl")
+    assert errors == [formats._nonfinite_message([1], "line")]
+    assert not Item.objects.filter(campaign=campaign).exists()
+
+
+def test_a_table_with_a_repeated_column_name_is_refused() -> None:
+    """Two Parquet columns of one name: one used to overwrite the other (silent data loss)."""
+    table = pa.Table.from_arrays([pa.array(["a"]), pa.array(["b"])], names=["text", "text"])
+    errors = rejected(parquet_bytes(table), "dupes.parquet")
+    assert errors == ["The table repeats the column(s) text."]
+
+
+def test_a_zip_that_decompresses_past_the_limit_is_refused_before_it_is_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A zip bomb: one highly compressible .arrow member. Its declared size is checked before
+    anything is decompressed (zipfile never reads past it), not after a batch is in memory."""
+    table = pa.table({"text": ["x" * 2_000_000]})
+    stream = pa.BufferOutputStream()
+    with pa.ipc.new_stream(stream, table.schema) as writer:
+        writer.write_table(table)
+    sink = io.BytesIO()
+    with zipfile.ZipFile(sink, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("train/data-00000-of-00001.arrow", stream.getvalue().to_pybytes())
+    data = sink.getvalue()
+    assert len(data) < 20_000
+
+    def never(*args: Any) -> None:
+        raise AssertionError("the member was read")
+
+    monkeypatch.setattr(formats, "_ipc_batches", never)
+    (msg,) = rejected(data, "bomb.zip", limits=ImportLimits(max_bytes=100_000))
+    assert "once decompressed" in msg and "400,000" in msg
+
+
+@pytest.mark.parametrize("container", ["parquet", "arrow"])
+def test_a_dictionary_encoded_bomb_is_refused_before_its_rows_are_made(container: str) -> None:
+    """A one-value dictionary of 100 kB over 3,000 rows: a file of a few hundred bytes whose
+    batch ``nbytes`` counts the value once, but whose rows are 300 MB of Python strings (it
+    used to be read into memory, then refused for the long texts)."""
+    table = pa.table({"text": pa.array(["x" * 100_000] * 3000).dictionary_encode()})
+    if container == "parquet":
+        data = parquet_bytes(table, compression="zstd")
+    else:
+        sink = io.BytesIO()
+        with pa.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
+        data = sink.getvalue()
+    assert len(data) < 200_000
+    (msg,) = rejected(data, f"bomb.{container}", limits=ImportLimits(max_bytes=1_000_000))
+    assert "once decompressed" in msg
+    # An honest dictionary-encoded column (a category) still reads.
+    small = pa.table(
+        {"text": ["a", "b", "a"], "kind": pa.array(["x", "y", "x"]).dictionary_encode()}
+    )
+    up = parse_upload(parquet_bytes(small), "ok.parquet", LABELS)
+    assert [i.metadata for i in up.items] == [{"kind": "x"}, {"kind": "y"}]
+
+
+@pytest.mark.parametrize("container", ["parquet", "arrow"])
+def test_values_python_cannot_hold_are_refused_not_a_500(container: str) -> None:
+    """Neither reader checks that a string column is UTF-8: turning it into rows raised
+    UnicodeDecodeError, past the upload's checks (a 500, or a failed import job)."""
+    offsets = pa.py_buffer(b"\x00\x00\x00\x00\x02\x00\x00\x00\x04\x00\x00\x00")
+    text = pa.Array.from_buffers(pa.string(), 2, [None, offsets, pa.py_buffer(b"ok\xff\xfe")])
+    table = pa.table({"text": pa.array(["a", "b"]), "note": text})
+    if container == "parquet":
+        data = parquet_bytes(table)
+    else:
+        sink = io.BytesIO()
+        with pa.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
+        data = sink.getvalue()
+    (msg,) = rejected(data, f"bad.{container}")
+    assert (
+        msg
+        == "The column(s) note hold text that is not valid UTF-8. Write the file again as UTF-8."
+    )
+    # Values no Python object holds: a date out of range, an unknown time zone.
+    for column in (
+        pa.array([2**30], pa.date32()),
+        pa.array([0], pa.timestamp("s", tz="Mars/Olympus")),
+    ):
+        table = pa.table({"text": ["a"], "when": column})
+        if container == "parquet":
+            data = parquet_bytes(table)
+        else:
+            sink = io.BytesIO()
+            with pa.ipc.new_file(sink, table.schema) as writer:
+                writer.write_table(table)
+            data = sink.getvalue()
+        (msg,) = rejected(data, f"bad.{container}")
+        assert msg.startswith("The column(s) when hold values that cannot be read ("), msg
+
+
+def test_a_csv_header_that_starts_with_a_bracket_is_csv() -> None:
+    """``[id],text``: it used to be refused as "looks like JSON" (or, unnamed, as invalid
+    JSON); a file that starts like a JSON array still reads as JSON."""
+    for name in ("x.csv", "x.txt"):
+        up = parse_upload(b"[id],text\n1,hello\n", name, LABELS)
+        assert up.format == "csv" and up.items[0].metadata == {"[id]": "1"}
+    up = parse_upload(b"[id]\ttext\n1\thello\n", "x.tsv", LABELS)
+    assert up.format == "tsv" and up.items[0].text == "hello"
+    assert parse_upload(b'[\n  {"text": "a"}\n]\n', "x.txt", LABELS).format == "json"
+    (msg,) = rejected(b'[\n  {"text": "a"}\n]\n', "x.csv")
+    assert msg.startswith("The file is named 'x.csv' but is not CSV: it looks like JSON.")
+    assert rejected(b"[1, 2]", "x.txt") == ["Row(s) 1, 2 of the JSON array are not JSON objects."]
+    (msg,) = rejected(b"[{'text': 'a'}]", "x.json")
+    assert msg.startswith("The file is not valid JSON: Expecting property name")
+
+
+@pytest.mark.parametrize(
+    ("flag", "method", "reason"),
+    [(1, None, "is encrypted, password required"), (0, 99, "compression method is not supported")],
+)
+def test_an_encrypted_zip_is_refused_not_a_500(flag: int, method: int | None, reason: str) -> None:
+    """A password (ZipCrypto: RuntimeError) or WinZip's AES (method 99: NotImplementedError)
+    escaped the reader's checks."""
+    import struct
+
+    sink = io.BytesIO()
+    with zipfile.ZipFile(sink, "w") as archive:
+        archive.writestr("d/data-00000-of-00001.arrow", b"\xff\xff\xff\xff" + b"\x00" * 20)
+    data = bytearray(sink.getvalue())
+    central = data.find(b"PK\x01\x02")
+    data[6:8] = data[central + 8 : central + 10] = struct.pack("<H", flag)
+    if method is not None:
+        data[8:10] = data[central + 10 : central + 12] = struct.pack("<H", method)
+    (msg,) = rejected(bytes(data), "locked.zip")
+    assert msg.startswith("d/data-00000-of-00001.arrow in the zip archive cannot be read: ")
+    assert reason in msg and "without a password" in msg
+
+
+def test_damaged_arrow_and_zip_files_are_refused_not_a_crash() -> None:
+    """Found by flipping bytes: string offsets past the data (neither reader validates a
+    batch; to_pylist crashed the process with a segmentation fault), a deflate stream that
+    zlib refuses (zlib.error), a zip needing an unknown version (NotImplementedError)."""
+    sink = io.BytesIO()
+    with pa.ipc.new_stream(sink, pa.schema([("text", pa.string())])) as writer:
+        writer.write_batch(pa.record_batch([pa.array(["ab"])], names=["text"]))
+    offsets_and_data = b"\x00\x00\x00\x00\x02\x00\x00\x00ab"  # offsets 0, 2; then "ab"
+    assert sink.getvalue().count(offsets_and_data) == 1
+    damaged = sink.getvalue().replace(offsets_and_data, b"\x00\x00\x00\x00\x00\x00\x10\x00ab")
+    (msg,) = rejected(damaged, "bad.arrow")  # (an offset 1 MiB into 2 bytes)
+    assert msg.startswith("The file is damaged: column(s) text cannot be read ("), msg
+
+    name = "d/data-00000-of-00001.arrow"
+    zipped_sink = io.BytesIO()
+    with zipfile.ZipFile(zipped_sink, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(name, b"\xff\xff\xff\xff" + b"\x00" * 200)
+    data = bytearray(zipped_sink.getvalue())
+    data[30 + len(name)] = 0xFF  # the first byte of the deflate stream: an invalid block
+    (msg,) = rejected(bytes(data), "d.zip")
+    assert msg.startswith(f"{name} in the zip archive cannot be read: "), msg
+    data = bytearray(zipped_sink.getvalue())
+    central = data.find(b"PK\x01\x02")
+    data[central + 6] = 99  # "version needed to extract": 9.9
+    (msg,) = rejected(bytes(data), "d.zip")
+    assert "cannot be read" in msg or "not a readable zip archive" in msg, msg

@@ -401,6 +401,10 @@ def test_bad_page_input_is_a_clear_400(campaign: Campaign, manager: Any, paired:
         {"action": "explode", "ids": "1"},
         {"one": "merge:x"},
         {"action": "keep", "ids": "1 two"},
+        # Past int()'s 4,300 digits, and past the id column (these were 500s).
+        {"action": "keep", "ids": "9" * 5000},
+        {"one": "keep:" + "9" * 19},
+        {"one": "merge:" + "9" * 19},
     ):
         r = client.post(url, bad)
         assert r.status_code == 400, bad
@@ -576,3 +580,46 @@ def test_a_chain_merges_into_the_earliest_item(
         ("annotator", "negative")
     ]
     _assert_pool_matches_items(campaign, vectors)
+
+
+@pytest.mark.django_db
+def test_all_open_acts_on_a_batch_and_says_how_many_are_left(
+    campaign: Campaign, manager: Any, paired: Any, monkeypatch: Any
+) -> None:
+    monkeypatch.setattr(near_duplicates, "MERGE_BATCH", 1)
+    client = logged_in(manager)
+    url = reverse("campaign-near-duplicates", args=[campaign.pk])
+    first = client.post(url, {"action": "keep", "all_open": "1"}, HTTP_HX_REQUEST="true")
+    assert "Kept both items of 1 pair(s)." in first.content.decode()
+    assert "1 open pair(s) left" in first.content.decode()
+    assert NearDuplicate.objects.filter(status="open").count() == 1
+    second = client.post(url, {"action": "keep", "all_open": "1"}, HTTP_HX_REQUEST="true")
+    assert "open pair(s) left" not in second.content.decode()
+    assert not NearDuplicate.objects.filter(status="open").exists()
+
+
+@pytest.mark.django_db
+def test_the_resend_sweep_sends_a_lost_check_again(
+    campaign: Campaign, settings: Any, monkeypatch: Any
+) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from labeling import resend, tasks
+
+    sent: list[int] = []
+    monkeypatch.setattr(tasks.check_near_duplicates, "delay", sent.append)
+    monkeypatch.setattr(tasks.embed_campaign, "delay", lambda *a: None)
+    _import(campaign, ["one"])
+    upload = _import(campaign, ["two"], threshold=0.9)
+    old = timezone.now() - timedelta(seconds=settings.CARVE_RESEND_SECONDS + 1)
+    Upload.objects.filter(pk=upload.pk).update(created_at=old)
+    resend.sweep()
+    assert sent == []  # the embedding job is still active: its end sends the check
+    EmbeddingJob.objects.filter(campaign=campaign).update(status="done")
+    resend.sweep()
+    assert sent == [campaign.pk]
+    Upload.objects.filter(pk=upload.pk).update(near_duplicates_checked_at=timezone.now())
+    resend.sweep()
+    assert sent == [campaign.pk]  # checked: nothing more

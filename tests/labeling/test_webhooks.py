@@ -115,6 +115,9 @@ def test_a_manager_creates_lists_updates_and_deletes_webhooks(
         ({"url": "https://user:pw@example.org/", "events": ["item.labeled"]}, "url"),
         ({"url": "not a url", "events": ["item.labeled"]}, "url"),
         ({"url": "https://example.org/" + "x" * 600, "events": ["item.labeled"]}, "url"),
+        # Accepted by Django's URL check, refused by the worker's httpx (bad IDNA hosts).
+        ({"url": "http://xn--zz.com/", "events": ["item.labeled"]}, "url"),
+        ({"url": "http://\uff41\uff42\uff43.com/", "events": ["item.labeled"]}, "url"),
         ({"url": "https://example.org/", "events": ["item.deleted"]}, "events"),
         ({"url": "https://example.org/", "events": []}, "events"),
         ({"url": "https://example.org/", "events": "item.labeled"}, "events"),
@@ -129,6 +132,18 @@ def test_a_bad_url_or_bad_events_are_a_400_naming_the_field(
     assert answer.status_code == 400, answer.content
     assert field in answer.json()
     assert not Webhook.objects.exists()
+
+
+@pytest.mark.django_db
+def test_ids_of_thousands_of_digits_are_a_404_not_a_500(campaign: Campaign, manager: Any) -> None:
+    hook = subscriptions.create(campaign, "https://example.org/h", ["item.labeled"], manager)
+    big = "9" * 5000  # int() refuses strings of over 4,300 digits
+    client = api_as(manager)
+    assert client.get(f"/api/v1/campaigns/{big}/webhooks/").status_code == 404
+    assert client.get(f"/api/v1/campaigns/{big}/near-duplicates/").status_code == 404
+    redeliver = f"{_hooks(campaign)}{hook.pk}/deliveries/{big}/redeliver/"
+    assert client.post(redeliver).status_code == 404
+    assert client.get(f"{_hooks(campaign)}{'9' * 19}/").status_code == 404
 
 
 @pytest.mark.django_db
@@ -266,6 +281,50 @@ def test_item_labeled_coalesces_into_one_pending_delivery_until_it_is_claimed(
 
 
 @pytest.mark.django_db
+def test_labels_arriving_while_a_worker_claims_the_delivery_start_the_next_one(
+    campaign: Campaign, monkeypatch: Any
+) -> None:
+    hook = subscriptions.create(campaign, "https://example.org/h", ["item.labeled"])
+    delivery.enqueue_labeled(campaign.pk, [1], 1)
+    [first] = WebhookDelivery.objects.all()
+    merged = delivery._merged
+
+    def claimed_meanwhile(data: dict[str, Any], item_ids: list[int], n: int) -> Any:
+        # A worker claims the row between the coalescing read and its write (SQLite takes
+        # no row lock for SELECT ... FOR UPDATE).
+        WebhookDelivery.objects.filter(pk=first.pk).update(status=Status.SENDING, coalesce_key="")
+        return merged(data, item_ids, n)
+
+    monkeypatch.setattr(delivery, "_merged", claimed_meanwhile)
+    delivery.enqueue_labeled(campaign.pk, [2], 1)
+    first.refresh_from_db()
+    assert first.payload["data"]["item_ids"] == [1]  # what the worker sends, unchanged
+    newer = WebhookDelivery.objects.exclude(pk=first.pk).get()
+    assert newer.webhook_id == hook.pk and newer.payload["data"]["item_ids"] == [2]
+
+
+@pytest.mark.django_db
+def test_a_delivery_whose_webhook_is_removed_while_it_is_claimed_is_nothing(
+    campaign: Campaign, monkeypatch: Any
+) -> None:
+    monkeypatch.setattr(delivery, "_send_later", lambda pk, seconds: True)
+    hook = subscriptions.create(campaign, "https://example.org/h", ["export.ready"])
+    [row] = delivery.enqueue(campaign.pk, "export.ready", {})
+    real = WebhookDelivery.objects.filter
+
+    def filter_then_remove(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("status") == Status.PENDING and kwargs.get("pk") == row.pk:
+            answer = real(*args, **kwargs)
+            claimed = answer.update(status=Status.SENDING, coalesce_key="", attempts=1)
+            Webhook.objects.filter(pk=hook.pk).delete()  # removed on the page meanwhile
+            return type("Claimed", (), {"update": lambda self, **kw: claimed})()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(WebhookDelivery.objects, "filter", filter_then_remove)
+    assert delivery.deliver(row.pk) == "nothing"
+
+
+@pytest.mark.django_db
 def test_a_stored_label_becomes_an_item_labeled_delivery_after_commit(
     campaign: Campaign, annotator: Any, django_capture_on_commit_callbacks: Any
 ) -> None:
@@ -346,6 +405,20 @@ def test_the_sweep_resends_lost_messages_and_hands_back_deliveries_of_dead_worke
     assert (dead.status, dead.next_attempt_at) == (Status.PENDING, now)
     assert fresh.status == Status.PENDING and fresh.pk not in sent
     assert last.status == Status.FAILED and "worker" in last.error
+
+
+@pytest.mark.django_db
+def test_a_url_httpx_refuses_fails_the_delivery_instead_of_crashing_the_task(
+    campaign: Campaign, monkeypatch: Any
+) -> None:
+    monkeypatch.setattr(delivery, "_send_later", lambda pk, seconds: True)
+    hook = subscriptions.create(campaign, "http://xn--zz.com/", ["export.ready"])  # unchecked
+    [row] = delivery.enqueue(campaign.pk, "export.ready", {})
+    assert delivery.deliver(row.pk) == "failed"
+    row.refresh_from_db()
+    assert row.status == Status.FAILED and "not a valid URL" in row.error
+    # Should the check ever miss one, the send records the error (and retries) instead.
+    assert delivery.post(hook.url, hook.secret, "ping", 1, b"{}")[0] is None
 
 
 # --- the real stack: a worker sends to a real HTTP receiver ----------------------------------
