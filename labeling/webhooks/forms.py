@@ -13,7 +13,7 @@ class WebhookForm(forms.Form):
         max_length=subscriptions.URL_MAX_LENGTH,
         assume_scheme="https",
         help_text="A worker POSTs each event here (http or https; redirects are not followed).",
-        widget=forms.URLInput(attrs={"placeholder": "https://example.org/carve-hook"}),
+        widget=forms.URLInput(attrs={"placeholder": "https://example.org/carve-hook", "size": 48}),
     )
     events = forms.MultipleChoiceField(
         choices=[(e, f"{e}: {subscriptions.DESCRIPTIONS[e]}") for e in subscriptions.EVENTS],

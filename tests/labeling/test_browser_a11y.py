@@ -20,7 +20,15 @@ from django.test import Client
 
 from labeling import annotation
 from labeling.imports.write import import_file
-from labeling.models import Campaign, Label
+from labeling.models import (
+    Campaign,
+    ExportJob,
+    Item,
+    Label,
+    NearDuplicate,
+    Webhook,
+    WebhookDelivery,
+)
 from tests.labeling.test_browser import CHROMIUM, CHROMIUM_ARGS, db, until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(180)]
@@ -137,6 +145,70 @@ def test_axe_finds_no_serious_violations(
         name: [v for v in violations if v["impact"] in BAD] for name, violations in found.items()
     }
     assert bad == {name: [] for name in pages}, bad
+
+
+def _integrations(campaign: Campaign, manager: Any) -> None:
+    """A near-duplicate pair, a webhook with a failed and a delivered delivery, and a finished
+    export job: what the manager's data pages show."""
+
+    def setup() -> None:
+        items = list(Item.objects.filter(campaign=campaign).order_by("position"))
+        NearDuplicate.objects.create(
+            campaign=campaign, item=items[1], duplicate_of=items[0], similarity=0.97
+        )
+        hook = Webhook.objects.create(
+            campaign=campaign,
+            url="https://example.org/hooks/carve",
+            secret="s" * 64,
+            events=["item.labeled", "model.trained"],
+            created_by=manager,
+        )
+        WebhookDelivery.objects.create(
+            webhook=hook,
+            event="model.trained",
+            status="delivered",
+            attempts=1,
+            response_status=200,
+        )
+        WebhookDelivery.objects.create(
+            webhook=hook,
+            event="item.labeled",
+            status="failed",
+            attempts=8,
+            response_status=500,
+            error="HTTP 500: upstream error",
+        )
+        ExportJob.objects.create(
+            campaign=campaign,
+            created_by=manager,
+            format="parquet",
+            rows="items",
+            filename=f"campaign-{campaign.pk}-labels.parquet",
+            status="done",
+            n_total=4,
+            n_done=4,
+            n_rows=4,
+            size_bytes=2048,
+        )
+
+    db(setup)
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_axe_finds_no_violations_on_the_data_pages(
+    campaign: Campaign, manager: Any, open_page: Opener, scheme: str, tmp_path: Path
+) -> None:
+    """The campaign page and its export, webhooks and near-duplicates pages."""
+    _import(campaign, TEXTS)
+    _integrations(campaign, manager)
+    found = {}
+    for name in ("", "export/", "webhooks/", "near-duplicates/"):
+        page = open_page(
+            manager, f"/campaigns/{campaign.pk}/{name}", bypass_csp=True, color_scheme=scheme
+        )
+        page.screenshot(path=str(tmp_path / f"{name.strip('/') or 'campaign'}-{scheme}.png"))
+        found[name or "campaign"] = _axe(page)
+    assert found == {name: [] for name in found}, found
 
 
 def test_the_twelfth_label_has_a_key(campaign: Campaign, annotator: Any, open_page: Opener) -> None:

@@ -12,8 +12,10 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def test_readme_learner_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
-    assert blocks, "README has no python example"
+    learner = README.read_text().split("\n## Learner", 1)
+    assert len(learner) == 2, "README has no Learner section"
+    blocks = re.findall(r"```python\n(.*?)```", learner[1], flags=re.S)
+    assert blocks, "README's Learner section has no python example"
     rng = np.random.default_rng(0)
     pool = rng.standard_normal((300, 384))
     np.save(tmp_path / "embeddings.npy", pool / np.linalg.norm(pool, axis=1, keepdims=True))
