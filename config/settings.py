@@ -293,6 +293,10 @@ CARVE_IMPORT_INLINE_BYTES = envint("IMPORT_INLINE_BYTES", 1024 * 1024)
 # as a direct download, a larger one as a job.
 CARVE_EXPORT_PART_BYTES = envint("EXPORT_PART_BYTES", 8 * 1024 * 1024)
 CARVE_EXPORT_INLINE_ITEMS = envint("EXPORT_INLINE_ITEMS", 5000)
+# The streamed export endpoint (GET .../export/) refuses an export of more items than this
+# (409): at about 20,000 rows/s it would outlast a web worker's timeout; an export job
+# writes it instead.
+CARVE_EXPORT_STREAM_ITEMS = envint("EXPORT_STREAM_ITEMS", 200_000)
 
 # --- Celery -------------------------------------------------------------------------------------
 

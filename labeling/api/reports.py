@@ -12,9 +12,9 @@ from django.conf import settings
 from django.db.models import Count, Exists, Max, OuterRef, Prefetch, QuerySet
 from django.http import FileResponse, StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.decorators import action
-from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.exceptions import APIException, PermissionDenied, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -31,6 +31,11 @@ from labeling.models import Item, Label
 EXPORT_FORMATS = formats.EXPORT_FORMATS
 #: The formats written to a file before they are sent.
 FILE_FORMATS = formats.FILE_FORMATS
+
+
+class TooBigToStream(APIException):
+    status_code = 409
+    default_code = "export_too_big"
 
 
 def _export_schema(kind: str) -> Any:
@@ -228,8 +233,15 @@ class ReportActions(CampaignRoutes):
             ),
         ],
         responses={
-            (200, content_type): _export_schema(kind)
-            for kind, (content_type, _) in EXPORT_FORMATS.items()
+            **{
+                (200, content_type): _export_schema(kind)
+                for kind, (content_type, _) in EXPORT_FORMATS.items()
+            },
+            (409, "application/json"): OpenApiResponse(
+                OpenApiTypes.OBJECT,
+                description="More items than EXPORT_STREAM_ITEMS: use an export job "
+                "(POST exports/).",
+            ),
         },
     )
     @action(detail=True, methods=["get"])
@@ -240,7 +252,9 @@ class ReportActions(CampaignRoutes):
         label, the evaluation flag, and the served model's prediction, confidence and version.
         CSV (default; cells a spreadsheet would run as formulas are prefixed with '), JSON
         Lines and Label Studio JSON are streamed; Parquet and the zipped Hugging Face folder
-        are written to a temporary file a chunk at a time and then streamed."""
+        are written to a temporary file a chunk at a time and then streamed. An export of
+        more than EXPORT_STREAM_ITEMS items (200,000) is refused with 409: run it as an export
+        job (``exports/``)."""
         campaign = self._campaign(pk, manage=True)
         params = request.query_params
         kind = params.get("as", "csv")
@@ -253,6 +267,15 @@ class ReportActions(CampaignRoutes):
         if which not in ("labeled", "all"):
             raise ValidationError({"items": "Use labeled or all."})
         plan = export_rows.plan(campaign, labeled_only=which == "labeled")
+        if plan.n_items > settings.CARVE_EXPORT_STREAM_ITEMS:
+            # docs/platform.md, "Export jobs": a request this long would outlast a web
+            # worker's timeout.
+            raise TooBigToStream(
+                f"This export covers {plan.n_items} items, more than EXPORT_STREAM_ITEMS "
+                f"({settings.CARVE_EXPORT_STREAM_ITEMS}) a request streams: start an export "
+                f"job (POST /api/v1/campaigns/{campaign.pk}/exports/ with the same options) "
+                "and download its file when it is done."
+            )
         content_type, suffix = EXPORT_FORMATS[kind]
         filename = f"campaign-{campaign.pk}-labels.{suffix}"
         response: StreamingHttpResponse

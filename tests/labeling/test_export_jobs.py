@@ -382,3 +382,19 @@ def test_a_bad_choice_on_the_page_is_a_400_with_the_form(campaign: Campaign, man
     assert response.status_code == 400
     assert "Select a valid choice" in response.content.decode()
     assert not ExportJob.objects.exists()
+
+
+@db
+def test_the_streamed_export_refuses_more_items_than_it_may_stream(
+    labeled: Campaign,  # noqa: F811
+    manager: Any,
+    settings: Any,
+) -> None:
+    """Four items in all, three of them labeled: a limit of three streams the labeled ones
+    and refuses all four with a 409 that names the export job endpoint."""
+    settings.CARVE_EXPORT_STREAM_ITEMS = 3
+    client = api_as(manager)
+    assert _streamed(client, labeled, **{"rows": "items"}).count(b"\n") == 4  # header + 3
+    refused = client.get(f"/api/v1/campaigns/{labeled.pk}/export/", {"items": "all"})
+    assert refused.status_code == 409
+    assert f"/api/v1/campaigns/{labeled.pk}/exports/" in refused.json()["detail"]
