@@ -10,7 +10,8 @@ the threshold is stored as a :class:`~labeling.models.NearDuplicate` (the later 
 ``near_duplicates_checked_at`` makes the check happen once.
 
 Merging keeps the earlier item: the later one's labels move to it where that annotator has
-not labeled it yet (else they are dropped, and counted), then the later item is deleted by
+not labeled it yet (else they move as withdrawn labels, history that is never trained on,
+and are counted: no label row is deleted), then the later item is deleted by
 the items page's deletion (:func:`labeling.items_page.delete_items`), which renumbers the
 positions, moves the embedding rows and rebuilds the learner.
 """
@@ -191,12 +192,13 @@ def check_upload(campaign: Campaign, upload: Upload, pool: Pool) -> int:
 @dataclass(frozen=True)
 class Merged:
     """What a merge did: pairs merged (their later items deleted), labels moved to the kept
-    items and labels dropped (the annotator had labeled the kept item already), decisions
-    likewise, and the ids asked for that were not open pairs of the campaign."""
+    items, labels moved as withdrawn (the annotator had labeled the kept item already),
+    decisions moved and dropped (the kept item had its own), and the ids asked for that were
+    not open pairs of the campaign."""
 
     pairs: int
     labels_moved: int
-    labels_dropped: int
+    labels_withdrawn: int
     decisions_moved: int
     decisions_dropped: int
     not_open: list[int]
@@ -204,8 +206,8 @@ class Merged:
     def describe(self) -> str:
         text = (
             f"Merged {self.pairs} near-duplicate pair(s): moved {self.labels_moved} label(s) "
-            f"to the items kept, dropped {self.labels_dropped} (that annotator had labeled "
-            "the item kept already)."
+            f"to the items kept, and {self.labels_withdrawn} as withdrawn labels (that "
+            "annotator had labeled the item kept already; kept in its history)."
         )
         if self.decisions_moved or self.decisions_dropped:
             text += (
@@ -239,7 +241,7 @@ def merge(campaign: Campaign, pair_ids: Iterable[int]) -> Merged:
         # The latest items first: in a chain c -> b -> a, c's labels reach b before b's
         # (with them) move on to a.
         # What the later items hold now: counted where it ends up (in a chain a label may
-        # move twice, or move and then be dropped).
+        # move twice, or move and then be withdrawn).
         later_ids = [pair.item_id for pair in pairs]
         labels = dict(
             Label.objects.filter(item_id__in=later_ids, undone_at__isnull=True).values_list(
@@ -264,7 +266,11 @@ def merge(campaign: Campaign, pair_ids: Iterable[int]) -> Merged:
             doomed.add(pair.item_id)
             merged.append(pair.pk)
         ours = [pk for pk, item in labels.items() if item in doomed]
-        moved = Label.objects.filter(pk__in=ours).exclude(item_id__in=doomed).count()
+        moved = (
+            Label.objects.filter(pk__in=ours, undone_at__isnull=True)
+            .exclude(item_id__in=doomed)
+            .count()
+        )
         ours_d = [pk for pk, item in decisions.items() if item in doomed]
         d_moved = Decision.objects.filter(pk__in=ours_d).exclude(item_id__in=doomed).count()
         if doomed:
@@ -286,15 +292,18 @@ def merge(campaign: Campaign, pair_ids: Iterable[int]) -> Merged:
 
 def _move_labels(later: Item, earlier: Item) -> None:
     """Move ``later``'s active labels to ``earlier`` for the annotators who have no active
-    label there (with their assignment, so the item is not served to them again), and its
-    undone labels as history; the others stay, to be deleted with ``later``."""
+    label there (with their assignment, so the item is not served to them again); the others,
+    and its undone labels, move as history (withdrawn: ``undone_at`` set), so no label row is
+    deleted with ``later``."""
     have = set(
         Label.objects.filter(item=earlier, undone_at__isnull=True).values_list(
             "annotator_id", flat=True
         )
     )
+    now = timezone.now()
     for label in Label.objects.filter(item=later, undone_at__isnull=True).order_by("pk"):
         if label.annotator_id in have:
+            Label.objects.filter(pk=label.pk).update(item=earlier, undone_at=now)
             continue
         Label.objects.filter(pk=label.pk).update(item=earlier)
         have.add(label.annotator_id)

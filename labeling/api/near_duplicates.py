@@ -53,8 +53,9 @@ class PairIdsSerializer(serializers.Serializer[Any]):
 class MergeResultSerializer(serializers.Serializer[Any]):
     merged = serializers.IntegerField(help_text="Pairs merged (their later items deleted).")
     labels_moved = serializers.IntegerField(help_text="Labels moved to the items kept.")
-    labels_dropped = serializers.IntegerField(
-        help_text="Labels deleted: their annotator had labeled the item kept already."
+    labels_withdrawn = serializers.IntegerField(
+        help_text="Labels moved as withdrawn history: their annotator had labeled the item "
+        "kept already."
     )
     decisions_moved = serializers.IntegerField()
     decisions_dropped = serializers.IntegerField()
@@ -136,7 +137,8 @@ class NearDuplicateActions(CampaignRoutes):
     @action(detail=True, methods=["post"], url_path="near-duplicates/merge")
     def merge_near_duplicates(self, request: Request, pk: Any = None) -> Response:
         """Merge open pairs (managers): keep each earlier item, move the later item's labels
-        to it where that annotator has not labeled it (the others are dropped and counted),
+        to it where that annotator has not labeled it (the others move as withdrawn labels, and
+        are counted),
         then delete the later item. All or nothing."""
         campaign = self._campaign(pk, manage=True)
         ids = _ids(request)
@@ -147,7 +149,7 @@ class NearDuplicateActions(CampaignRoutes):
         body = {
             "merged": merged.pairs,
             "labels_moved": merged.labels_moved,
-            "labels_dropped": merged.labels_dropped,
+            "labels_withdrawn": merged.labels_withdrawn,
             "decisions_moved": merged.decisions_moved,
             "decisions_dropped": merged.decisions_dropped,
             "not_open": merged.not_open,

@@ -215,7 +215,7 @@ def paired(campaign: Campaign, manager: Any, annotator: Any, django_user_model: 
     assert campaign_learner.update_learner(campaign.pk).status
     items = {i.text: i for i in Item.objects.filter(campaign=campaign)}
     # item 2 / its copy: the annotator labeled only the copy (moved); "second" labeled
-    # both (the copy's label is dropped).
+    # both (the copy's label moves as a withdrawn one).
     annotation.submit_label(items["dup of item 2"], annotator, "positive")
     annotation.submit_label(items["dup of item 2"], other, "negative")
     annotation.submit_label(items["item 2"], other, "positive")
@@ -240,9 +240,13 @@ def test_merge_moves_labels_deletes_the_later_item_and_keeps_the_pool(
     assert response.status_code == 200, response.content
     body = response.json()
     assert body["merged"] == 1 and body["not_open"] == [999_999]
-    assert (body["labels_moved"], body["labels_dropped"]) == (1, 1)
+    assert (body["labels_moved"], body["labels_withdrawn"]) == (1, 1)
     assert (body["decisions_moved"], body["decisions_dropped"]) == (1, 0)
-    assert "moved 1 label(s)" in body["detail"] and "dropped 1" in body["detail"]
+    assert "moved 1 label(s)" in body["detail"] and "1 as withdrawn" in body["detail"]
+    # No label row is lost: the second annotator's label on the copy is history of the kept
+    # item, withdrawn, and their own label there stays the active one.
+    withdrawn = Label.objects.get(item_id=kept_id, annotator__username="second", value="negative")
+    assert withdrawn.undone_at is not None
 
     assert not Item.objects.filter(pk=doomed_id).exists()
     kept = dict(
@@ -292,7 +296,7 @@ def test_the_page_lists_pairs_side_by_side_and_merges_and_keeps_with_htmx(
 
     merged = client.post(url, {"action": "merge", "all_open": "1"}, HTTP_HX_REQUEST="true")
     text = merged.content.decode()
-    assert "Merged 1 near-duplicate pair(s): moved 1 label(s)" in text and "dropped 1" in text
+    assert "Merged 1 near-duplicate pair(s): moved 1 label(s)" in text and "1 as withdrawn" in text
     assert "No open near-duplicate pairs." in text
     assert not Item.objects.filter(text="dup of item 2").exists()
     assert Item.objects.filter(text="dup of item 7").exists()  # kept
@@ -569,7 +573,7 @@ def test_a_chain_merges_into_the_earliest_item(
     annotation.submit_label(Item.objects.get(text="c"), annotator, "negative")
     ids = list(NearDuplicate.objects.values_list("pk", flat=True))
     merged = near_duplicates.merge(campaign, ids)
-    assert (merged.pairs, merged.labels_moved, merged.labels_dropped) == (2, 1, 0)
+    assert (merged.pairs, merged.labels_moved, merged.labels_withdrawn) == (2, 1, 0)
     assert list(Item.objects.order_by("position").values_list("text", "position")) == [
         ("a", 0),
         ("x", 1),
