@@ -462,6 +462,9 @@ class HessianFactor:
             single and path is not HessianPath.STRUCTURED and inner > _SINGLE_PRECISION_MIN
         )
         low = np.float32 if self.single else np.float64
+        #: Whether solves with this factor are only fit to precondition conjugate gradients
+        #: (float32, or gate-space blocks in the STRUCTURED path).
+        self.inexact = self.single
         K, P, r, L, G, J = bar.K, bar.P, bar.r, bar.L, bar.G, bar.J
         c = 2.0 / sl.sb
         self.c = c
@@ -488,11 +491,11 @@ class HessianFactor:
         Dg = (binv[:, 0] + binv[:, 1]).reshape(G, r, r)
         self.cs = (bar.coef / sl.t[:, None, None]).reshape(bar.Q, G)  # C_q / t_q
         self.inv_t: Array = 1.0 / sl.t
-        self._blocks: list[tuple[Array, Array]] = []
+        self._blocks: list[_RowBlock | _GateBlock] = []
         self._perm: NDArray[np.intp] | None = None
         if path is HessianPath.STRUCTURED:
             Rg = _batched_cholesky(Dg)
-            logdet_inner = self._factor_structured(Rg)
+            logdet_inner = self._factor_structured(Rg, gate_blocks=single)
         elif path is HessianPath.LABEL_SPACE and bar.classes is not None:
             self._perm = bar.classes.perm
             cap = self._class_capacitance(_batched_cholesky(Dg), low)
@@ -627,17 +630,26 @@ class HessianFactor:
         # the transpose is the same matrix in Fortran order, factored without a copy.
         return cap.T
 
-    def _factor_structured(self, Rg: Array) -> float:
+    def _factor_structured(self, Rg: Array, gate_blocks: bool = False) -> float:
         """Factor the arrow-shaped capacitance I + A B^{-1} A^T by blocks (module docstring).
 
         Rows: the label cuts (l), then one group m per (output, top slot) of D3 rows, which
-        only touch that group's gates. With E the rows of A B^{-1/2} (E E^T + I = capacitance):
+        only touch that group's gates. With E the rows of A B^{-1/2} (E E^T + I = capacitance),
+        E_l^m the label rows' columns of group m's gates (sum_m E_l^m E_l^m^T = E_l E_l^T: the
+        groups partition the gates) and A_mm = E_m E_m^T + I, the Schur complement on l is
 
-            A_mm = E_m E_m^T + I = L_m L_m^T,   Y_m = L_m^{-1} E_m E_l^T,
-            S = E_l E_l^T + I - sum_m Y_m^T Y_m = L_S L_S^T       (Schur complement on l).
+            S = I + sum_m (E_l^m E_l^m^T - C_m^T A_mm^{-1} C_m),   C_m = E_m E_l^m^T.
 
-        Sets ``chol_inner`` = L_S and ``_blocks`` = [(L_m, Y_m)]; returns log det of the
-        capacitance = sum_m log det A_mm + log det S.
+        A group is factored in row space: A_mm = L_m L_m^T, Y_m = L_m^{-1} C_m, and its term is
+        E_l^m E_l^m^T - Y_m^T Y_m. With ``gate_blocks``, a group with more rows than gate
+        columns (depth 4: 5 L rows against 16 r columns) is factored in gate space instead,
+        by Woodbury on A_mm (docs/learner.md, "Deep networks", eq. DB): with M_m = E_m^T E_m,
+        A_mm^{-1} = I - E_m (I + M_m)^{-1} E_m^T, so its term is
+        E_l^m (I + M_m)^{-1} E_l^m^T = Z_m^T Z_m with I + M_m = L_m L_m^T, Z_m = L_m^{-1} E_l^m^T,
+        and log det A_mm = log det (I + M_m). That is several times cheaper but cancels
+        catastrophically in rows with tiny slacks (huge rows of E_m), so such a factor only
+        preconditions (``inexact``). Sets ``chol_inner`` = chol(S) and ``_blocks``; returns
+        log det of the capacitance = sum_m log det A_mm + log det S.
         """
         bar = self.bar
         r = bar.r
@@ -645,47 +657,84 @@ class HessianFactor:
         # E_l: every gate's columns (label cuts touch them all), as in the LABEL_SPACE path.
         E_l = bar.F_lab[lab] @ Rg.transpose(1, 0, 2).reshape(r, bar.G * r)
         E_l.reshape(lab.size, bar.G, r)[...] *= self.cs[lab][:, :, None]
-        S = E_l @ E_l.T
-        S[np.diag_indices_from(S)] += 1.0
+        S = np.zeros((lab.size, lab.size))
+        S[np.diag_indices_from(S)] = 1.0
         El3 = E_l.reshape(lab.size, bar.G, r)
+        F_l = np.ascontiguousarray(bar.F_lab[lab])
         logdet = 0.0
         for rows, gates in bar.groups:
             w = gates.size
             E_m = bar.F_lab[rows] @ Rg[gates].transpose(1, 0, 2).reshape(r, w * r)
-            E_m.reshape(rows.size, w, r)[...] *= self.cs[np.ix_(rows, gates)][:, :, None]
-            A_mm = E_m @ E_m.T
-            A_mm[np.diag_indices_from(A_mm)] += 1.0
-            L_m = _cholesky(A_mm)
-            cross = E_m @ El3[:, gates, :].reshape(lab.size, w * r).T  # E_m E_l^T
-            Y_m = scipy.linalg.solve_triangular(L_m, cross, lower=True, check_finite=False)
-            S -= Y_m.T @ Y_m
+            csg = self.cs[np.ix_(rows, gates)]
+            E_m.reshape(rows.size, w, r)[...] *= csg[:, :, None]
+            El_m = np.ascontiguousarray(El3[:, gates, :].reshape(lab.size, w * r))
+            if gate_blocks and rows.size > w * r:
+                self.inexact = True
+                IpM = E_m.T @ E_m
+                IpM[np.diag_indices_from(IpM)] += 1.0
+                L_m = _cholesky(IpM)
+                Z_m = scipy.linalg.solve_triangular(L_m, El_m.T, lower=True, check_finite=False)
+                S += Z_m.T @ Z_m
+                # Products with E_m and E_l^m go through their factors (F rows, C_q / t_q,
+                # R_g): a few MB instead of the rows x (w r) matrices, read twice per solve.
+                self._blocks.append(
+                    _GateBlock(
+                        _ScaledRows(np.ascontiguousarray(bar.F_lab[rows]), csg, Rg[gates]),
+                        _ScaledRows(F_l, self.cs[np.ix_(lab, gates)], Rg[gates]),
+                        np.asfortranarray(L_m),
+                    )
+                )
+            else:
+                A_mm = E_m @ E_m.T
+                A_mm[np.diag_indices_from(A_mm)] += 1.0
+                L_m = _cholesky(A_mm)
+                cross = E_m @ El_m.T  # C_m = E_m E_l^m^T
+                Y_m = scipy.linalg.solve_triangular(L_m, cross, lower=True, check_finite=False)
+                S += El_m @ El_m.T
+                S -= Y_m.T @ Y_m
+                self._blocks.append(_RowBlock(L_m, Y_m))
             logdet += 2.0 * float(np.sum(np.log(np.diagonal(L_m))))
-            self._blocks.append((L_m, Y_m))
         self.chol_inner = _cholesky(S)
         return logdet + 2.0 * float(np.sum(np.log(np.diagonal(self.chol_inner))))
 
     def _structured_solve(self, rhs: Array) -> Array:
-        """Solve with the block-factored capacitance; rhs of shape (m, Q)."""
+        """Solve with the block-factored capacitance; rhs of shape (m, Q).
+
+        Forward: rhs_l - sum_m C_m^T A_mm^{-1} z_m, where for a gate-space block
+        C_m^T A_mm^{-1} z_m = E_l^m (I + M_m)^{-1} E_m^T z_m. Back: x_m = A_mm^{-1} (z_m - C_m x_l),
+        for a gate-space block z_m - E_m (a + c) with a = E_l^m^T x_l and
+        c = (I + M_m)^{-1} (E_m^T z_m - M_m a), so a + c = (I + M_m)^{-1} (E_m^T z_m + a)
+        (:meth:`_factor_structured`).
+        """
         bar = self.bar
         lab = bar.label_rows
         out = np.empty_like(rhs)
-        # Forward: v_m = L_m^{-1} z_m; Schur right-hand side z_l - sum_m Y_m^T v_m.
         rhs_l = rhs[:, lab].T.copy()
-        forward = []
-        for (rows, _), (L_m, Y_m) in zip(bar.groups, self._blocks, strict=True):
-            v = scipy.linalg.solve_triangular(L_m, rhs[:, rows].T, lower=True, check_finite=False)
-            rhs_l -= Y_m.T @ v
-            forward.append(v)
+        forward: list[Array] = []
+        for (rows, _), blk in zip(bar.groups, self._blocks, strict=True):
+            z_m = rhs[:, rows].T
+            if isinstance(blk, _GateBlock):
+                u = blk.E_m.t_dot(z_m)
+                rhs_l -= blk.El_m.dot(_cho_solve(blk.chol, u))
+                forward.append(u)
+            else:
+                v = scipy.linalg.solve_triangular(blk.L_m, z_m, lower=True, check_finite=False)
+                rhs_l -= blk.Y_m.T @ v
+                forward.append(v)
         x_l, info = _potrs64(self.chol_inner, rhs_l, lower=1)
         if info != 0:
             raise np.linalg.LinAlgError(f"potrs failed (info={info})")
         out[:, lab] = x_l.T
-        # Back: x_m = L_m^{-T} (v_m - Y_m x_l).
-        for (rows, _), (L_m, Y_m), v in zip(bar.groups, self._blocks, forward, strict=True):
-            x_m = scipy.linalg.solve_triangular(
-                L_m, v - Y_m @ x_l, lower=True, trans="T", check_finite=False
-            )
-            out[:, rows] = x_m.T
+        for (rows, _), blk, f in zip(bar.groups, self._blocks, forward, strict=True):
+            if isinstance(blk, _GateBlock):
+                # a + c = (I + M_m)^{-1} (E_m^T z_m + a): c = (I + M_m)^{-1} (u - M_m a).
+                ac = _cho_solve(blk.chol, f + blk.El_m.t_dot(x_l))
+                out[:, rows] = (rhs[:, rows].T - blk.E_m.dot(ac)).T
+            else:
+                x_m = scipy.linalg.solve_triangular(
+                    blk.L_m, f - blk.Y_m @ x_l, lower=True, trans="T", check_finite=False
+                )
+                out[:, rows] = x_m.T
         return out
 
     # -------------------------------------------------------------- linear algebra
@@ -714,11 +763,14 @@ class HessianFactor:
             return self._apply_A_classes(X)
         w = (X[:, :, 0] - X[:, :, 1]).reshape(m, bar.G, bar.r)
         out = np.empty((m, bar.Q))
-        # (step, Q, G) products at a time: deep version spaces have many rows and gates.
-        step = max(1, _APPLY_CHUNK // max(1, bar.Q * bar.G))
+        # The C cuts of a label share its point: project each point once, (step, L, G) at a
+        # time (deep version spaces have C = 1 + K' R cuts per label and many gates).
+        L, C, G = bar.L, bar.C, bar.G
+        cs3 = self.cs.reshape(L, C, G)
+        step = max(1, _APPLY_CHUNK // max(1, bar.Q * G))
         for i in range(0, m, step):
-            proj = np.matmul(bar.F_lab[None], w[i : i + step].transpose(0, 2, 1))
-            out[i : i + step] = np.einsum("mqg,qg->mq", proj, self.cs)
+            proj = np.matmul(bar.F[None], w[i : i + step].transpose(0, 2, 1))  # (n, L, G)
+            out[i : i + step] = np.einsum("nlg,lcg->nlc", proj, cs3).reshape(-1, bar.Q)
         return out
 
     def _apply_At(self, z: Array) -> Array:
@@ -731,12 +783,14 @@ class HessianFactor:
             out[:, :, 0] = w
             out[:, :, 1] = -w
             return out
-        # (step, G, Q) weights at a time, one GEMM each.
-        step = max(1, _APPLY_CHUNK // max(1, bar.Q * bar.G))
+        # (step, G, L) weights at a time (a label's C cuts summed first), one GEMM each.
+        L, C, G = bar.L, bar.C, bar.G
+        cs3 = self.cs.reshape(L, C, G)
+        step = max(1, _APPLY_CHUNK // max(1, bar.Q * G))
         for i in range(0, m, step):
             n = min(step, m - i)
-            zc = (self.cs.T[None] * z[i : i + n, None, :]).reshape(n * bar.G, bar.Q)
-            w = (zc @ bar.F_lab).reshape(n, bar.K, bar.P, bar.r)
+            zl = np.einsum("nlc,lcg->ngl", z[i : i + n].reshape(n, L, C), cs3)
+            w = (zl.reshape(n * G, L) @ bar.F).reshape(n, bar.K, bar.P, bar.r)
             out[i : i + n, :, 0] = w
             out[i : i + n, :, 1] = -w
         return out
@@ -892,6 +946,61 @@ class HessianFactor:
         part2 = self._apply_At(rng.standard_normal((n, bar.Q)))
         part3 = rng.standard_normal(n).reshape(n, 1, 1, 1, 1) * self.beta[None]
         return self.solve(part1 + part2 + part3)
+
+
+@dataclass
+class _RowBlock:
+    """A D3 group of the STRUCTURED path factored in row space: A_mm = L_m L_m^T and
+    Y_m = L_m^{-1} C_m (:meth:`HessianFactor._factor_structured`)."""
+
+    L_m: Array
+    Y_m: Array
+
+
+@dataclass
+class _ScaledRows:
+    """E = [diag(c_:g) F R_g]_g, shape (n, w r), kept as its factors: F (n, r), c (n, w),
+    R (w, r, r). Both products cost 2 n r w per right-hand side, like the dense matrix, but
+    read n (r + w) numbers instead of n w r."""
+
+    F: Array
+    c: Array
+    R: Array
+
+    def dot(self, y: Array) -> Array:
+        """E y for y of shape (w r, m); returns shape (n, m)."""
+        w, r, _ = self.R.shape
+        m = y.shape[1]
+        V = np.matmul(self.R, y.reshape(w, r, m))  # (w, r, m): R_g y_g
+        U = self.F @ V.transpose(1, 0, 2).reshape(r, w * m)  # (n, w m)
+        return np.einsum("ng,ngm->nm", self.c, U.reshape(-1, w, m))
+
+    def t_dot(self, z: Array) -> Array:
+        """E^T z for z of shape (n, m); returns shape (w r, m)."""
+        w, r, _ = self.R.shape
+        n, m = z.shape
+        W = self.c[:, :, None] * z[:, None, :]  # (n, w, m)
+        T = (self.F.T @ W.reshape(n, w * m)).reshape(r, w, m).transpose(1, 0, 2)
+        return np.matmul(self.R.transpose(0, 2, 1), T).reshape(w * r, m)
+
+
+@dataclass
+class _GateBlock:
+    """A D3 group factored in gate space: its rows E_m and the label rows' columns E_l^m of
+    its gates (as factors), and the lower Cholesky factor of I + M_m = I + E_m^T E_m
+    (:meth:`HessianFactor._factor_structured`)."""
+
+    E_m: _ScaledRows
+    El_m: _ScaledRows
+    chol: Array
+
+
+def _cho_solve(chol: Array, b: Array) -> Array:
+    """(L L^T)^{-1} b for a lower Cholesky factor L (Fortran order) and b of shape (n, m)."""
+    x, info = _potrs64(chol, b, lower=1)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"potrs failed (info={info})")
+    return np.asarray(x)
 
 
 def _cholesky(M: Array) -> Array:

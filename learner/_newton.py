@@ -237,10 +237,10 @@ def _direction(
         lag.n_factor += 1
         lag.stale = False
         lag.exact = True
-        if lag.factor.single:
-            # A float32 factor at this very iterate: CG with it as preconditioner reaches a
-            # tight residual in a few steps, unless roundoff spoiled it (H very
-            # ill-conditioned); then factor again in float64.
+        if lag.factor.inexact:
+            # A float32 (or gate-space block) factor at this very iterate: CG with it as
+            # preconditioner reaches a tight residual in a few steps, unless roundoff spoiled
+            # it (H very ill-conditioned); then factor again in float64 (in row space).
             tight = _pcg(matvec, precond_solver(lag.factor, True), -g, -g_tau, _ETA_EXACT, _MAX_CG)
             if tight is not None:
                 lag.n_cg += tight[1]

@@ -1,7 +1,9 @@
 """Phase I and warm starts of the analytic-centre solver: a strictly feasible first point.
 
-Warm start: a Dikin-recovery step tries to repair the rows the previous centre violates
-(usually the new labels') inside the ellipsoid of the other rows. Otherwise phase I
+Warm start: the pattern rows the previous centre violates (about half of each new point's)
+are repaired block by block (:func:`_pattern_repair`); if a label cut is still violated, a
+Dikin-recovery step tries to repair every violated row at once inside the ellipsoid of the
+other rows. Otherwise phase I
 (Boyd & Vandenberghe §11.4.1) gives the violated rows a shared offset tau and the barrier method
 minimises tau; tau < -margin_tol R proves an interior point. A cold start begins at u = v = h
 (every pattern row holds strictly, f = 0).
@@ -67,6 +69,16 @@ def _phase1(
     n_v = int(vp.sum() + vt.sum())
     if n_v == 0:
         return _Phase1(theta0, _Feasibility.FEASIBLE, 0)
+    if vp.any() and lag is not None:
+        # New points violate many pattern rows; repaired block by block, soft cuts are then
+        # usually all satisfied. When a label cut is still violated (hard cuts: a queried
+        # label is wrong at the old centre half the time), the repair is dropped: the Dikin
+        # step and phase I from the unrepaired start cost fewer factorizations.
+        repaired = _pattern_repair(bar, theta0, sl, vp)
+        if repaired is not None:
+            rp1, rt1 = _normalized(bar, bar.slacks(repaired))
+            if np.all(rp1 > thr) and np.all(rt1 > thr):
+                return _Phase1(repaired, _Feasibility.FEASIBLE, 0)
     if lag is not None and n_v <= _MAX_RECOVERY_ROWS and (n_v < bar.Q or bar.L == 0):
         theta1 = _dikin_recovery(bar, theta0, sl, vp, vt, opts.path, lag)
         if theta1 is not None:
@@ -128,6 +140,80 @@ def _phase1(
             t_next = min(t_next, t_cert)
         obj.t_coef = t_next
     return _Phase1(theta, _Feasibility.UNKNOWN, nit, message="phase I iteration limit")
+
+
+def _pattern_repair(bar: Barrier, theta0: Array, sl: Slacks, vp: NDArray[np.bool_]) -> Array | None:
+    """Repair the violated pattern rows block by block, each inside its block's Dikin
+    ellipsoid (docs/learner.md, "Warm start and phase I", eq. WR).
+
+    A pattern row touches one block theta_j (output, u or v, gate). Let B_j be the block of
+    the barrier Hessian from block j's other pattern rows and the ball. As in
+    :func:`_dikin_recovery`, but per block: delta_j = B_j^{-1} A_j^T mu_j with
+    (A_j B_j^{-1} A_j^T) mu_j = e_j - v_j moves the rows of V_j (block j's violated rows)
+    from v_j to e_j = 0.2 width while block j's other pattern rows stay inside. A warm start
+    after new labels violates about half of every new point's 2 P K' pattern rows (too many
+    for one Dikin step); this needs only J small systems of at most (new points) rows. The
+    label cuts are checked by the caller.
+
+    Parameters
+    ----------
+    bar : Barrier
+    theta0 : ndarray of shape (K', 2, P, r)
+        The warm start.
+    sl : Slacks
+        Its slacks.
+    vp : ndarray of bool, shape (L, K', 2, P)
+        The pattern rows it violates.
+
+    Returns
+    -------
+    ndarray of shape (K', 2, P, r) or None
+        The repaired point, or None when a block has too many violated rows, a system is
+        singular, or a pattern row is still violated.
+    """
+    L, J, r = bar.L, bar.J, bar.r
+    p = sl.p.reshape(L, J)
+    viol = vp.reshape(L, J)
+    wp = np.where(viol, 0.0, 1.0 / np.where(viol, 1.0, p) ** 2)
+    if bar._ff is not None:
+        B = (wp.T @ bar._ff).reshape(J, r, r)
+    else:
+        B = np.empty((J, r, r))
+        for j in range(J):
+            B[j] = (bar.F.T * wp[:, j]) @ bar.F
+    idx = np.arange(r)
+    B[:, idx, idx] += 2.0 / sl.sb
+    counts = viol.sum(axis=0)
+    m = int(counts.max())
+    if m > min(_MAX_REPAIR_ROWS, r - 1):
+        return None  # not a few new points: phase I's job
+    # Violated rows of every block, padded to m (padding: a zero row with target 0).
+    order = np.argsort(~viol, axis=0, kind="stable")[:m].T  # (J, m) row indices, violated first
+    live = np.arange(m)[None, :] < counts[:, None]  # (J, m)
+    sign = bar.S[:, np.arange(J) % bar.P]  # (L, J): S_{l, gate of block j}
+    A = np.where(
+        live[:, :, None], (sign[order, np.arange(J)[:, None]])[:, :, None] * bar.F[order], 0.0
+    )
+    try:
+        Y = np.linalg.solve(B, A.transpose(0, 2, 1))  # (J, r, m)
+        M = np.matmul(A, Y)  # (J, m, m)
+        M[~live] = 0.0
+        M[:, np.arange(m), np.arange(m)] += ~live
+        width = np.sqrt(np.maximum(np.diagonal(M, axis1=1, axis2=2), 0.0))
+        values = p[order, np.arange(J)[:, None]]
+        rhs = np.where(live, 0.2 * width - values, 0.0)
+        mu = np.linalg.solve(M, rhs[:, :, None])  # (J, m, 1)
+    except np.linalg.LinAlgError:
+        return None  # e.g. the same new point twice: phase I handles it
+    delta = np.matmul(Y, mu)[:, :, 0]  # (J, r)
+    theta1 = theta0 + delta.reshape(theta0.shape)
+    if not np.all(np.isfinite(theta1)) or float(np.sum(theta1 * theta1)) >= bar.radius**2:
+        return None
+    return theta1 if np.all(bar.slacks(theta1).p > 0) else None
+
+
+#: Most violated pattern rows per block that :func:`_pattern_repair` takes on (new points).
+_MAX_REPAIR_ROWS = 32
 
 
 #: Largest number of violated rows that the Dikin recovery step tries to repair.

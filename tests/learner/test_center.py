@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import cvxpy as cp
 import numpy as np
 import pytest
@@ -103,6 +105,26 @@ def test_warm_start_after_new_labels_reaches_the_cold_centre(seed, task):
     assert warm.status is CenterStatus.OPTIMAL and cold.status is CenterStatus.OPTIMAL
     assert abs(warm.objective - cold.objective) <= 1e-8 * abs(cold.objective)
     np.testing.assert_allclose(warm.x, cold.x, atol=1e-4 * np.abs(cold.x).max())
+
+
+@pytest.mark.parametrize(("task", "n_classes"), [(Task.BINARY, 2), (Task.MULTICLASS, 4)])
+def test_a_soft_warm_start_repairs_new_pattern_rows_without_phase_one(seed, task, n_classes):
+    # New points violate about half of their pattern rows at the old centre; the blockwise
+    # Dikin repair (docs/learner.md, "Warm start") fixes them, so no phase I runs, and the
+    # centre is the one a cold start reaches.
+    teacher = teacher_problem(seed, 54, 10, 8, task, n_classes)
+    vs = replace(teacher.vs, delta=0.05, _cuts={})
+    first = analytic_center(vs.subset(np.arange(50)))
+    violated = Barrier(vs, None).slacks(first.x).p <= 0
+    assert violated[50:].any()  # the new points' rows
+    assert not violated[:50].any()
+
+    warm = analytic_center(vs, start=first.x)
+    cold = analytic_center(vs)
+
+    assert warm.status is CenterStatus.OPTIMAL and cold.status is CenterStatus.OPTIMAL
+    assert warm.phase1_nit == 0
+    assert abs(warm.objective - cold.objective) <= 1e-9 * abs(cold.objective)
 
 
 def test_same_inputs_give_the_same_centre_bit_for_bit(seed):
