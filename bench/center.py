@@ -405,10 +405,10 @@ def main() -> None:
     ]
     print("targets (measured in this run):")
     for name, value, limit in checks:
-        verdict = "met" if value < limit else f"missed by {value / limit:.1f}x"
+        verdict = "met" if value < limit else f"missed by {value / limit:.2f}x"
         print(f"  {name}: {value:.2f} ({verdict})")
     s500 = min(speedups[("hard", 500)], speedups[("soft", 500)])
-    verdict = "met" if s500 >= 300 else f"missed by {300 / s500:.1f}x"
+    verdict = "met" if s500 >= 300 else f"missed by {300 / s500:.2f}x"
     print(
         f"  centre vs cvxpy >= 300x at L=500: {s500:.0f}x (the lower of hard and soft; {verdict})"
     )
