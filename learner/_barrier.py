@@ -772,8 +772,9 @@ class HessianFactor:
         cs3 = self.cs.reshape(L, C, G)
         step = max(1, _APPLY_CHUNK // max(1, bar.Q * G))
         for i in range(0, m, step):
-            proj = np.matmul(bar.F[None], w[i : i + step].transpose(0, 2, 1))  # (n, L, G)
-            out[i : i + step] = np.einsum("nlg,lcg->nlc", proj, cs3).reshape(-1, bar.Q)
+            n = min(step, m - i)
+            proj = np.matmul(bar.F[None], w[i : i + n].transpose(0, 2, 1))  # (n, L, G)
+            out[i : i + n] = np.einsum("nlg,lcg->nlc", proj, cs3).reshape(n, bar.Q)
         return out
 
     def _apply_At(self, z: Array) -> Array:
