@@ -395,6 +395,27 @@ class Barrier:
 
         return apply
 
+    def pattern_blocks(self, wp: Array, c: float) -> Array:
+        """B_j = F^T diag(wp_:j) F + c I for every block j: the pattern rows' part of the
+        Hessian (weights 1/p^2) and the isotropic part of the ball; shape (J, r, r).
+
+        Parameters
+        ----------
+        wp : ndarray of shape (L, J)
+            Row weights (0 drops a row).
+        c : float
+        """
+        J, r = self.J, self.r
+        if self._ff is not None:
+            B = (wp.T @ self._ff).reshape(J, r, r)
+        else:
+            B = np.empty((J, r, r))
+            for j in range(J):
+                B[j] = (self.F.T * wp[:, j]) @ self.F
+        idx = np.arange(r)
+        B[:, idx, idx] += c
+        return B
+
     def choose_path(self, path: HessianPath) -> HessianPath:
         if path is HessianPath.STRUCTURED and not self.groups:
             path = HessianPath.AUTO  # nothing to structure (depth 2, or no labels)
@@ -468,16 +489,8 @@ class HessianFactor:
         K, P, r, L, G, J = bar.K, bar.P, bar.r, bar.L, bar.G, bar.J
         c = 2.0 / sl.sb
         self.c = c
-        # B_j = F^T diag(1/p_j^2) F + c I  (pattern rows and the isotropic part of the ball).
-        wp = (1.0 / sl.p**2).reshape(L, J)
-        if bar._ff is not None:
-            B = (wp.T @ bar._ff).reshape(J, r, r)
-        else:
-            B = np.empty((J, r, r))
-            for j in range(J):
-                B[j] = (bar.F.T * wp[:, j]) @ bar.F
+        B = bar.pattern_blocks((1.0 / sl.p**2).reshape(L, J), c)
         idx = np.arange(r)
-        B[:, idx, idx] += c
         self._B = B  # its Cholesky factors are only needed for logdet() and sample()
         self._chol_B: Array | None = None
         # Explicit inverses (J small r x r blocks): every later solve is a batched mat-vec.

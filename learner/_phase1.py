@@ -174,15 +174,7 @@ def _pattern_repair(bar: Barrier, theta0: Array, sl: Slacks, vp: NDArray[np.bool
     L, J, r = bar.L, bar.J, bar.r
     p = sl.p.reshape(L, J)
     viol = vp.reshape(L, J)
-    wp = np.where(viol, 0.0, 1.0 / np.where(viol, 1.0, p) ** 2)
-    if bar._ff is not None:
-        B = (wp.T @ bar._ff).reshape(J, r, r)
-    else:
-        B = np.empty((J, r, r))
-        for j in range(J):
-            B[j] = (bar.F.T * wp[:, j]) @ bar.F
-    idx = np.arange(r)
-    B[:, idx, idx] += 2.0 / sl.sb
+    B = bar.pattern_blocks(np.where(viol, 0.0, 1.0 / np.where(viol, 1.0, p) ** 2), 2.0 / sl.sb)
     counts = viol.sum(axis=0)
     m = int(counts.max())
     if m > min(_MAX_REPAIR_ROWS, r - 1):
