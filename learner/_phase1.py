@@ -147,7 +147,7 @@ def _pattern_repair(bar: Barrier, theta0: Array, sl: Slacks, vp: NDArray[np.bool
     ellipsoid (docs/learner.md, "Warm start and phase I", eq. WR).
 
     A pattern row touches one block theta_j (output, u or v, gate). Let B_j be the block of
-    the barrier Hessian from block j's other pattern rows and the ball. As in
+    the barrier Hessian from block j's other pattern rows and the ball's isotropic part. As in
     :func:`_dikin_recovery`, but per block: delta_j = B_j^{-1} A_j^T mu_j with
     (A_j B_j^{-1} A_j^T) mu_j = e_j - v_j moves the rows of V_j (block j's violated rows)
     from v_j to e_j = 0.2 width while block j's other pattern rows stay inside. A warm start
@@ -174,11 +174,11 @@ def _pattern_repair(bar: Barrier, theta0: Array, sl: Slacks, vp: NDArray[np.bool
     L, J, r = bar.L, bar.J, bar.r
     p = sl.p.reshape(L, J)
     viol = vp.reshape(L, J)
-    B = bar.pattern_blocks(np.where(viol, 0.0, 1.0 / np.where(viol, 1.0, p) ** 2), 2.0 / sl.sb)
     counts = viol.sum(axis=0)
     m = int(counts.max())
     if m > min(_MAX_REPAIR_ROWS, r - 1):
         return None  # not a few new points: phase I's job
+    B = bar.pattern_blocks(np.where(viol, 0.0, 1.0 / np.where(viol, 1.0, p) ** 2), 2.0 / sl.sb)
     # Violated rows of every block, padded to m (padding: a zero row with target 0).
     order = np.argsort(~viol, axis=0, kind="stable")[:m].T  # (J, m) row indices, violated first
     live = np.arange(m)[None, :] < counts[:, None]  # (J, m)
