@@ -24,7 +24,15 @@ from typing import Any
 
 import numpy as np
 
-from learner._barrier import Array, Barrier, HessianFactor, HessianPath, Offsets, Slacks
+from learner._barrier import (
+    Array,
+    Barrier,
+    BlockPreconditioner,
+    HessianFactor,
+    HessianPath,
+    Offsets,
+    Slacks,
+)
 
 
 @dataclass
@@ -170,10 +178,19 @@ class _Lagged:
     stale: bool = False
     #: Whether the last direction came from a factorization at that very iterate.
     exact: bool = False
+    #: Whether Newton steps may try CG preconditioned by the Hessian without its label cuts
+    #: (:class:`learner._barrier.BlockPreconditioner`); cleared when such CG fails once.
+    block: bool = True
+    #: That preconditioner, kept across steps while CG converges with it.
+    block_pre: BlockPreconditioner | None = None
+    #: Whether the last direction came from that preconditioner built at that very iterate.
+    fresh: bool = False
 
 
 #: Conjugate-gradient iterations allowed before the Hessian is refactored at the iterate.
 _MAX_CG = 25
+#: CG iterations allowed with a kept block preconditioner before it is rebuilt at the iterate.
+_MAX_CG_KEPT = 15
 #: Below this many unknowns a factorization costs less than CG's Python overhead: always exact.
 _SMALL = 1500
 #: CG tolerance used to confirm convergence when the last direction was inexact.
@@ -208,7 +225,7 @@ def _direction(
         g_tau += obj.t_coef + 1.0 / (obj.tau_hi - tau)
         h_tt = bar.offset_curvature(sl, obj.offsets) + 1.0 / (obj.tau_hi - tau) ** 2
 
-    def precond_solver(fac: HessianFactor, approximate: bool = False) -> Any:
+    def precond_solver(fac: HessianFactor | BlockPreconditioner, approximate: bool = False) -> Any:
         if not bordered:
             return lambda r_th, r_tau: (fac.solve(r_th, approximate), 0.0)
         y_h = fac.solve(h, approximate)
@@ -262,7 +279,36 @@ def _direction(
             x, res = cand, cand_res
         return x
 
-    lag.exact = False
+    lag.exact = lag.fresh = False
+    if (
+        lag.block
+        and bar.block_preconditioning
+        and path is HessianPath.AUTO
+        and bar.J * bar.r > _SMALL
+    ):
+        # Soft cuts: the Hessian without its label cuts preconditions CG well enough that no
+        # capacitance or gate-space matrix is needed (eq. BJ). It is kept across steps like a
+        # factorization and rebuilt at the iterate when CG needs more than _MAX_CG_KEPT
+        # iterations with it or a step makes poor progress. If even a fresh one fails (cuts
+        # with tiny slacks after all), every later step factors as below.
+        result = None
+        if lag.block_pre is not None and not lag.stale:
+            result = _pcg(matvec, precond_solver(lag.block_pre), -g, -g_tau, eta, _MAX_CG_KEPT)
+            if result is None:
+                lag.n_cg += _MAX_CG_KEPT
+        if result is None:
+            lag.block_pre = bar.block_preconditioner(theta, sl)
+            lag.stale = False
+            result = _pcg(matvec, precond_solver(lag.block_pre), -g, -g_tau, eta, _MAX_CG)
+            lag.fresh = result is not None
+            lag.exact = lag.fresh and eta <= _ETA_EXACT
+        if result is not None:
+            (d_theta, d_tau), iters = result
+            lag.n_cg += iters
+            return d_theta, d_tau, -(float(np.sum(g * d_theta)) + g_tau * d_tau)
+        lag.n_cg += _MAX_CG
+        lag.block = False
+        lag.block_pre = None
     if lag.factor is None or lag.stale or bar.J * bar.r <= _SMALL:
         d_theta, d_tau = exact()
     else:
@@ -384,7 +430,8 @@ def _newton(
             # Not a descent direction: the Newton system lost its accuracy (slacks near zero
             # make H very ill-conditioned). Refactor if the direction came from CG; otherwise
             # fall back to the block-diagonally preconditioned gradient, which always descends.
-            if not lag.exact:
+            if lag.fresh or not lag.exact:
+                lag.block = lag.block and not lag.fresh
                 lag.stale = True
                 continue
             if lag.factor is None:
@@ -406,7 +453,7 @@ def _newton(
         lam = math.sqrt(lam2)
         # Inexact steps that stop shrinking the decrement (exact Newton shrinks it at least
         # geometrically once it is below 1) mean CG is following a poor preconditioner.
-        if not lag.exact and lam < 1.0 and lam > 0.7 * lam_prev:
+        if not (lag.exact or lag.fresh) and lam < 1.0 and lam > 0.7 * lam_prev:
             lag.stale = True
         lam_prev = lam
         # Forcing term of the inexact Newton method: superlinear as lambda -> 0.
@@ -443,7 +490,7 @@ def _newton(
         # the CG direction was poor: refactor at the next step.
         predicted = lam2 * alpha * (1.0 - alpha / 2.0)
         new_val = obj.value(tau, sl)
-        if not lag.exact and val - new_val < 0.25 * predicted:
+        if not (lag.exact or lag.fresh) and val - new_val < 0.25 * predicted:
             lag.stale = True
         val = new_val
         if stop_tau_below is not None and tau < stop_tau_below:

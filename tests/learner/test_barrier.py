@@ -132,8 +132,9 @@ def test_a_single_precision_factor_preconditions_to_float32_accuracy(seed, path,
 def test_per_class_capacitance_equals_the_generic_multiclass_algebra(
     seed, n_classes, single, monkeypatch
 ):
-    """The per-class products (ClassCuts) give the same A X, A^T z, solves and log det as the
-    generic products over every cut, to 1e-9 (float64) or float32's rounding (``single``)."""
+    """The per-class products (ClassCuts) give the same A X, A^T z, H v, gradient, cut values,
+    solves and log det as the generic products over every cut, to 1e-9 (float64) or float32's
+    rounding (``single``)."""
     import learner._barrier as barrier
 
     vs, bar, theta, sl, rng = _random_problem(seed, Task.MULTICLASS, n_classes, 11, 5, P=4)
@@ -141,12 +142,26 @@ def test_per_class_capacitance_equals_the_generic_multiclass_algebra(
     sl.sb = 0.5  # inside the ball whatever the random theta's norm
     if single:
         monkeypatch.setattr(barrier, "_SINGLE_PRECISION_MIN", 0)
-    new = bar.factorize(theta, sl, HessianPath.LABEL_SPACE, single=single)
-    classes, bar.classes = bar.classes, None
-    old = bar.factorize(theta, sl, HessianPath.LABEL_SPACE)
-    bar.classes = classes
     X = rng.standard_normal((2, *theta.shape))
     z = rng.standard_normal((2, bar.Q))
+    new = bar.factorize(theta, sl, HessianPath.LABEL_SPACE, single=single)
+    # The barrier's own products (CG's H v, the gradient, the cut values) the same way.
+    new_products = (
+        bar.hess_vec(theta, sl, X),
+        bar.gradient(theta, sl),
+        bar.label_values(bar.z(X[0])),
+    )
+    classes, bar.classes = bar.classes, None
+    old = bar.factorize(theta, sl, HessianPath.LABEL_SPACE)
+    old_products = (
+        bar.hess_vec(theta, sl, X),
+        bar.gradient(theta, sl),
+        bar.label_values(bar.z(X[0])),
+    )
+    bar.classes = classes
+
+    for a, b in zip(new_products, old_products, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12 * np.abs(b).max())
 
     np.testing.assert_allclose(new._apply_A(X), old._apply_A(X), rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(new._apply_At(z), old._apply_At(z), rtol=1e-12, atol=1e-12)

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import learner
-from learner.center import CenterStatus, analytic_center
+from learner._barrier import HessianPath
+from learner.center import CenterOptions, CenterStatus, analytic_center
 from learner.config import Task
 from learner.delta import DELTA_GRID, DeltaStatus, checkpoint, choose_delta
 from learner.reference import reference_center
@@ -300,3 +301,62 @@ def test_a_float32_factor_that_fails_is_redone_in_float64(seed, monkeypatch):
     assert tried32  # the float32 factor was attempted
     assert got.status is want.status is CenterStatus.OPTIMAL
     assert abs(got.objective - want.objective) <= 1e-9 * abs(want.objective)
+
+
+# Large enough (J r = 2 P K' (d + 1) > 1500) for Newton steps to use CG rather than a
+# factorization at every step: the block-preconditioned path of eq. BJ.
+BLOCK_CASES = [(Task.BINARY, 2, 20), (Task.MULTICLASS, 3, 8)]
+
+
+@pytest.mark.parametrize(("task", "n_classes", "n_gates"), BLOCK_CASES)
+def test_a_soft_centre_needs_no_factorization_and_matches_cvxpy(seed, task, n_classes, n_gates):
+    """Soft cuts: CG preconditioned by the Hessian without its label cuts (eq. BJ) solves every
+    Newton system, and the centre is cvxpy's (relative gap <= 1e-6) and the factored path's
+    (relative objective 1e-9)."""
+    teacher = teacher_problem(seed, 150, 40, n_gates, task, n_classes)
+    vs, _ = flipped(teacher, 0.15, seed, n_classes)
+    vs = soft(vs, 0.05)
+
+    ours = analytic_center(vs)
+    factored = analytic_center(vs, options=CenterOptions(path=HessianPath.LABEL_SPACE))
+    ref = reference_center(vs, cp.CLARABEL)
+
+    assert ours.status is CenterStatus.OPTIMAL, ours.message
+    assert ours.n_factorizations == 0 and ours.n_cg > 0
+    assert factored.status is CenterStatus.OPTIMAL and factored.n_factorizations >= 1
+    assert abs(ours.objective - factored.objective) <= 1e-9 * abs(factored.objective)
+    np.testing.assert_allclose(ours.x, factored.x, atol=1e-4 * np.abs(factored.x).max())
+    assert ref.success, ref.status
+    assert abs(ref.objective - ours.objective) <= 1e-6 * abs(ours.objective)
+
+
+def test_when_block_preconditioned_cg_fails_newton_factors_instead(seed, monkeypatch):
+    """A block-preconditioned CG that cannot converge (here: no iteration allowed) turns the
+    block path off for the rest of the solve; factorizations then give the same centre."""
+    import learner._newton as newton
+
+    teacher = teacher_problem(seed, 150, 40, 20)
+    vs = soft(flipped(teacher, 0.15, seed)[0], 0.05)
+    reference = analytic_center(vs)
+    monkeypatch.setattr(newton, "_MAX_CG", 0)
+    monkeypatch.setattr(newton, "_MAX_CG_KEPT", 0)
+
+    fallback = analytic_center(vs)
+
+    assert fallback.status is CenterStatus.OPTIMAL, fallback.message
+    assert fallback.n_factorizations >= 1 and reference.n_factorizations == 0
+    assert abs(fallback.objective - reference.objective) <= 1e-9 * abs(reference.objective)
+
+
+def test_hard_cuts_do_not_try_the_block_preconditioner(seed):
+    """Hard cuts get tiny slacks at the centre (CG with the block preconditioner needed 239
+    iterations on a hard binary problem): the barrier does not offer it, and Newton factors."""
+    from learner._barrier import Barrier, span_basis
+
+    teacher = teacher_problem(seed, 150, 40, 20)
+    assert not Barrier(teacher.vs, span_basis(teacher.vs.X)).block_preconditioning
+    assert Barrier(soft(teacher.vs, 0.05), None).block_preconditioning
+
+    result = analytic_center(teacher.vs)
+
+    assert result.status is CenterStatus.OPTIMAL and result.n_factorizations >= 1
