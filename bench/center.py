@@ -115,7 +115,8 @@ def timed_centre(vs: VersionSpace, start: np.ndarray | None = None, repeats: int
 def describe(result: CenterResult) -> str:
     return (
         f"{result.nit} Newton steps ({result.phase1_nit} in phase I), "
-        f"{result.n_factorizations} factorizations, {result.n_cg} CG iterations"
+        f"{result.n_factorizations} factorizations, {result.n_block} block preconditioners, "
+        f"{result.n_cg} CG iterations"
     )
 
 
@@ -315,10 +316,12 @@ def dgemm_rate(n: int = 2000) -> float:
 
 
 def newton_flops(vs: VersionSpace, result: CenterResult) -> float:
-    """A model of the flops of one label-space solve (depth 2): per factorization the B_j and
-    their inverses, the capacitance (per class for multi-class cuts, else E E^T) and its
-    Cholesky factor; per CG iteration a Hessian product, two block solves, A, A^T and two
-    triangular solves; per Newton step the gradient and the slack updates."""
+    """A model of the flops of one solve (depth 2): per factorization the B_j and their
+    inverses, the capacitance (per class for multi-class cuts, else E E^T) and its Cholesky
+    factor; per block preconditioner (eq. BJ) the B_j (upper triangles) and their inverses; per
+    CG iteration a Hessian product and a block solve, plus A, A^T, a second block solve and two
+    triangular solves when a factorization preconditions; per Newton step the gradient and the
+    slack updates."""
     L, r = vs.n_labels, vs.n_features
     K, Pg = vs.n_outputs, vs.n_gates
     J, G = 2 * K * Pg, K * Pg
@@ -328,9 +331,17 @@ def newton_flops(vs: VersionSpace, result: CenterResult) -> float:
         factor += K * (2 * L * r * Pg * r + L * L * Pg * r)
     else:
         factor += 2 * Q * r * G * r + Q * Q * G * r
-    cg = 4 * L * r * J + 4 * J * r * r + 4 * Q * r * G / max(1, K - 1) + 2 * Q * Q
+    block = J * L * r * (r + 1) + J * r**3
+    cg = 4 * L * r * J + 2 * J * r * r
+    if result.n_factorizations:
+        cg += 2 * J * r * r + 4 * Q * r * G / max(1, K - 1) + 2 * Q * Q
     step = 6 * L * r * J
-    return result.n_factorizations * factor + result.n_cg * cg + result.nit * step
+    return (
+        result.n_factorizations * factor
+        + result.n_block * block
+        + result.n_cg * cg
+        + result.nit * step
+    )
 
 
 def main() -> None:

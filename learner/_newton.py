@@ -174,6 +174,8 @@ class _Lagged:
     factor: HessianFactor | None = None
     n_factor: int = 0
     n_cg: int = 0
+    #: Block preconditioners built (eq. BJ).
+    n_block: int = 0
     #: Refactor at the next step (set when a CG step made poor progress).
     stale: bool = False
     #: Whether the last direction came from a factorization at that very iterate.
@@ -191,6 +193,8 @@ class _Lagged:
 _MAX_CG = 25
 #: CG iterations allowed with a kept block preconditioner before it is rebuilt at the iterate.
 _MAX_CG_KEPT = 15
+#: A kept block preconditioner that needed more CG iterations than this is rebuilt next step.
+_REBUILD_AFTER = 5
 #: Below this many unknowns a factorization costs less than CG's Python overhead: always exact.
 _SMALL = 1500
 #: CG tolerance used to confirm convergence when the last direction was inexact.
@@ -296,8 +300,11 @@ def _direction(
             result = _pcg(matvec, precond_solver(lag.block_pre), -g, -g_tau, eta, _MAX_CG_KEPT)
             if result is None:
                 lag.n_cg += _MAX_CG_KEPT
+            elif result[1] > _REBUILD_AFTER:
+                lag.stale = True  # the next step rebuilds it rather than fail with it
         if result is None:
             lag.block_pre = bar.block_preconditioner(theta, sl)
+            lag.n_block += 1
             lag.stale = False
             result = _pcg(matvec, precond_solver(lag.block_pre), -g, -g_tau, eta, _MAX_CG)
             lag.fresh = result is not None

@@ -97,7 +97,11 @@ class CenterResult:
         Hessian factorizations computed (the dominant cost).
     n_cg : int
         Conjugate-gradient iterations, each one Hessian-vector product and one solve with a
-        kept factorization.
+        kept factorization or block preconditioner.
+    n_block : int
+        Block preconditioners built (soft version spaces: the Hessian without its label
+        cuts, docs/learner.md "Analytic centre", eq. BJ); each costs the pattern blocks and
+        their inverses, far less than a factorization.
     suspects : tuple of int
         Active labels the centre gets wrong (negative margin, :meth:`VersionSpace.margins`),
         most wrong first: what a soft version space gave up (docs/learner.md, "Suspect
@@ -117,6 +121,7 @@ class CenterResult:
     max_violation: float
     n_factorizations: int = 0
     n_cg: int = 0
+    n_block: int = 0
     suspects: tuple[int, ...] = ()
 
     @property
@@ -171,7 +176,7 @@ def analytic_center(
             return _ball_centre(vs, shape, run)
         sub = vs.subset(idx)
         bar = Barrier(sub, span_basis(sub.X))
-        lag = _Lagged(n_factor=run.n_factor, n_cg=run.n_cg)
+        lag = _Lagged(n_factor=run.n_factor, n_cg=run.n_cg, n_block=run.n_block)
         ph1 = _phase1(bar, _start_point(bar, sub, theta_full), opts, lag)
         run.add(ph1.nit, lag, phase1=True)
         hard_classes = not sub.soft and sub.task is not Task.REGRESSION
@@ -179,7 +184,7 @@ def analytic_center(
             # Phase I broke down (a near-singular Newton system). Retry from a start that is
             # well inside every pattern row: the cold start for soft cuts (strictly feasible),
             # the centre of the slightly softened problem for hard ones.
-            lag = _Lagged(n_factor=run.n_factor, n_cg=run.n_cg)
+            lag = _Lagged(n_factor=run.n_factor, n_cg=run.n_cg, n_block=run.n_block)
             ph1 = _phase1(bar, _recovery_start(bar, sub, opts), opts, lag)
             run.add(ph1.nit, lag, phase1=True)
         if ph1.status is _Feasibility.FEASIBLE:
@@ -189,7 +194,7 @@ def analytic_center(
             # function of its labels, and a rebuild must send the same items to review): rank
             # them from a cold start instead.
             theta_full = None
-            lag = _Lagged(n_factor=run.n_factor, n_cg=run.n_cg)
+            lag = _Lagged(n_factor=run.n_factor, n_cg=run.n_cg, n_block=run.n_block)
             ph1 = _phase1(bar, _cold_start(bar, sub), opts, lag)
             run.add(ph1.nit, lag, phase1=True)
             if ph1.status is _Feasibility.FEASIBLE:
@@ -273,6 +278,7 @@ class _Run:
     phase1_nit: int = 0
     n_factor: int = 0
     n_cg: int = 0
+    n_block: int = 0
 
     def exclude(self, group: tuple[int, ...]) -> None:
         self.groups.append(group)
@@ -282,7 +288,7 @@ class _Run:
         self.nit += nit
         if phase1:
             self.phase1_nit += nit
-        self.n_factor, self.n_cg = lag.n_factor, lag.n_cg
+        self.n_factor, self.n_cg, self.n_block = lag.n_factor, lag.n_cg, lag.n_block
 
 
 def _finish(
@@ -328,6 +334,7 @@ def _finish(
         max_violation=max(0.0, -lowest / bar.radius),
         n_factorizations=run.n_factor,
         n_cg=run.n_cg,
+        n_block=run.n_block,
         suspects=suspects,
     )
 
