@@ -82,7 +82,12 @@ _APPLY_CHUNK = 8_000_000
 #: Multi-class cuts go through per-class quantities (:class:`ClassCuts`); False gives the
 #: generic products over all Q cuts (the same numbers up to roundoff; tests compare them).
 _CLASS_CUTS = True
-#: Above this many floats the Khatri-Rao product F (x) F is not cached (B_j built in a loop).
+#: Soft version spaces with a smaller delta factor the Hessian rather than precondition CG by
+#: its pattern blocks (eq. BJ): offsets that small leave cuts with tiny slacks, and near
+#: MIN_SOFT_DELTA CG needed over 20 iterations per step (warm recentres 1.3-1.6x slower).
+_BLOCK_MIN_DELTA = 1e-3
+#: Above L r^2 floats the Khatri-Rao product F (x) F is not cached (B_j built in a loop); the
+#: cache holds its upper triangle, about half of that.
 _FF_CACHE_LIMIT = 40_000_000
 
 
@@ -280,7 +285,7 @@ class Barrier:
         #: their offset delta R ||a||, so they stay a small part of H (docs/learner.md,
         #: "Analytic centre", eq. BJ). Hard cuts and D3 rows (offset 0) get tiny slacks
         #: near the centre, and conjugate gradients would need hundreds of iterations.
-        self.block_preconditioning = bool(vs.soft) and not n_struct
+        self.block_preconditioning = bool(vs.soft) and vs.delta >= _BLOCK_MIN_DELTA and not n_struct
         # The Khatri-Rao product F (x) F on the upper triangle only (B_j is symmetric):
         # column (a, b), a <= b, holds F_:a F_:b, so B_j's triangle is one GEMM with half the
         # flops of the full product.
@@ -288,8 +293,14 @@ class Barrier:
         iu, ju = np.triu_indices(self.r)
         self._tri_upper = iu * self.r + ju
         self._tri_lower = ju * self.r + iu
-        if self.L * iu.size <= _FF_CACHE_LIMIT:
-            self._ff = self.F[:, iu] * self.F[:, ju]
+        if self.L * self.r * self.r <= _FF_CACHE_LIMIT:
+            # Row a of the triangle at a time: no temporary larger than F.
+            self._ff = np.empty((self.L, iu.size))
+            col = 0
+            for a in range(self.r):
+                width = self.r - a
+                np.multiply(self.F[:, a : a + 1], self.F[:, a:], out=self._ff[:, col : col + width])
+                col += width
 
     @staticmethod
     def _struct_pattern(vs: VersionSpace) -> Array:

@@ -286,12 +286,15 @@ def _direction(
     lag.exact = lag.fresh = False
     if (
         lag.block
+        and not bordered
         and bar.block_preconditioning
         and path is HessianPath.AUTO
         and bar.J * bar.r > _SMALL
     ):
-        # Soft cuts: the Hessian without its label cuts preconditions CG well enough that no
-        # capacitance or gate-space matrix is needed (eq. BJ). It is kept across steps like a
+        # Soft cuts, phase II: the Hessian without its label cuts preconditions CG well enough
+        # that no capacitance or gate-space matrix is needed (eq. BJ). Not in phase I: its
+        # bordered systems on rows with tiny slacks made inexact steps creep (from random
+        # starts, 400 phase-I steps instead of 25). It is kept across steps like a
         # factorization and rebuilt at the iterate when CG needs more than _MAX_CG_KEPT
         # iterations with it or a step makes poor progress. If even a fresh one fails (cuts
         # with tiny slacks after all), every later step factors as below.

@@ -217,3 +217,43 @@ def test_many_right_hand_sides_solve_like_one_at_a_time(seed, task, n_classes, p
     np.testing.assert_allclose(
         fac._apply_A(Y), np.concatenate([fac._apply_A(Y[i : i + 1]) for i in range(6)]), rtol=1e-12
     )
+
+
+@pytest.mark.parametrize(("task", "n_classes"), TASKS)
+def test_the_block_preconditioner_inverts_the_hessian_without_its_label_cuts(seed, task, n_classes):
+    """BlockPreconditioner.solve is (blockdiag(B_j) + beta beta^T)^{-1} (eq. BJ), against a
+    dense matrix built from the definition of the pattern rows and the ball."""
+    from learner._barrier import BlockPreconditioner
+
+    vs, bar, theta, sl, rng = _random_problem(seed, task, n_classes, 9, 4)
+    sl.sb = 0.5
+    n = theta.size
+    dense = np.zeros((n, n))
+    J, r = bar.J, bar.r
+    wp = (1.0 / sl.p**2).reshape(bar.L, J)
+    for j in range(J):
+        dense[j * r : (j + 1) * r, j * r : (j + 1) * r] = (bar.F.T * wp[:, j]) @ bar.F + (
+            2.0 / sl.sb
+        ) * np.eye(r)
+    beta = (2.0 / sl.sb) * theta.ravel()
+    dense += np.outer(beta, beta)
+    y = rng.standard_normal(theta.shape)
+
+    x = BlockPreconditioner(bar, theta, sl).solve(y)
+
+    np.testing.assert_allclose(dense @ x.ravel(), y.ravel(), rtol=1e-8, atol=1e-8 * np.abs(y).max())
+
+
+def test_pattern_blocks_from_the_cached_triangle_equal_the_loop(seed, monkeypatch):
+    """B_j from the upper triangle of F (x) F (cached) equal the per-block loop (no cache)."""
+    import learner._barrier as barrier
+
+    vs, bar, theta, sl, rng = _random_problem(seed, Task.MULTICLASS, 3, 9, 4)
+    wp = rng.random((bar.L, bar.J))
+    assert bar._ff is not None
+    cached = bar.pattern_blocks(wp, 0.3)
+    monkeypatch.setattr(barrier, "_FF_CACHE_LIMIT", 0)
+    looped = barrier.Barrier(vs, None).pattern_blocks(wp, 0.3)
+
+    np.testing.assert_allclose(cached, looped, rtol=1e-13, atol=1e-13 * np.abs(looped).max())
+    np.testing.assert_array_equal(cached, cached.transpose(0, 2, 1))
