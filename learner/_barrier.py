@@ -1038,9 +1038,12 @@ def _block_inverse(B: Array) -> Array:
 def _cholesky_inverse(B: Array) -> Array:
     """Inverses of the symmetric positive definite blocks B_j by LAPACK potrf and potri, shape
     (J, r, r): a third of the time of batched LU with Jacobi scaling (:func:`_block_inverse`),
-    which it falls back to when a block is not positive definite in floating point. For
-    preconditioners only (no scaling)."""
+    which it falls back to when a block is not positive definite in floating point, and which
+    it uses for blocks smaller than 12 x 12 (there one batched call beats a loop of LAPACK
+    calls: 0.8 ms against 1.6 ms at J = 640, r = 8). For preconditioners only (no scaling)."""
     J, r = B.shape[0], B.shape[1]
+    if r < 12:
+        return _block_inverse(B)
     out = np.empty_like(B)
     for j in range(J):
         chol, info = _potrf64(B[j], lower=1, clean=0)

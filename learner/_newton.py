@@ -6,11 +6,14 @@ step backtracks (Armijo) from the longest step that keeps every row 1% inside, e
 point retracted onto its best radius (:func:`_retract`); it stops when
 lambda^2 / 2 <= tol * max(1, |phi|). Directions come from a fresh factorization or from
 conjugate gradients preconditioned by a kept one (an inexact Newton method, see
-:func:`_direction`).
+:func:`_direction`); in phase II of a soft version space, from conjugate gradients
+preconditioned by the Hessian without its label cuts (docs/learner.md, eq. BJ), with no
+factorization at all.
 
-Every Newton system is solved by :class:`learner._barrier.HessianFactor` (Woodbury with batched
-per-block Cholesky), in the span of the labeled points when it is smaller than R^d. Phase I's
-offset tau is eliminated by a Schur complement on the scalar (:func:`_direction`).
+Every factored Newton system is solved by :class:`learner._barrier.HessianFactor` (Woodbury
+with batched per-block Cholesky), in the span of the labeled points when it is smaller than
+R^d. Phase I's offset tau is eliminated by a Schur complement on the scalar
+(:func:`_direction`).
 
 See docs/learner.md, "Analytic centre (`analytic_center`)": radial retraction, inexact Newton,
 accuracy and stopping.
@@ -295,9 +298,10 @@ def _direction(
         # that no capacitance or gate-space matrix is needed (eq. BJ). Not in phase I: its
         # bordered systems on rows with tiny slacks made inexact steps creep (from random
         # starts, 400 phase-I steps instead of 25). It is kept across steps like a
-        # factorization and rebuilt at the iterate when CG needs more than _MAX_CG_KEPT
-        # iterations with it or a step makes poor progress. If even a fresh one fails (cuts
-        # with tiny slacks after all), every later step factors as below.
+        # factorization and rebuilt at the iterate after a CG solve of more than
+        # _REBUILD_AFTER iterations, when CG fails within _MAX_CG_KEPT, or after a step of
+        # poor progress. If even a fresh one fails (cuts with tiny slacks after all), every
+        # later step factors as below.
         result = None
         if lag.block_pre is not None and not lag.stale:
             result = _pcg(matvec, precond_solver(lag.block_pre), -g, -g_tau, eta, _MAX_CG_KEPT)

@@ -257,3 +257,19 @@ def test_pattern_blocks_from_the_cached_triangle_equal_the_loop(seed, monkeypatc
 
     np.testing.assert_allclose(cached, looped, rtol=1e-13, atol=1e-13 * np.abs(looped).max())
     np.testing.assert_array_equal(cached, cached.transpose(0, 2, 1))
+
+
+@pytest.mark.parametrize("r", [4, 20])
+def test_block_inverses_by_cholesky_match_lu_and_fall_back_when_not_positive_definite(seed, r):
+    """The preconditioner's block inverses (LAPACK potrf/potri, or batched LU below 12 x 12)
+    invert every block; a block that is not positive definite sends all of them to LU."""
+    from learner._barrier import _cholesky_inverse
+
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((5, 3 * r, r))
+    B = np.einsum("jnr,jns->jrs", X, X) + 0.1 * np.eye(r)
+    eye = np.broadcast_to(np.eye(r), B.shape)
+
+    np.testing.assert_allclose(np.matmul(_cholesky_inverse(B), B), eye, atol=1e-9)
+    B[2] = -B[2]  # negative definite: potrf fails, LU still inverts it
+    np.testing.assert_allclose(np.matmul(_cholesky_inverse(B), B), eye, atol=1e-9)
