@@ -271,5 +271,8 @@ def test_block_inverses_by_cholesky_match_lu_and_fall_back_when_not_positive_def
     eye = np.broadcast_to(np.eye(r), B.shape)
 
     np.testing.assert_allclose(np.matmul(_cholesky_inverse(B), B), eye, atol=1e-9)
-    B[2] = -B[2]  # negative definite: potrf fails, LU still inverts it
+    # Indefinite with a positive diagonal (eigenvalues 3 and -1 in the first two coordinates):
+    # potrf fails on it, and every block goes through the Jacobi-scaled LU instead.
+    B[2] = np.eye(r)
+    B[2, 0, 1] = B[2, 1, 0] = 2.0
     np.testing.assert_allclose(np.matmul(_cholesky_inverse(B), B), eye, atol=1e-9)
