@@ -1062,12 +1062,10 @@ class BlockPreconditioner:
     A preconditioner for conjugate gradients on H = M + A^T A: soft cuts keep slacks of at
     least their offset, so at every point of a soft version space A^T A adds little to M
     (its trace against H, the cuts' summed leverage, was 39 of 16,640 dimensions at the
-    4-class centre of ``make bench-center``) and CG reaches 1e-9 in 8 to 15 iterations.
+    4-class centre of ``make bench-center``) and CG reaches 1e-9 in 7 to 15 iterations.
     Building it costs the pattern blocks and J small inverses: no capacitance or gate-space
     matrix is formed, so nothing grows with Q = L (K - 1) but the products with A.
     """
-
-    inexact = True
 
     def __init__(self, bar: Barrier, theta: Array, sl: Slacks) -> None:
         B = bar.pattern_blocks((1.0 / sl.p**2).reshape(bar.L, bar.J), 2.0 / sl.sb)

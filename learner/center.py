@@ -176,7 +176,7 @@ def analytic_center(
             return _ball_centre(vs, shape, run)
         sub = vs.subset(idx)
         bar = Barrier(sub, span_basis(sub.X))
-        lag = _Lagged(n_factor=run.n_factor, n_cg=run.n_cg, n_block=run.n_block)
+        lag = run.lagged()
         ph1 = _phase1(bar, _start_point(bar, sub, theta_full), opts, lag)
         run.add(ph1.nit, lag, phase1=True)
         hard_classes = not sub.soft and sub.task is not Task.REGRESSION
@@ -184,7 +184,7 @@ def analytic_center(
             # Phase I broke down (a near-singular Newton system). Retry from a start that is
             # well inside every pattern row: the cold start for soft cuts (strictly feasible),
             # the centre of the slightly softened problem for hard ones.
-            lag = _Lagged(n_factor=run.n_factor, n_cg=run.n_cg, n_block=run.n_block)
+            lag = run.lagged()
             ph1 = _phase1(bar, _recovery_start(bar, sub, opts), opts, lag)
             run.add(ph1.nit, lag, phase1=True)
         if ph1.status is _Feasibility.FEASIBLE:
@@ -194,7 +194,7 @@ def analytic_center(
             # function of its labels, and a rebuild must send the same items to review): rank
             # them from a cold start instead.
             theta_full = None
-            lag = _Lagged(n_factor=run.n_factor, n_cg=run.n_cg, n_block=run.n_block)
+            lag = run.lagged()
             ph1 = _phase1(bar, _cold_start(bar, sub), opts, lag)
             run.add(ph1.nit, lag, phase1=True)
             if ph1.status is _Feasibility.FEASIBLE:
@@ -283,6 +283,10 @@ class _Run:
     def exclude(self, group: tuple[int, ...]) -> None:
         self.groups.append(group)
         self.active[list(group)] = False
+
+    def lagged(self) -> _Lagged:
+        """A fresh kept-factorization record that carries this run's work counts on."""
+        return _Lagged(n_factor=self.n_factor, n_cg=self.n_cg, n_block=self.n_block)
 
     def add(self, nit: int, lag: _Lagged, *, phase1: bool = False) -> None:
         self.nit += nit
